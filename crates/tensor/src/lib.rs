@@ -1,0 +1,6 @@
+//! Element types of tensors as GGUF stores them, their block layouts, and the
+//! plain scalar reference kernels every faster backend is tested against.
+
+pub mod dtype;
+
+pub use dtype::{DType, DTypeError};
