@@ -31,7 +31,11 @@ pub enum DTypeError {
     #[error("unknown tensor type id {0}")]
     Unknown(u32),
     #[error("row of {elems} elements is not a multiple of the {dtype} block size {block}")]
-    RaggedRow { dtype: DType, elems: u64, block: u64 },
+    RaggedRow {
+        dtype: DType,
+        elems: u64,
+        block: u64,
+    },
     #[error("tensor size overflows: {elems} elements of {dtype}")]
     Overflow { dtype: DType, elems: u64 },
 }
@@ -164,8 +168,12 @@ impl DType {
     /// Bytes taken by a row of `elems` elements; errors if the row is not whole blocks.
     pub fn row_bytes(self, elems: u64) -> Result<u64, DTypeError> {
         let block = self.block_elems() as u64;
-        if elems % block != 0 {
-            return Err(DTypeError::RaggedRow { dtype: self, elems, block });
+        if !elems.is_multiple_of(block) {
+            return Err(DTypeError::RaggedRow {
+                dtype: self,
+                elems,
+                block,
+            });
         }
         (elems / block)
             .checked_mul(self.block_bytes() as u64)
@@ -190,7 +198,10 @@ mod tests {
         }
         assert!(matches!(
             DType::from_ggml_id(16),
-            Err(DTypeError::Unsupported { name: "IQ2_XXS", .. })
+            Err(DTypeError::Unsupported {
+                name: "IQ2_XXS",
+                ..
+            })
         ));
         assert_eq!(DType::from_ggml_id(1000), Err(DTypeError::Unknown(1000)));
     }

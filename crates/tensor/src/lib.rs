@@ -4,3 +4,6 @@
 pub mod dtype;
 
 pub use dtype::{DType, DTypeError};
+pub mod reference;
+
+pub use reference::{dequantize_row, dot_f32, dot_row};
