@@ -32,6 +32,19 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Sum of a slice, with the same lane-parallel accumulation as [`dot_f32`].
+pub(super) fn sum_f32(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (s, v) in acc.iter_mut().zip(c) {
+            *s += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Dot of `x` with values stored as `WIDTH`-byte little-endian elements, each
 /// turned into f32 by `decode`.
 #[inline(always)]

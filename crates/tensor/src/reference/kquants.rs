@@ -16,7 +16,7 @@
 //! stores a bit of element `32 b + l` in bit `b` of `hm[l]`; a 4-bit plane
 //! stores element `64 c + 32 n + l` in nibble `n` of `qs[32 c + l]`.
 
-use super::f16_at;
+use super::{dot_f32, f16_at, sum_f32};
 use crate::DType;
 
 const QK_K: usize = 256;
@@ -144,18 +144,11 @@ fn dequantize_affine(q: &[u8; QK_K], dl: &[f32], ml: &[f32], out: &mut [f32]) {
 #[inline(always)]
 fn dot_affine(q: &[u8; QK_K], dl: &[f32], ml: &[f32], x: &[f32]) -> f32 {
     let group = QK_K / dl.len();
+    let q = q.map(f32::from);
+    let groups = x.chunks_exact(group).zip(q.chunks_exact(group));
     let mut total = 0.0f32;
-    for ((x_g, q_g), (&dl, &ml)) in x
-        .chunks_exact(group)
-        .zip(q.chunks_exact(group))
-        .zip(dl.iter().zip(ml))
-    {
-        let (mut qx, mut sx) = (0.0f32, 0.0f32);
-        for (&v, &xi) in q_g.iter().zip(x_g) {
-            qx += f32::from(v) * xi;
-            sx += xi;
-        }
-        total += dl * qx - ml * sx;
+    for ((x_g, q_g), (&dl, &ml)) in groups.zip(dl.iter().zip(ml)) {
+        total += dl * dot_f32(q_g, x_g) - ml * sum_f32(x_g);
     }
     total
 }
@@ -179,10 +172,11 @@ fn dequantize_symmetric(q: &[i8; QK_K], dl: &[f32], out: &mut [f32]) {
 #[inline(always)]
 fn dot_symmetric(q: &[i8; QK_K], dl: &[f32], x: &[f32]) -> f32 {
     let group = QK_K / dl.len();
+    let q = q.map(f32::from);
+    let groups = x.chunks_exact(group).zip(q.chunks_exact(group));
     let mut total = 0.0f32;
-    for ((x_g, q_g), &dl) in x.chunks_exact(group).zip(q.chunks_exact(group)).zip(dl) {
-        let qx: f32 = q_g.iter().zip(x_g).map(|(&v, &xi)| f32::from(v) * xi).sum();
-        total += dl * qx;
+    for ((x_g, q_g), &dl) in groups.zip(dl) {
+        total += dl * dot_f32(q_g, x_g);
     }
     total
 }
@@ -326,10 +320,6 @@ pub(super) fn dequantize_q8_k(block: &[u8], out: &mut [f32]) {
 }
 
 pub(super) fn dot_q8_k(block: &[u8], x: &[f32]) -> f32 {
-    let sum: f32 = block[4..4 + QK_K]
-        .iter()
-        .zip(x)
-        .map(|(&b, &xi)| f32::from(b as i8) * xi)
-        .sum();
-    d_q8_k(block) * sum
+    let q: [f32; QK_K] = std::array::from_fn(|i| f32::from(block[4 + i] as i8));
+    d_q8_k(block) * dot_f32(&q, x)
 }

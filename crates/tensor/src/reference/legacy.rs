@@ -16,7 +16,7 @@
 //! The dot kernels factor the scale out of the block: `d * sum(q * x)` (and
 //! `+ m * sum(x)`), which is the same sum up to rounding.
 
-use super::f16_at;
+use super::{dot_f32, f16_at, sum_f32};
 use crate::DType;
 
 const QK: usize = 32;
@@ -77,23 +77,13 @@ fn dequantize_affine(d: f32, m: f32, q: &[u8; QK], out: &mut [f32]) {
 /// `d * sum((q - offset) * x)`.
 #[inline(always)]
 fn dot_symmetric(d: f32, q: &[u8; QK], offset: i32, x: &[f32]) -> f32 {
-    let sum: f32 = q
-        .iter()
-        .zip(x)
-        .map(|(&v, &xi)| (i32::from(v) - offset) as f32 * xi)
-        .sum();
-    d * sum
+    d * dot_f32(&q.map(|v| (i32::from(v) - offset) as f32), x)
 }
 
 /// `d * sum(q * x) + m * sum(x)`.
 #[inline(always)]
 fn dot_affine(d: f32, m: f32, q: &[u8; QK], x: &[f32]) -> f32 {
-    let (mut qx, mut sx) = (0.0f32, 0.0f32);
-    for (&v, &xi) in q.iter().zip(x) {
-        qx += f32::from(v) * xi;
-        sx += xi;
-    }
-    d * qx + m * sx
+    d * dot_f32(&q.map(f32::from), x) + m * sum_f32(x)
 }
 
 pub(super) fn dequantize_q4_0(block: &[u8], out: &mut [f32]) {
@@ -145,6 +135,12 @@ pub(super) fn dot_q5_1(block: &[u8], x: &[f32]) -> f32 {
     dot_affine(f16_at(block, 0), f16_at(block, 2), &q, x)
 }
 
+/// The 32 signed 8-bit quants of Q8_0, as f32.
+#[inline(always)]
+fn quants_q8(qs: &[u8]) -> [f32; QK] {
+    std::array::from_fn(|i| f32::from(qs[i] as i8))
+}
+
 pub(super) fn dequantize_q8_0(block: &[u8], out: &mut [f32]) {
     let d = f16_at(block, 0);
     for (o, &b) in out.iter_mut().zip(&block[2..]) {
@@ -153,10 +149,5 @@ pub(super) fn dequantize_q8_0(block: &[u8], out: &mut [f32]) {
 }
 
 pub(super) fn dot_q8_0(block: &[u8], x: &[f32]) -> f32 {
-    let sum: f32 = block[2..]
-        .iter()
-        .zip(x)
-        .map(|(&b, &xi)| f32::from(b as i8) * xi)
-        .sum();
-    f16_at(block, 0) * sum
+    f16_at(block, 0) * dot_f32(&quants_q8(&block[2..]), x)
 }

@@ -16,6 +16,7 @@ mod kquants;
 mod legacy;
 
 pub use float::dot_f32;
+use float::sum_f32;
 
 use crate::DType;
 
