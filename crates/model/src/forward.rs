@@ -1,0 +1,187 @@
+//! The forward pass: one batched step of the transformer, read top to bottom.
+
+use std::sync::Arc;
+
+use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, RopeParams};
+use smelt_gguf::GgufFile;
+
+use crate::{ModelConfig, ModelError, Weights};
+
+/// Positions per KV cache block.
+pub const KV_BLOCK_SIZE: usize = 16;
+
+/// One step's rows: row `r` is token `tokens[r]` at `positions[r]` of the
+/// sequence whose KV blocks are `block_tables[r]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [u32],
+    pub block_tables: &'a [&'a [u32]],
+    /// Rows whose logits the caller wants, in the order they are returned.
+    pub logits_rows: &'a [usize],
+}
+
+/// A loaded model on a backend.
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub backend: B,
+    weights: Weights<B::Weight>,
+    rope: RopeParams,
+    geom: AttnGeometry,
+}
+
+impl<B: Backend> Model<B> {
+    /// Reads the config, binds and places every weight.
+    pub fn load(file: Arc<GgufFile>, backend: B) -> Result<Self, ModelError> {
+        let config = ModelConfig::from_gguf(&file)?;
+        let weights = Weights::load(file, &config, &backend)?;
+        let rope = RopeParams::new(
+            config.rope_style,
+            config.head_dim,
+            config.rope_dims,
+            config.rope_base,
+            config.rope_freq_scale,
+            weights.rope_freqs.as_deref(),
+        );
+        let geom = AttnGeometry {
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim,
+            scale: 1.0 / (config.head_dim as f32).sqrt(),
+        };
+        Ok(Model {
+            config,
+            backend,
+            weights,
+            rope,
+            geom,
+        })
+    }
+
+    /// Positions per KV block.
+    pub fn kv_block_size(&self) -> usize {
+        KV_BLOCK_SIZE
+    }
+
+    /// A KV pool of `n_blocks` blocks for every layer.
+    pub fn new_kv(&self, n_blocks: usize) -> Result<B::Kv, ModelError> {
+        Ok(self.backend.alloc_kv(KvLayout {
+            n_layers: self.config.n_layers,
+            n_blocks,
+            block_size: KV_BLOCK_SIZE,
+            n_kv_heads: self.config.n_kv_heads,
+            head_dim: self.config.head_dim,
+        })?)
+    }
+
+    fn check(&self, batch: &Batch<'_>) -> Result<(), ModelError> {
+        let n = batch.tokens.len();
+        let bad = |m: String| Err(ModelError::BadBatch(m));
+        if n == 0 {
+            return bad("no rows".into());
+        }
+        if batch.positions.len() != n || batch.block_tables.len() != n {
+            return bad(format!(
+                "{n} tokens but {} positions and {} block tables",
+                batch.positions.len(),
+                batch.block_tables.len()
+            ));
+        }
+        if let Some(t) = batch
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return bad(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.config.vocab_size
+            ));
+        }
+        for (p, table) in batch.positions.iter().zip(batch.block_tables) {
+            if *p as usize >= table.len() * KV_BLOCK_SIZE {
+                return bad(format!(
+                    "position {p} is past the sequence's {} KV blocks",
+                    table.len()
+                ));
+            }
+        }
+        if let Some(r) = batch.logits_rows.iter().find(|&&r| r >= n) {
+            return bad(format!("logits asked for row {r} of a {n}-row batch"));
+        }
+        Ok(())
+    }
+
+    /// Runs every row through the model, writing each row's K/V into `kv`,
+    /// and returns the logits of `batch.logits_rows` (`len × vocab`).
+    pub fn forward(&self, kv: &mut B::Kv, batch: &Batch<'_>) -> Result<HostBuf, ModelError> {
+        self.check(batch)?;
+        let (c, w, be) = (&self.config, &self.weights, &self.backend);
+        let n = batch.tokens.len();
+        let slots: Vec<u32> = batch
+            .positions
+            .iter()
+            .zip(batch.block_tables)
+            .map(|(&p, t)| {
+                let p = p as usize;
+                (t[p / KV_BLOCK_SIZE] as usize * KV_BLOCK_SIZE + p % KV_BLOCK_SIZE) as u32
+            })
+            .collect();
+        let rows: Vec<AttnRow<'_>> = batch
+            .positions
+            .iter()
+            .zip(batch.block_tables)
+            .map(|(&pos, &block_table)| AttnRow { pos, block_table })
+            .collect();
+
+        let mut x = be.alloc(n, c.d_model);
+        let mut h = be.alloc(n, c.d_model);
+        let mut q = be.alloc(n, c.q_dim());
+        let mut k = be.alloc(n, c.kv_dim());
+        let mut v = be.alloc(n, c.kv_dim());
+        let mut att = be.alloc(n, c.q_dim());
+        let mut gate = be.alloc(n, c.d_ff);
+        let mut up = be.alloc(n, c.d_ff);
+
+        be.embed(&w.token_embd, batch.tokens, 1.0, &mut x);
+        for (layer, l) in w.layers.iter().enumerate() {
+            // Attention block.
+            be.rms_norm(&x, &l.attn_norm, c.rms_eps, &mut h);
+            be.matmul(&h, &l.wq, &mut q);
+            be.matmul(&h, &l.wk, &mut k);
+            be.matmul(&h, &l.wv, &mut v);
+            for (buf, bias) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
+                if let Some(b) = bias {
+                    be.add_bias(buf, b);
+                }
+            }
+            be.rope(&mut q, c.n_heads, batch.positions, &self.rope);
+            be.rope(&mut k, c.n_kv_heads, batch.positions, &self.rope);
+            be.kv_store(kv, layer, &k, &v, &slots);
+            be.attention(&q, kv, layer, &rows, &self.geom, &mut att);
+            be.matmul(&att, &l.wo, &mut h);
+            be.add(&mut x, &h);
+
+            // Feed-forward block (SwiGLU).
+            be.rms_norm(&x, &l.ffn_norm, c.rms_eps, &mut h);
+            be.matmul(&h, &l.w_gate, &mut gate);
+            be.matmul(&h, &l.w_up, &mut up);
+            be.swiglu(&mut gate, &up);
+            be.matmul(&gate, &l.w_down, &mut h);
+            be.add(&mut x, &h);
+        }
+
+        if batch.logits_rows.is_empty() {
+            return Ok(HostBuf::zeros(0, c.vocab_size));
+        }
+        let last = be.gather_rows(&x, batch.logits_rows);
+        let mut normed = be.alloc(batch.logits_rows.len(), c.d_model);
+        be.rms_norm(&last, &w.output_norm, c.rms_eps, &mut normed);
+        let mut logits = be.alloc(batch.logits_rows.len(), c.vocab_size);
+        be.matmul(
+            &normed,
+            w.output.as_ref().unwrap_or(&w.token_embd),
+            &mut logits,
+        );
+        Ok(be.download(&logits))
+    }
+}
