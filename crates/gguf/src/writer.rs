@@ -52,6 +52,16 @@ impl GgufWriter {
         }
     }
 
+    /// The metadata set so far, in the order it will be written.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
+    /// Number of tensors queued so far.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
+    }
+
     /// Queues a tensor. `dims` is in ggml order (`dims[0]` is the row length);
     /// `data` must be exactly the bytes the shape and type need.
     pub fn add_tensor(
