@@ -197,3 +197,16 @@ impl fmt::Debug for GgufFile {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn gguf_file_can_be_shared_across_threads() {
+        assert_send_sync::<GgufFile>();
+        assert_send_sync::<TensorInfo>();
+    }
+}

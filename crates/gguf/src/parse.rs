@@ -5,7 +5,7 @@
 //! arithmetic on them is checked. The parser only ever reads through
 //! [`Cursor`], which cannot read past the end of the buffer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use smelt_tensor::{DType, DTypeError};
 
@@ -28,9 +28,10 @@ pub const MAX_ARRAY_DEPTH: usize = 16;
 const MIN_KV_LEN: u64 = 8 + 4 + 1;
 /// Fewest bytes a tensor info takes: empty name, n_dims = 0, type id, offset.
 const MIN_TENSOR_INFO_LEN: u64 = 8 + 4 + 4 + 8;
-/// Elements reserved up front for an array; larger arrays grow as they are
-/// actually read, so a lying count cannot make us allocate much.
-const ARRAY_PREALLOC_CAP: usize = 4096;
+/// Most entries reserved up front for any list whose length the file states;
+/// longer lists grow as entries are actually read, so a lying count cannot
+/// make us allocate much more than the bytes it is backed by.
+const PREALLOC_CAP: usize = 4096;
 
 /// Everything the header says, validated against the file.
 #[derive(Debug)]
@@ -231,8 +232,8 @@ fn check_version(version: u32) -> Result<(), GgufError> {
 type Metadata = (Vec<(String, Value)>, HashMap<String, usize>);
 
 fn read_metadata(c: &mut Cursor<'_>, kv_count: usize) -> Result<Metadata, GgufError> {
-    let mut metadata = Vec::with_capacity(kv_count);
-    let mut key_index = HashMap::with_capacity(kv_count);
+    let mut metadata = Vec::with_capacity(kv_count.min(PREALLOC_CAP));
+    let mut key_index = HashMap::with_capacity(kv_count.min(PREALLOC_CAP));
     for i in 0..kv_count {
         let entry_offset = c.offset();
         let key = c.string(|| format!("key of metadata entry {i}"))?;
@@ -314,7 +315,7 @@ fn read_value(
             let count = c.bound_count(count, elem_type.min_encoded_len(), count_offset, || {
                 format!("array length of key `{key}`")
             })?;
-            let mut items = Vec::with_capacity(count.min(ARRAY_PREALLOC_CAP));
+            let mut items = Vec::with_capacity(count.min(PREALLOC_CAP));
             for _ in 0..count {
                 items.push(read_value(c, elem_type, key, depth + 1)?);
             }
@@ -352,12 +353,12 @@ struct RawTensorInfo {
 }
 
 fn read_tensor_infos(c: &mut Cursor<'_>, count: usize) -> Result<Vec<RawTensorInfo>, GgufError> {
-    let mut infos = Vec::with_capacity(count);
-    let mut seen: HashMap<String, ()> = HashMap::with_capacity(count);
+    let mut infos = Vec::with_capacity(count.min(PREALLOC_CAP));
+    let mut seen = HashSet::with_capacity(count.min(PREALLOC_CAP));
     for i in 0..count {
         let info_offset = c.offset();
         let name = c.string(|| format!("name of tensor info {i}"))?;
-        if seen.contains_key(&name) {
+        if seen.contains(&name) {
             return Err(GgufError::DuplicateTensor {
                 tensor: name,
                 offset: info_offset,
@@ -380,7 +381,7 @@ fn read_tensor_infos(c: &mut Cursor<'_>, count: usize) -> Result<Vec<RawTensorIn
         }
         let type_id = c.u32().map_err(|e| e.ctx(field("type id")))?;
         let rel_offset = c.u64().map_err(|e| e.ctx(field("data offset")))?;
-        seen.insert(name.clone(), ());
+        seen.insert(name.clone());
         infos.push(RawTensorInfo {
             name,
             info_offset,
