@@ -15,6 +15,7 @@ mod kv;
 mod reference;
 mod rope;
 mod tensor;
+pub mod testing;
 
 pub use kv::HostKv;
 pub use reference::{ReferenceBackend, attend_row, dequantize_all, inv_rms, rope_row, silu};

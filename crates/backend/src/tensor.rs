@@ -62,7 +62,7 @@ impl HostTensor {
         let need = row_bytes
             .checked_mul(n_rows)
             .ok_or_else(|| bad(format!("shape {dims:?} overflows")))?;
-        let have = range.end.checked_sub(range.start).unwrap_or(0);
+        let have = range.end.saturating_sub(range.start);
         if range.start > range.end || range.end > (*owner).as_ref().len() || have != need {
             return Err(bad(format!(
                 "{dtype} {dims:?} needs {need} bytes, has range {range:?} of a {}-byte buffer",

@@ -34,10 +34,10 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// A backend running on `threads` threads (0: one per available core).
+    /// A backend running on `threads` threads (0: one per physical core).
     pub fn new(threads: usize) -> Result<Self, CpuError> {
         let threads = if threads == 0 {
-            default_threads()
+            physical_cores()
         } else {
             threads
         };
@@ -58,9 +58,29 @@ impl CpuBackend {
     }
 }
 
-/// The number of cores this process may use.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// Physical cores (not hyper-threads) this process may use: decode is bound
+/// by memory bandwidth, and a second thread per core only adds contention.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let (mut cores, mut physical) = (std::collections::BTreeSet::new(), "");
+    for line in info.lines() {
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => physical = v,
+            (Some("core id"), Some(v)) => {
+                cores.insert((physical.to_string(), v.to_string()));
+            }
+            _ => {}
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
 }
 
 impl Backend for CpuBackend {
