@@ -8,6 +8,7 @@
 
 mod config;
 mod forward;
+pub mod synthetic;
 mod weights;
 
 pub use config::{Arch, ModelConfig, SUPPORTED_ARCHS};
