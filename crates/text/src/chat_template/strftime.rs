@@ -179,7 +179,11 @@ pub fn strftime_utc(format: &str, unix_secs: i64) -> String {
 fn write_conversion(out: &mut String, tm: &Tm, c: char, pad: Pad) -> bool {
     let weekday = WEEKDAYS[tm.weekday as usize % 7];
     let month = MONTHS[(tm.month as usize + 11) % 12];
-    let hour12 = if tm.hour.is_multiple_of(12) { 12 } else { tm.hour % 12 };
+    let hour12 = if tm.hour.is_multiple_of(12) {
+        12
+    } else {
+        tm.hour % 12
+    };
     match c {
         'a' => out.push_str(&weekday[..3]),
         'A' => out.push_str(weekday),
