@@ -151,6 +151,7 @@ PYMETHODS = r"""{% for m in messages %}
 {{ messages | map(attribute='role') | list }} {{ messages[0] }}
 {{ 'a-b-c'.split('-') | join('+') }} {{ '  x  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ 'Hello World'.lower().startswith('hello') }}
 {{ 'ab\u001c '.strip() | length }} {{ 'héllo wörld'.rfind('ö') }} {{ 'héllo'.index('l') }} {{ 'héllo'.count('') }} {{ 'héllo'.count('l', 3) }} {{ 'héllo'.find('l', -2) }} {{ 'héllo'.find('x') }}
+{{ [1, 'a'] | string }} {{ none | string }} {{ 'x' ~ none ~ false ~ 2.50 }} {{ 2.5 | round }} {{ 3.5 | round }} {{ 2.675 | round(2) }} {{ 7 | round }} {{ 2.567 | round(1, 'floor') }} {{ 2.512 | round(1, 'ceil') }} {{ -0.5 | round }}
 {{ '  a  b  c  '.split(none, 1) }} {{ "they're 1st x-ray".title() }} {{ 'a,b,,c'.split(',', 2) }} {{ 'a b'.split(none, 0) }} {{ ''.split() }} {{ 'xyx'.lstrip('x') }}{{ 'xyx'.rstrip('x') }}
 """
 

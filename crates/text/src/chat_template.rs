@@ -11,6 +11,7 @@
 //! print as Python's `str()` would (`None`, `True`, `['a']`), and `{% generation %}` blocks (HF's
 //! assistant-mask extension) render their body.
 
+mod pyfilters;
 mod pyjson;
 mod pymethods;
 mod pystr;
@@ -315,6 +316,8 @@ fn hf_environment() -> Environment<'static> {
         out.write_str(&text).map_err(Error::from)
     });
     env.add_filter("tojson", pyjson::tojson_filter);
+    env.add_filter("string", pyfilters::string);
+    env.add_filter("round", pyfilters::round);
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", |format: &str| {
         strftime_utc(format, strftime::now_unix_secs())
