@@ -19,10 +19,11 @@ OUT="$ASSETS/vocab"
 DL="$ASSETS/downloads"
 SDIST="llama_cpp_python-0.3.36.tar.gz"
 SHA=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-# A file the extraction writes last-ish; its presence (plus the stamp) means done.
+# Written after a complete extraction; with all 19 vocab files present it means done.
 STAMP="$OUT/.extracted-llama-cpp-python-0.3.36"
+N_VOCABS=19
 
-if [ -f "$STAMP" ]; then
+if [ -f "$STAMP" ] && [ "$(find "$OUT" -maxdepth 1 -name 'ggml-vocab-*.gguf' | wc -l)" -ge "$N_VOCABS" ]; then
   echo "$OUT"
   exit 0
 fi

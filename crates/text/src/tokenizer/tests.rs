@@ -274,3 +274,9 @@ fn spm_byte_fallback_and_special_prefix() {
     assert_eq!(t.encode("hi", false, false), [263]);
     assert_eq!(t.decode(&[259, 263]), " hi");
 }
+
+#[test]
+fn tokenizer_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+}
