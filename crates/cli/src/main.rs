@@ -1,1 +1,91 @@
-fn main() {}
+//! `smelt`: run, chat with and inspect local language models.
+
+mod args;
+mod chat;
+mod fetch;
+mod info;
+mod load;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+use args::{ModelArgs, SamplingArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "smelt",
+    version,
+    about = "A local LLM engine: run GGUF models on your machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stream a continuation of PROMPT (read from stdin if omitted).
+    Run {
+        /// A GGUF file, or a known model name (`smollm2`, fetched on first use).
+        model: String,
+        prompt: Option<String>,
+        #[command(flatten)]
+        model_args: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Chat with a model through its own chat template.
+    Chat {
+        /// A GGUF file, or a known model name.
+        model: String,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Print timings after each reply.
+        #[arg(long, short)]
+        verbose: bool,
+        #[command(flatten)]
+        model_args: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Show a model file's architecture, context, vocabulary and tensors.
+    Info {
+        /// A GGUF file, or a known model name.
+        model: String,
+        /// List every tensor.
+        #[arg(long)]
+        tensors: bool,
+        /// List every metadata key.
+        #[arg(long)]
+        metadata: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run {
+            model,
+            prompt,
+            model_args,
+            sampling,
+        } => run::run(model, prompt.as_deref(), model_args, sampling),
+        Command::Chat {
+            model,
+            system,
+            verbose,
+            model_args,
+            sampling,
+        } => chat::chat(model, system.as_deref(), model_args, sampling, *verbose),
+        Command::Info {
+            model,
+            tensors,
+            metadata,
+        } => info::info(model, *tensors, *metadata),
+    };
+    if let Err(e) = result {
+        eprintln!("smelt: error: {e}");
+        std::process::exit(1);
+    }
+}

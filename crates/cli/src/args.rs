@@ -1,0 +1,79 @@
+//! Command-line flags shared by the subcommands.
+
+use clap::Args;
+use smelt_engine::{GenerateRequest, SamplingParams};
+
+/// Which model, how much context, how many threads.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Context size in tokens (0: the model's training context, capped at 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx: usize,
+    /// CPU threads (0: one per physical core).
+    #[arg(long, short = 't', default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// How to sample and when to stop. Defaults follow llama.cpp.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Minimum probability relative to the most likely token (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for recently seen tokens (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties consider.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Subtracted once from the logit of every recently seen token.
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence of a recently seen token.
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Random seed (default: random each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most new tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Stop when the output contains this text (repeatable; not printed).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// The engine's request, with a fresh seed when none was given.
+    pub fn request(&self) -> GenerateRequest {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        GenerateRequest {
+            sampling: SamplingParams {
+                temperature: self.temp,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                penalty_last_n: self.repeat_last_n,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                seed,
+            },
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+        }
+    }
+}

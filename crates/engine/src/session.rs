@@ -1,0 +1,236 @@
+//! One sequence's generation: its KV blocks, the tokens they hold, and the
+//! loop that feeds the prompt, samples, streams text and stops.
+
+use std::time::{Duration, Instant};
+
+use smelt_backend::Backend;
+use smelt_model::{Batch, Model};
+use smelt_text::stop::StopMatcher;
+use smelt_text::stream::Utf8Stream;
+use smelt_text::tokenizer::Tokenizer;
+
+use crate::EngineError;
+use crate::kv_pool::{KvPool, SeqBlocks};
+use crate::sampler::{Sampler, SamplingParams};
+
+/// Rows fed through the model at once while reading a prompt: bounds the
+/// activation memory of a long prompt.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// The largest context Smelt will allocate for.
+pub const MAX_CTX: usize = 1 << 20;
+
+/// What to generate.
+#[derive(Clone, Debug, Default)]
+pub struct GenerateRequest {
+    pub sampling: SamplingParams,
+    /// Stop after this many new tokens.
+    pub max_tokens: usize,
+    /// Stop (without printing it) when the output contains one of these.
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// The output reached a stop string.
+    StopString,
+    /// `max_tokens` new tokens were produced.
+    Length,
+    /// The context is full.
+    ContextFull,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+/// The outcome of one generation.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// Everything printed (stop strings excluded).
+    pub text: String,
+    /// New tokens, including a final end-of-generation token if any.
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose K/V were already cached and not recomputed.
+    pub cached_tokens: usize,
+    /// Time to read the prompt and produce the first token's logits.
+    pub prefill_time: Duration,
+    /// Time spent after the first token.
+    pub decode_time: Duration,
+}
+
+/// A sequence on a model: its KV cache and the tokens already in it.
+pub struct Session<'m, B: Backend> {
+    model: &'m Model<B>,
+    kv: B::Kv,
+    pool: KvPool,
+    seq: SeqBlocks,
+    tokens: Vec<u32>,
+    ctx: usize,
+}
+
+impl<'m, B: Backend> Session<'m, B> {
+    /// A session holding up to `ctx` tokens of context.
+    pub fn new(model: &'m Model<B>, ctx: usize) -> Result<Self, EngineError> {
+        if ctx == 0 || ctx > MAX_CTX {
+            return Err(EngineError::BadContext { ctx, max: MAX_CTX });
+        }
+        let n_blocks = ctx.div_ceil(model.kv_block_size());
+        let kv = model.new_kv(n_blocks)?;
+        Ok(Session {
+            model,
+            kv,
+            pool: KvPool::new(n_blocks, model.kv_block_size()),
+            seq: SeqBlocks::default(),
+            tokens: Vec::new(),
+            ctx,
+        })
+    }
+
+    /// Tokens whose K/V the cache holds.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Context size in tokens.
+    pub fn ctx(&self) -> usize {
+        self.ctx
+    }
+
+    /// Forgets everything after the first `n` cached tokens.
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.pool.truncate(&mut self.seq, self.tokens.len());
+    }
+
+    /// Appends `tokens` to the sequence and returns the logits after the
+    /// last one.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let Some(_) = tokens.last() else {
+            return Err(EngineError::EmptyPrompt);
+        };
+        let total = self.tokens.len() + tokens.len();
+        if total > self.ctx {
+            return Err(EngineError::ContextFull {
+                needed: total,
+                ctx: self.ctx,
+            });
+        }
+        self.pool.reserve(&mut self.seq, total)?;
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let start = self.tokens.len() as u32;
+            let positions: Vec<u32> = (start..start + chunk.len() as u32).collect();
+            let tables = vec![&self.seq.blocks[..]; chunk.len()];
+            let batch = Batch {
+                tokens: chunk,
+                positions: &positions,
+                block_tables: &tables,
+                logits_rows: &[chunk.len() - 1],
+            };
+            logits = self.model.forward(&mut self.kv, &batch)?.data;
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(logits)
+    }
+
+    /// Generates a continuation of `prompt`, calling `on_text` with each
+    /// printable piece as soon as it is safe to print (whole UTF-8
+    /// characters, never part of a stop string). `on_text` returns false to
+    /// cancel. The cached prefix shared with the previous call is reused.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        req: &GenerateRequest,
+        tokenizer: &Tokenizer,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Completion, EngineError> {
+        req.sampling.validate()?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if prompt.len() >= self.ctx {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                ctx: self.ctx,
+            });
+        }
+        let t0 = Instant::now();
+        // Reuse the cached prefix, but always recompute the last prompt token
+        // so its logits are fresh.
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        self.truncate(common);
+        let mut logits = self.feed(&prompt[common..])?;
+        let prefill_time = t0.elapsed();
+        let t1 = Instant::now();
+
+        let mut sampler = Sampler::new(req.sampling.clone());
+        let mut decoder = Utf8Stream::new();
+        let mut stops = StopMatcher::new(req.stop.iter().cloned());
+        let mut out = Completion {
+            text: String::new(),
+            tokens: Vec::new(),
+            finish: FinishReason::Length,
+            prompt_tokens: prompt.len(),
+            cached_tokens: common,
+            prefill_time,
+            decode_time: Duration::ZERO,
+        };
+        let mut emit = |piece: &str, out: &mut Completion| -> bool {
+            if piece.is_empty() {
+                return true;
+            }
+            out.text.push_str(piece);
+            on_text(piece)
+        };
+        while out.tokens.len() < req.max_tokens {
+            let token = sampler.sample(&mut logits, &self.tokens);
+            out.tokens.push(token);
+            if tokenizer.is_end_of_generation(token) {
+                out.finish = FinishReason::EndOfGeneration;
+                break;
+            }
+            let step = stops.push(decoder.push(tokenizer.token_bytes(token)));
+            let stopped = step.stopped;
+            if !emit(step.text, &mut out) {
+                out.finish = FinishReason::Cancelled;
+                break;
+            }
+            if stopped {
+                out.finish = FinishReason::StopString;
+                break;
+            }
+            if self.tokens.len() >= self.ctx {
+                out.finish = FinishReason::ContextFull;
+                break;
+            }
+            logits = self.feed(&[token])?;
+        }
+        if !matches!(
+            out.finish,
+            FinishReason::StopString | FinishReason::Cancelled
+        ) {
+            // Flush a dangling partial character, then text held back as a
+            // possible stop-string start.
+            let step = stops.push(decoder.finish());
+            let stopped = step.stopped;
+            emit(step.text, &mut out);
+            if stopped {
+                out.finish = FinishReason::StopString;
+            } else {
+                emit(stops.finish(), &mut out);
+            }
+        }
+        out.decode_time = t1.elapsed();
+        Ok(out)
+    }
+}
