@@ -18,7 +18,9 @@ mod tensor;
 pub mod testing;
 
 pub use kv::HostKv;
-pub use reference::{ReferenceBackend, attend_row, dequantize_all, inv_rms, rope_row, silu};
+pub use reference::{
+    ReferenceBackend, attend_head, attend_row, dequantize_all, inv_rms, rope_row, silu,
+};
 pub use rope::{RopeParams, RopeStyle};
 pub use tensor::{HostTensor, SharedBytes};
 
@@ -104,6 +106,15 @@ impl HostBuf {
 
     pub fn row_mut(&mut self, r: usize) -> &mut [f32] {
         &mut self.data[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// A new buffer of the listed rows, in order.
+    pub fn gather(&self, rows: &[usize]) -> HostBuf {
+        let mut out = HostBuf::zeros(rows.len(), self.cols);
+        for (i, &r) in rows.iter().enumerate() {
+            out.row_mut(i).copy_from_slice(self.row(r));
+        }
+        out
     }
 }
 

@@ -57,31 +57,55 @@ pub fn attend_row(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let n_pos = row.pos as usize + 1;
-    let group = g.n_heads / g.n_kv_heads;
     let d = g.head_dim;
     for h in 0..g.n_heads {
-        let kvh = h / group;
-        let qh = &q[h * d..(h + 1) * d];
-        let mut max = f32::NEG_INFINITY;
-        for (p, s) in scores[..n_pos].iter_mut().enumerate() {
-            let k = &kv.k_at(layer, row.block_table, p)[kvh * d..(kvh + 1) * d];
-            *s = qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * g.scale;
-            max = max.max(*s);
-        }
-        let mut sum = 0.0f32;
-        for s in scores[..n_pos].iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let oh = &mut out[h * d..(h + 1) * d];
-        oh.fill(0.0);
-        for (p, s) in scores[..n_pos].iter().enumerate() {
-            let v = &kv.v_at(layer, row.block_table, p)[kvh * d..(kvh + 1) * d];
-            let w = s / sum;
-            for (o, vv) in oh.iter_mut().zip(v) {
-                *o += w * vv;
-            }
+        attend_head(
+            q,
+            kv,
+            layer,
+            row,
+            g,
+            h,
+            scores,
+            &mut out[h * d..(h + 1) * d],
+        );
+    }
+}
+
+/// Attention of query head `h` of one row: writes the head's `head_dim`
+/// outputs to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    q: &[f32],
+    kv: &HostKv,
+    layer: usize,
+    row: &AttnRow<'_>,
+    g: &AttnGeometry,
+    h: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let n_pos = row.pos as usize + 1;
+    let d = g.head_dim;
+    let kvh = h / (g.n_heads / g.n_kv_heads);
+    let qh = &q[h * d..(h + 1) * d];
+    let mut max = f32::NEG_INFINITY;
+    for (p, s) in scores[..n_pos].iter_mut().enumerate() {
+        let k = &kv.k_at(layer, row.block_table, p)[kvh * d..(kvh + 1) * d];
+        *s = qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * g.scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0.0f32;
+    for s in scores[..n_pos].iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (p, s) in scores[..n_pos].iter().enumerate() {
+        let v = &kv.v_at(layer, row.block_table, p)[kvh * d..(kvh + 1) * d];
+        let w = s / sum;
+        for (o, vv) in out.iter_mut().zip(v) {
+            *o += w * vv;
         }
     }
 }
@@ -195,10 +219,6 @@ impl Backend for ReferenceBackend {
     }
 
     fn gather_rows(&self, x: &HostBuf, rows: &[usize]) -> HostBuf {
-        let mut out = HostBuf::zeros(rows.len(), x.cols);
-        for (i, &r) in rows.iter().enumerate() {
-            out.row_mut(i).copy_from_slice(x.row(r));
-        }
-        out
+        x.gather(rows)
     }
 }

@@ -1,24 +1,28 @@
 //! The CPU backend.
 //!
 //! Weights stay in the model file's memory map in their stored (quantized)
-//! format; each matrix product dequantizes one weight row at a time into a
-//! small buffer and dots it with every activation row, so a weight row is read
-//! once per step however many rows the batch holds. Work is split across a
-//! private rayon pool sized by `--threads`.
+//! format; matrix products dequantize in registers or in small panels, so a
+//! weight row is read once per step however many rows the batch holds. The
+//! big products and attention run on a persistent spinning [`pool::Pool`]
+//! (about a microsecond per parallel region); the small per-row ops (norms,
+//! RoPE, residual adds) run on the calling thread, where a region would cost
+//! more than the work.
 //!
 //! Every row is computed with the same arithmetic whatever the batch size or
-//! the row's place in it (batch invariance): the split is over weight rows,
-//! never over the reduction.
+//! the row's place in it (batch invariance): work is split over weight rows
+//! and attention heads, never over a reduction.
 
-use rayon::prelude::*;
+pub mod pool;
+
+use std::sync::Mutex;
+
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostKv, HostTensor, KvLayout,
-    RopeParams, attend_row, dequantize_all, inv_rms, rope_row, silu,
+    RopeParams, attend_head, dequantize_all, inv_rms, rope_row, silu,
 };
 use smelt_tensor::{dequantize_row, dot_f32};
 
-/// Weight rows per parallel task in a matrix product.
-const ROWS_PER_TASK: usize = 16;
+use pool::{Pool, split};
 
 /// Errors creating the CPU backend.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +33,9 @@ pub enum CpuError {
 
 /// Multi-threaded CPU implementation of [`Backend`].
 pub struct CpuBackend {
-    pool: rayon::ThreadPool,
-    threads: usize,
+    pool: Pool,
+    /// Per-thread scratch (dequantized weight rows), reused across calls.
+    scratch: Vec<Mutex<Vec<f32>>>,
 }
 
 impl CpuBackend {
@@ -41,20 +46,25 @@ impl CpuBackend {
         } else {
             threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("smelt-cpu-{i}"))
-            .build()
-            .map_err(|e| CpuError::ThreadPool {
-                threads,
-                reason: e.to_string(),
-            })?;
-        Ok(CpuBackend { pool, threads })
+        let pool = Pool::new(threads).map_err(|e| CpuError::ThreadPool {
+            threads,
+            reason: e.to_string(),
+        })?;
+        let scratch = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+        Ok(CpuBackend { pool, scratch })
     }
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.threads()
+    }
+
+    /// Runs `f(thread, scratch)` on every thread of the pool.
+    fn par(&self, f: &(dyn Fn(usize, &mut Vec<f32>) + Sync)) {
+        self.pool.run(&|t| {
+            let mut scratch = self.scratch[t].lock().unwrap_or_else(|e| e.into_inner());
+            f(t, &mut scratch)
+        });
     }
 }
 
@@ -80,6 +90,47 @@ pub fn physical_cores() -> usize {
         logical
     } else {
         cores.len().min(logical)
+    }
+}
+
+/// An output buffer that several threads fill at disjoint indices.
+struct DisjointOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: threads only write through `set`, each to indices no other thread
+// touches during the same parallel region (the callers split by weight rows
+// or attention rows), and the region joins before the buffer is read.
+unsafe impl Sync for DisjointOut {}
+
+impl DisjointOut {
+    fn new(out: &mut [f32]) -> Self {
+        DisjointOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// The `len` values at `start`, for one thread's exclusive use.
+    ///
+    /// # Safety
+    /// No other thread may access `start..start + len` while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "disjoint write out of bounds");
+        // SAFETY: in bounds (checked above) and exclusive (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// Writes one value.
+    ///
+    /// # Safety
+    /// No other thread may access index `i` during the region.
+    unsafe fn set(&self, i: usize, v: f32) {
+        assert!(i < self.len, "disjoint write out of bounds");
+        // SAFETY: in bounds and exclusive (the caller's contract).
+        unsafe { *self.ptr.add(i) = v };
     }
 }
 
@@ -118,81 +169,42 @@ impl Backend for CpuBackend {
     }
 
     fn embed(&self, table: &HostTensor, tokens: &[u32], scale: f32, out: &mut HostBuf) {
-        let cols = out.cols;
-        self.pool.install(|| {
-            out.data
-                .par_chunks_mut(cols)
-                .zip(tokens)
-                .for_each(|(dst, &t)| {
-                    dequantize_row(table.dtype(), table.row(t as usize), dst);
-                    if scale != 1.0 {
-                        dst.iter_mut().for_each(|v| *v *= scale);
-                    }
-                })
-        });
+        for (dst, &t) in out.data.chunks_exact_mut(out.cols).zip(tokens) {
+            dequantize_row(table.dtype(), table.row(t as usize), dst);
+            if scale != 1.0 {
+                dst.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
     }
 
     fn rms_norm(&self, x: &HostBuf, weight: &HostTensor, eps: f32, out: &mut HostBuf) {
         let w = dequantize_all(weight);
-        let cols = x.cols;
-        self.pool.install(|| {
-            out.data
-                .par_chunks_mut(cols)
-                .zip(x.data.par_chunks(cols))
-                .for_each(|(o, xr)| {
-                    let s = inv_rms(xr, eps);
-                    for ((o, v), w) in o.iter_mut().zip(xr).zip(&w) {
-                        *o = v * s * w;
-                    }
-                })
-        });
+        for (o, xr) in out
+            .data
+            .chunks_exact_mut(x.cols)
+            .zip(x.data.chunks_exact(x.cols))
+        {
+            let s = inv_rms(xr, eps);
+            for ((o, v), w) in o.iter_mut().zip(xr).zip(&w) {
+                *o = v * s * w;
+            }
+        }
     }
 
     fn matmul(&self, x: &HostBuf, w: &HostTensor, out: &mut HostBuf) {
         let (n, n_in, n_out) = (x.rows, w.row_len(), w.n_rows());
         debug_assert_eq!((x.cols, out.rows, out.cols), (n_in, n, n_out));
-        if n == 1 {
-            // One activation row: the output row is the result; no transpose.
-            self.pool.install(|| {
-                out.data
-                    .par_chunks_mut(ROWS_PER_TASK)
-                    .enumerate()
-                    .for_each(|(c, dst)| {
-                        let mut buf = vec![0.0f32; n_in];
-                        for (i, o) in dst.iter_mut().enumerate() {
-                            dequantize_row(w.dtype(), w.row(c * ROWS_PER_TASK + i), &mut buf);
-                            *o = dot_f32(&buf, x.row(0));
-                        }
-                    })
-            });
-            return;
-        }
-        // Output transposed (weight row major) so each task owns a contiguous
-        // chunk; each weight row is dequantized once for all activation rows.
-        let mut out_t = vec![0.0f32; n * n_out];
-        self.pool.install(|| {
-            out_t
-                .par_chunks_mut(ROWS_PER_TASK * n)
-                .enumerate()
-                .for_each(|(c, dst)| {
-                    let mut buf = vec![0.0f32; n_in];
-                    for (i, dst_row) in dst.chunks_exact_mut(n).enumerate() {
-                        dequantize_row(w.dtype(), w.row(c * ROWS_PER_TASK + i), &mut buf);
-                        for (r, o) in dst_row.iter_mut().enumerate() {
-                            *o = dot_f32(&buf, x.row(r));
-                        }
-                    }
-                })
-        });
-        self.pool.install(|| {
-            out.data
-                .par_chunks_mut(n_out)
-                .enumerate()
-                .for_each(|(r, row)| {
-                    for (o, v) in row.iter_mut().enumerate() {
-                        *v = out_t[o * n + r];
-                    }
-                })
+        let dst = DisjointOut::new(&mut out.data);
+        let threads = self.threads();
+        self.par(&|t, buf| {
+            buf.resize(n_in, 0.0);
+            for o in split(n_out, threads, t) {
+                dequantize_row(w.dtype(), w.row(o), buf);
+                for r in 0..n {
+                    // SAFETY: output column `o` belongs to this thread alone.
+                    unsafe { dst.set(r * n_out + o, dot_f32(buf, x.row(r))) };
+                }
+            }
         });
     }
 
@@ -204,13 +216,9 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &mut HostBuf, n_heads: usize, positions: &[u32], params: &RopeParams) {
-        let cols = x.cols;
-        self.pool.install(|| {
-            x.data
-                .par_chunks_mut(cols)
-                .zip(positions)
-                .for_each(|(row, &pos)| rope_row(row, n_heads, pos, params))
-        });
+        for (row, &pos) in x.data.chunks_exact_mut(x.cols).zip(positions) {
+            rope_row(row, n_heads, pos, params);
+        }
     }
 
     fn kv_store(&self, kv: &mut HostKv, layer: usize, k: &HostBuf, v: &HostBuf, slots: &[u32]) {
@@ -228,16 +236,19 @@ impl Backend for CpuBackend {
         geom: &AttnGeometry,
         out: &mut HostBuf,
     ) {
-        let cols = out.cols;
-        self.pool.install(|| {
-            out.data
-                .par_chunks_mut(cols)
-                .zip(q.data.par_chunks(q.cols))
-                .zip(rows)
-                .for_each_init(Vec::new, |scores, ((o, qr), row)| {
-                    scores.resize(row.pos as usize + 1, 0.0);
-                    attend_row(qr, kv, layer, row, geom, scores, o)
-                })
+        // One work item per (row, head), split evenly: decode (one row) still
+        // uses every thread.
+        let (d, heads, cols) = (geom.head_dim, geom.n_heads, out.cols);
+        let dst = DisjointOut::new(&mut out.data);
+        let threads = self.threads();
+        self.par(&|t, scores| {
+            for item in split(rows.len() * heads, threads, t) {
+                let (r, h) = (item / heads, item % heads);
+                scores.resize(rows[r].pos as usize + 1, 0.0);
+                // SAFETY: head `h` of row `r` belongs to this thread alone.
+                let o = unsafe { dst.slice(r * cols + h * d, d) };
+                attend_head(q.row(r), kv, layer, &rows[r], geom, h, scores, o);
+            }
         });
     }
 
@@ -253,10 +264,6 @@ impl Backend for CpuBackend {
     }
 
     fn gather_rows(&self, x: &HostBuf, rows: &[usize]) -> HostBuf {
-        let mut out = HostBuf::zeros(rows.len(), x.cols);
-        for (i, &r) in rows.iter().enumerate() {
-            out.row_mut(i).copy_from_slice(x.row(r));
-        }
-        out
+        x.gather(rows)
     }
 }
