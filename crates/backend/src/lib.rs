@@ -17,7 +17,7 @@ mod rope;
 mod tensor;
 pub mod testing;
 
-pub use kv::HostKv;
+pub use kv::{HostKv, KvRow};
 pub use reference::{
     ReferenceBackend, attend_head, attend_row, dequantize_all, inv_rms, rope_row, silu,
 };
@@ -47,6 +47,25 @@ pub struct AttnRow<'a> {
     pub block_table: &'a [u32],
 }
 
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// Half precision: half the memory and bandwidth of f32 (the default).
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvType {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
 /// Geometry of a KV cache: a pool of `n_blocks` blocks of `block_size`
 /// positions, for every layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +75,7 @@ pub struct KvLayout {
     pub block_size: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    pub dtype: KvType,
 }
 
 impl KvLayout {
@@ -64,13 +84,13 @@ impl KvLayout {
         self.n_kv_heads * self.head_dim
     }
 
-    /// Bytes of f32 K and V storage, or None on overflow.
-    pub fn f32_bytes(&self) -> Option<usize> {
+    /// Bytes of K and V storage together, or None on overflow.
+    pub fn bytes(&self) -> Option<usize> {
         self.n_layers
             .checked_mul(self.n_blocks)?
             .checked_mul(self.block_size)?
             .checked_mul(self.row_width())?
-            .checked_mul(2 * 4)
+            .checked_mul(2 * self.dtype.bytes())
     }
 }
 

@@ -91,8 +91,15 @@ pub fn attend_head(
     let qh = &q[h * d..(h + 1) * d];
     let mut max = f32::NEG_INFINITY;
     for (p, s) in scores[..n_pos].iter_mut().enumerate() {
-        let k = &kv.k_at(layer, row.block_table, p)[kvh * d..(kvh + 1) * d];
-        *s = qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * g.scale;
+        let k = kv
+            .k_row(layer, row.block_table, p)
+            .slice(kvh * d..(kvh + 1) * d);
+        *s = qh
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a * k.get(i))
+            .sum::<f32>()
+            * g.scale;
         max = max.max(*s);
     }
     let mut sum = 0.0f32;
@@ -102,10 +109,12 @@ pub fn attend_head(
     }
     out.fill(0.0);
     for (p, s) in scores[..n_pos].iter().enumerate() {
-        let v = &kv.v_at(layer, row.block_table, p)[kvh * d..(kvh + 1) * d];
+        let v = kv
+            .v_row(layer, row.block_table, p)
+            .slice(kvh * d..(kvh + 1) * d);
         let w = s / sum;
-        for (o, vv) in out.iter_mut().zip(v) {
-            *o += w * vv;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += w * v.get(i);
         }
     }
 }

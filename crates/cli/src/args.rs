@@ -2,6 +2,7 @@
 
 use clap::Args;
 use smelt_engine::{GenerateRequest, SamplingParams};
+use smelt_model::KvType;
 
 /// Which model, how much context, how many threads.
 #[derive(Args, Debug, Clone)]
@@ -12,6 +13,28 @@ pub struct ModelArgs {
     /// CPU threads (0: one per physical core).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
+    /// KV cache element type.
+    #[arg(long, value_enum, default_value_t = KvTypeArg::F16)]
+    pub kv_type: KvTypeArg,
+}
+
+/// `--kv-type` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvTypeArg {
+    /// Half precision: half the memory and bandwidth.
+    F16,
+    /// Full precision.
+    F32,
+}
+
+impl ModelArgs {
+    /// The engine's KV cache type.
+    pub fn kv_type(&self) -> KvType {
+        match self.kv_type {
+            KvTypeArg::F16 => KvType::F16,
+            KvTypeArg::F32 => KvType::F32,
+        }
+    }
 }
 
 /// How to sample and when to stop. Defaults follow llama.cpp.

@@ -22,7 +22,8 @@ pub fn chat(
     request.sampling.validate().map_err(|e| e.to_string())?;
     let loaded = load(model, margs)?;
     let template = chat_template(&loaded.file)?;
-    let mut session = Session::new(&loaded.model, loaded.ctx).map_err(|e| e.to_string())?;
+    let mut session = Session::with_kv_type(&loaded.model, loaded.ctx, margs.kv_type())
+        .map_err(|e| e.to_string())?;
     let mut messages: Vec<ChatMessage> = system
         .map(|s| ChatMessage::new("system", s))
         .into_iter()

@@ -27,7 +27,8 @@ pub fn run(
     request.sampling.validate().map_err(|e| e.to_string())?;
     let loaded = load(model, margs)?;
     let tokens = loaded.tokenizer.encode(&prompt, true, true);
-    let mut session = Session::new(&loaded.model, loaded.ctx).map_err(|e| e.to_string())?;
+    let mut session = Session::with_kv_type(&loaded.model, loaded.ctx, margs.kv_type())
+        .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{prompt}");
     let _ = out.flush();

@@ -12,13 +12,15 @@
 //! the row's place in it (batch invariance): work is split over weight rows
 //! and attention heads, never over a reduction.
 
+mod attention;
+pub mod kernels;
 pub mod pool;
 
 use std::sync::Mutex;
 
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostKv, HostTensor, KvLayout,
-    RopeParams, attend_head, dequantize_all, inv_rms, rope_row, silu,
+    RopeParams, dequantize_all, inv_rms, rope_row, silu,
 };
 use smelt_tensor::{dequantize_row, dot_f32};
 
@@ -241,13 +243,12 @@ impl Backend for CpuBackend {
         let (d, heads, cols) = (geom.head_dim, geom.n_heads, out.cols);
         let dst = DisjointOut::new(&mut out.data);
         let threads = self.threads();
-        self.par(&|t, scores| {
+        self.par(&|t, _| {
             for item in split(rows.len() * heads, threads, t) {
                 let (r, h) = (item / heads, item % heads);
-                scores.resize(rows[r].pos as usize + 1, 0.0);
                 // SAFETY: head `h` of row `r` belongs to this thread alone.
                 let o = unsafe { dst.slice(r * cols + h * d, d) };
-                attend_head(q.row(r), kv, layer, &rows[r], geom, h, scores, o);
+                attention::attend_head(q.row(r), kv, layer, &rows[r], geom, h, o);
             }
         });
     }

@@ -3,7 +3,8 @@
 
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{
-    AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, ReferenceBackend, RopeParams, RopeStyle,
+    AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, ReferenceBackend, RopeParams,
+    RopeStyle,
 };
 use smelt_cpu::CpuBackend;
 use smelt_tensor::DType;
@@ -118,6 +119,12 @@ fn elementwise_ops_match_reference() {
 
 #[test]
 fn attention_over_paged_cache_matches_reference() {
+    for dtype in [KvType::F32, KvType::F16] {
+        attention_case(dtype);
+    }
+}
+
+fn attention_case(dtype: KvType) {
     let (cpu, reference) = (cpu(), ReferenceBackend);
     let mut rng = TestRng::new(4);
     let geom = AttnGeometry {
@@ -132,6 +139,7 @@ fn attention_over_paged_cache_matches_reference() {
         block_size: 4,
         n_kv_heads: 2,
         head_dim: 16,
+        dtype,
     };
     let mut kv_a = cpu.alloc_kv(layout).expect("kv");
     let mut kv_b = reference.alloc_kv(layout).expect("kv");
@@ -171,14 +179,17 @@ fn attention_over_paged_cache_matches_reference() {
     let (mut a, mut b) = (HostBuf::zeros(4, 96), HostBuf::zeros(4, 96));
     cpu.attention(&q, &kv_a, 1, &rows, &geom, &mut a);
     reference.attention(&q, &kv_b, 1, &rows, &geom, &mut b);
-    assert_close("attention", &a, &b, 1e-6);
+    assert_close(&format!("attention {dtype:?}"), &a, &b, 1e-5);
     // A row at position 0 sees only its first value row: output = V[0].
-    let v0 = kv_b.v_at(1, tables[1], 0).to_vec();
+    let v0 = kv_b.v_row(1, tables[1], 0);
     for h in 0..6 {
         let kvh = h / 3;
-        assert_eq!(
-            &b.row(1)[h * 16..(h + 1) * 16],
-            &v0[kvh * 16..(kvh + 1) * 16]
-        );
+        for i in 0..16 {
+            assert_eq!(
+                b.row(1)[h * 16 + i],
+                v0.get(kvh * 16 + i),
+                "{dtype:?} head {h}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use smelt_backend::Backend;
-use smelt_model::{Batch, Model};
+use smelt_model::{Batch, KvType, Model};
 use smelt_text::stop::StopMatcher;
 use smelt_text::stream::Utf8Stream;
 use smelt_text::tokenizer::Tokenizer;
@@ -73,13 +73,22 @@ pub struct Session<'m, B: Backend> {
 }
 
 impl<'m, B: Backend> Session<'m, B> {
-    /// A session holding up to `ctx` tokens of context.
+    /// A session holding up to `ctx` tokens of context, with an f16 KV cache.
     pub fn new(model: &'m Model<B>, ctx: usize) -> Result<Self, EngineError> {
+        Self::with_kv_type(model, ctx, KvType::F16)
+    }
+
+    /// A session whose KV cache stores `kv_type` values.
+    pub fn with_kv_type(
+        model: &'m Model<B>,
+        ctx: usize,
+        kv_type: KvType,
+    ) -> Result<Self, EngineError> {
         if ctx == 0 || ctx > MAX_CTX {
             return Err(EngineError::BadContext { ctx, max: MAX_CTX });
         }
         let n_blocks = ctx.div_ceil(model.kv_block_size());
-        let kv = model.new_kv(n_blocks)?;
+        let kv = model.new_kv(n_blocks, kv_type)?;
         Ok(Session {
             model,
             kv,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, RopeParams};
+use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, RopeParams};
 use smelt_gguf::GgufFile;
 
 use crate::{ModelConfig, ModelError, Weights};
@@ -63,15 +63,21 @@ impl<B: Backend> Model<B> {
         KV_BLOCK_SIZE
     }
 
-    /// A KV pool of `n_blocks` blocks for every layer.
-    pub fn new_kv(&self, n_blocks: usize) -> Result<B::Kv, ModelError> {
-        Ok(self.backend.alloc_kv(KvLayout {
+    /// The layout of a KV pool of `n_blocks` blocks for every layer.
+    pub fn kv_layout(&self, n_blocks: usize, dtype: KvType) -> KvLayout {
+        KvLayout {
             n_layers: self.config.n_layers,
             n_blocks,
             block_size: KV_BLOCK_SIZE,
             n_kv_heads: self.config.n_kv_heads,
             head_dim: self.config.head_dim,
-        })?)
+            dtype,
+        }
+    }
+
+    /// A KV pool of `n_blocks` blocks for every layer.
+    pub fn new_kv(&self, n_blocks: usize, dtype: KvType) -> Result<B::Kv, ModelError> {
+        Ok(self.backend.alloc_kv(self.kv_layout(n_blocks, dtype))?)
     }
 
     fn check(&self, batch: &Batch<'_>) -> Result<(), ModelError> {

@@ -13,6 +13,7 @@ mod weights;
 
 pub use config::{Arch, ModelConfig, SUPPORTED_ARCHS};
 pub use forward::{Batch, KV_BLOCK_SIZE, Model};
+pub use smelt_backend::KvType;
 pub use weights::{LayerWeights, Weights};
 
 /// Errors loading or running a model; each names the key, tensor or limit.

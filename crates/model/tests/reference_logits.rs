@@ -9,9 +9,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use smelt_cpu::CpuBackend;
 use smelt_gguf::GgufFile;
-use smelt_model::{Batch, KV_BLOCK_SIZE, Model};
+use smelt_model::{Batch, KV_BLOCK_SIZE, KvType, Model};
 
-/// Largest |Δlogit| allowed against the f32 reference.
+/// Largest |Δlogit| allowed against the f32 reference (with an f32 KV cache,
+/// the exact-arithmetic configuration).
 const MAX_ABS_DIFF: f32 = 2e-2;
 
 #[derive(Deserialize)]
@@ -66,9 +67,9 @@ fn load(golden_name: &str) -> (Golden, Model<CpuBackend>) {
 }
 
 /// Feeds `tokens` as one prefill batch and returns every row's logits.
-fn all_logits(model: &Model<CpuBackend>, tokens: &[u32]) -> Vec<Vec<f32>> {
+fn all_logits(model: &Model<CpuBackend>, tokens: &[u32], kv_type: KvType) -> Vec<Vec<f32>> {
     let n_blocks = tokens.len().div_ceil(KV_BLOCK_SIZE);
-    let mut kv = model.new_kv(n_blocks).expect("kv");
+    let mut kv = model.new_kv(n_blocks, kv_type).expect("kv");
     let table: Vec<u32> = (0..n_blocks as u32).rev().collect(); // scattered blocks on purpose
     let positions: Vec<u32> = (0..tokens.len() as u32).collect();
     let tables = vec![&table[..]; tokens.len()];
@@ -90,7 +91,7 @@ fn all_logits(model: &Model<CpuBackend>, tokens: &[u32]) -> Vec<Vec<f32>> {
 /// Greedy decode, one row per step through the KV cache.
 fn greedy(model: &Model<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
     let n_blocks = (prompt.len() + n).div_ceil(KV_BLOCK_SIZE);
-    let mut kv = model.new_kv(n_blocks).expect("kv");
+    let mut kv = model.new_kv(n_blocks, KvType::F32).expect("kv");
     let table: Vec<u32> = (0..n_blocks as u32).collect();
     let mut seq = prompt.to_vec();
     let positions: Vec<u32> = (0..prompt.len() as u32).collect();
@@ -134,7 +135,7 @@ fn check_logits(golden_name: &str) {
     println!("{golden_name}: reference {}", golden.reference);
     let mut worst = 0f32;
     for case in &golden.cases {
-        let logits = all_logits(&model, &case.tokens);
+        let logits = all_logits(&model, &case.tokens, KvType::F32);
         assert_eq!(logits.len(), case.argmax.len(), "{}: positions", case.name);
         let mut case_max = 0f32;
         let mut mismatched = Vec::new();
@@ -209,4 +210,51 @@ fn qwen25_logits_match_transformers() {
 #[test]
 fn qwen25_greedy_matches_transformers() {
     check_greedy("qwen2.5-coder-0.5b-instruct-q4_k_m.logits.json", 32);
+}
+
+/// KL(p || q) of two logit rows, in nats.
+fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    let log_softmax = |l: &[f32]| {
+        let max = l.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+        let lse = l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+        l.iter().map(move |&v| v as f64 - lse).collect::<Vec<f64>>()
+    };
+    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
+}
+
+/// The default f16 KV cache (half the memory and bandwidth) against the f32
+/// cache on the golden prompts: same argmax at >= 99% of positions and mean
+/// KL divergence <= 1e-3.
+fn check_f16_kv(golden_name: &str) {
+    let (golden, model) = load(golden_name);
+    let (mut positions, mut agree, mut kl_sum, mut kl_max) = (0usize, 0usize, 0f64, 0f64);
+    for case in &golden.cases {
+        let exact = all_logits(&model, &case.tokens, KvType::F32);
+        let half = all_logits(&model, &case.tokens, KvType::F16);
+        for (a, b) in exact.iter().zip(&half) {
+            positions += 1;
+            agree += usize::from(smelt_argmax(a) == smelt_argmax(b));
+            let kl = kl_divergence(a, b);
+            kl_sum += kl;
+            kl_max = kl_max.max(kl);
+        }
+    }
+    let (rate, mean_kl) = (agree as f64 / positions as f64, kl_sum / positions as f64);
+    println!(
+        "{golden_name}: f16 vs f32 KV over {positions} positions: argmax agreement {:.2}%, mean KL {mean_kl:.2e}, max KL {kl_max:.2e}",
+        rate * 100.0
+    );
+    assert!(rate >= 0.99, "argmax agreement {rate}");
+    assert!(mean_kl <= 1e-3, "mean KL {mean_kl}");
+}
+
+#[test]
+fn smollm2_f16_kv_cache_stays_close_to_f32() {
+    check_f16_kv("SmolLM2-135M-Instruct.Q4_1.logits.json");
+}
+
+#[test]
+fn qwen25_f16_kv_cache_stays_close_to_f32() {
+    check_f16_kv("qwen2.5-coder-0.5b-instruct-q4_k_m.logits.json");
 }

@@ -8,7 +8,7 @@ use smelt_backend::{Backend, ReferenceBackend};
 use smelt_cpu::CpuBackend;
 use smelt_gguf::{GgufFile, Value};
 use smelt_model::synthetic::SyntheticSpec;
-use smelt_model::{Batch, KV_BLOCK_SIZE, Model, ModelError};
+use smelt_model::{Batch, KV_BLOCK_SIZE, KvType, Model, ModelError};
 use smelt_tensor::DType;
 
 fn file(spec: &SyntheticSpec) -> Arc<GgufFile> {
@@ -21,7 +21,7 @@ const TOKENS: [u32; 21] = [
 ];
 
 fn prefill_logits<B: Backend>(model: &Model<B>, tokens: &[u32], table: &[u32]) -> Vec<Vec<f32>> {
-    let mut kv = model.new_kv(8).expect("kv");
+    let mut kv = model.new_kv(8, KvType::F32).expect("kv");
     let positions: Vec<u32> = (0..tokens.len() as u32).collect();
     let tables = vec![table; tokens.len()];
     let rows: Vec<usize> = (0..tokens.len()).collect();
@@ -40,7 +40,7 @@ fn prefill_logits<B: Backend>(model: &Model<B>, tokens: &[u32], table: &[u32]) -
 }
 
 fn decode_logits<B: Backend>(model: &Model<B>, tokens: &[u32], table: &[u32]) -> Vec<Vec<f32>> {
-    let mut kv = model.new_kv(8).expect("kv");
+    let mut kv = model.new_kv(8, KvType::F32).expect("kv");
     tokens
         .iter()
         .enumerate()
@@ -155,7 +155,7 @@ fn malformed_models_give_errors_that_name_the_problem() {
         ReferenceBackend,
     )
     .expect("load");
-    let mut kv = model.new_kv(1).expect("kv");
+    let mut kv = model.new_kv(1, KvType::F32).expect("kv");
     let bad_token = Batch {
         tokens: &[80],
         positions: &[0],

@@ -1,0 +1,302 @@
+//! Attention of one query head over a sequence's KV cache, one pass with an
+//! online softmax: positions are visited a cache block at a time (16
+//! positions, contiguous in memory); each block's scores update a running
+//! maximum, normalizer and weighted sum of values, so K and V are each read
+//! exactly once and no score buffer the size of the context is needed.
+//!
+//! The per-position dot products and value updates use AVX2/FMA/F16C when
+//! the CPU has them (f16 caches are widened in registers), else plain loops.
+//! A row's result depends only on its own position and cache, never on the
+//! batch around it.
+
+use half::f16;
+use smelt_backend::{AttnGeometry, AttnRow, HostKv, KvRow};
+
+/// Scores of one block (at most this many positions per cache block).
+const MAX_BLOCK: usize = 64;
+
+/// Writes the attention output of query head `h` of one row into `out`
+/// (`head_dim` values).
+pub fn attend_head(
+    q: &[f32],
+    kv: &HostKv,
+    layer: usize,
+    row: &AttnRow<'_>,
+    g: &AttnGeometry,
+    h: usize,
+    out: &mut [f32],
+) {
+    let d = g.head_dim;
+    let rw = kv.layout.row_width();
+    let bs = kv.layout.block_size.min(MAX_BLOCK);
+    let kvh = h / (g.n_heads / g.n_kv_heads);
+    let qh = &q[h * d..(h + 1) * d];
+    let n_pos = row.pos as usize + 1;
+    let simd = Simd::detect();
+
+    let mut max = f32::NEG_INFINITY;
+    let mut norm = 0.0f32;
+    out.fill(0.0);
+    let mut scores = [0.0f32; MAX_BLOCK];
+    let mut p0 = 0;
+    while p0 < n_pos {
+        let count = (bs - p0 % bs).min(n_pos - p0);
+        let keys = kv.k_block(layer, row.block_table, p0, count);
+        let values = kv.v_block(layer, row.block_table, p0, count);
+        let mut block_max = f32::NEG_INFINITY;
+        for (j, s) in scores[..count].iter_mut().enumerate() {
+            let k = keys.slice(j * rw + kvh * d..j * rw + (kvh + 1) * d);
+            *s = simd.dot(qh, k) * g.scale;
+            block_max = block_max.max(*s);
+        }
+        let new_max = max.max(block_max);
+        let correction = (max - new_max).exp();
+        if correction != 1.0 {
+            norm *= correction;
+            out.iter_mut().for_each(|o| *o *= correction);
+        }
+        for (j, s) in scores[..count].iter().enumerate() {
+            let w = (s - new_max).exp();
+            norm += w;
+            let v = values.slice(j * rw + kvh * d..j * rw + (kvh + 1) * d);
+            simd.axpy(out, w, v);
+        }
+        max = new_max;
+        p0 += count;
+    }
+    let inv = 1.0 / norm;
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Which implementation of the small vector loops this CPU gets.
+#[derive(Clone, Copy)]
+enum Simd {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Simd {
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::sync::OnceLock;
+            static HAS: OnceLock<bool> = OnceLock::new();
+            let has = *HAS.get_or_init(|| {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            });
+            if has {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Portable
+    }
+
+    /// `q · k`.
+    fn dot(self, q: &[f32], k: KvRow<'_>) -> f32 {
+        match self {
+            Simd::Portable => portable::dot(q, k),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `detect` saw avx2, fma and f16c on this CPU.
+            Simd::Avx2 => unsafe { avx2::dot(q, k) },
+        }
+    }
+
+    /// `out += w * v`.
+    fn axpy(self, out: &mut [f32], w: f32, v: KvRow<'_>) {
+        match self {
+            Simd::Portable => portable::axpy(out, w, v),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `detect` saw avx2, fma and f16c on this CPU.
+            Simd::Avx2 => unsafe { avx2::axpy(out, w, v) },
+        }
+    }
+}
+
+mod portable {
+    use super::*;
+
+    pub fn dot(q: &[f32], k: KvRow<'_>) -> f32 {
+        match k {
+            KvRow::F32(k) => q.iter().zip(k).map(|(a, b)| a * b).sum(),
+            KvRow::F16(k) => q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum(),
+        }
+    }
+
+    pub fn axpy(out: &mut [f32], w: f32, v: KvRow<'_>) {
+        match v {
+            KvRow::F32(v) => out.iter_mut().zip(v).for_each(|(o, x)| *o += w * x),
+            KvRow::F16(v) => out
+                .iter_mut()
+                .zip(v)
+                .for_each(|(o, x)| *o += w * x.to_f32()),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// Loads 8 values of a row at `i` as f32.
+    ///
+    /// # Safety
+    /// `i + 8 <= row length`; the CPU has AVX2 and F16C.
+    #[inline(always)]
+    unsafe fn load8(row: KvRow<'_>, i: usize) -> __m256 {
+        // SAFETY: in bounds per the contract; unaligned loads.
+        unsafe {
+            match row {
+                KvRow::F32(r) => _mm256_loadu_ps(r.as_ptr().add(i)),
+                KvRow::F16(r) => {
+                    _mm256_cvtph_ps(_mm_loadu_si128(r.as_ptr().add(i) as *const __m128i))
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: register-only AVX operations.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `k` is at least as long as `q`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot(q: &[f32], k: KvRow<'_>) -> f32 {
+        let n = q.len();
+        let mut i = 0;
+        let mut acc = _mm256_setzero_ps();
+        // SAFETY: every load reads `i..i + 8` with `i + 8 <= n`.
+        unsafe {
+            while i + 8 <= n {
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), load8(k, i), acc);
+                i += 8;
+            }
+            let mut sum = hsum(acc);
+            while i < n {
+                sum += q[i] * super::portable_get(k, i);
+                i += 1;
+            }
+            sum
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `v` is at least as long as `out`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy(out: &mut [f32], w: f32, v: KvRow<'_>) {
+        let n = out.len();
+        let mut i = 0;
+        let wv = _mm256_set1_ps(w);
+        // SAFETY: every load and store touches `i..i + 8` with `i + 8 <= n`.
+        unsafe {
+            while i + 8 <= n {
+                let p = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(p, _mm256_fmadd_ps(wv, load8(v, i), _mm256_loadu_ps(p)));
+                i += 8;
+            }
+        }
+        while i < n {
+            out[i] += w * super::portable_get(v, i);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn portable_get(row: KvRow<'_>, i: usize) -> f32 {
+    match row {
+        KvRow::F32(r) => r[i],
+        KvRow::F16(r) => f16::to_f32(r[i]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smelt_backend::testing::TestRng;
+    use smelt_backend::{KvLayout, KvType};
+
+    #[test]
+    fn simd_and_portable_loops_agree_on_odd_lengths() {
+        let mut rng = TestRng::new(9);
+        for n in [1, 7, 8, 13, 64, 100] {
+            let q: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let k32: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let k16: Vec<f16> = k32.iter().map(|&v| f16::from_f32(v)).collect();
+            for k in [KvRow::F32(&k32), KvRow::F16(&k16)] {
+                let want = portable::dot(&q, k);
+                let got = Simd::detect().dot(&q, k);
+                assert!(
+                    (got - want).abs() <= 1e-5 * n as f32,
+                    "dot n={n}: {got} vs {want}"
+                );
+                let (mut a, mut b) = (q.clone(), q.clone());
+                portable::axpy(&mut a, 0.37, k);
+                Simd::detect().axpy(&mut b, 0.37, k);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6, "axpy n={n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn online_softmax_matches_two_pass_reference_across_blocks() {
+        let mut rng = TestRng::new(10);
+        let g = AttnGeometry {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 24,
+            scale: 0.3,
+        };
+        for dtype in [KvType::F32, KvType::F16] {
+            let layout = KvLayout {
+                n_layers: 1,
+                n_blocks: 6,
+                block_size: 16,
+                n_kv_heads: 2,
+                head_dim: 24,
+                dtype,
+            };
+            let mut kv = HostKv::new(layout).expect("kv");
+            let table = [4u32, 0, 5, 2];
+            for p in 0..60usize {
+                let k: Vec<f32> = (0..48).map(|_| rng.uniform(-3.0, 3.0)).collect();
+                let v: Vec<f32> = (0..48).map(|_| rng.uniform(-1.0, 1.0)).collect();
+                kv.store(0, table[p / 16] as usize * 16 + p % 16, &k, &v);
+            }
+            let q: Vec<f32> = (0..96).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            for pos in [0u32, 15, 16, 31, 47, 59] {
+                let row = AttnRow {
+                    pos,
+                    block_table: &table,
+                };
+                for h in 0..4 {
+                    let mut scores = vec![0.0; 64];
+                    let mut want = vec![0.0; 24];
+                    smelt_backend::attend_head(&q, &kv, 0, &row, &g, h, &mut scores, &mut want);
+                    let mut got = vec![0.0; 24];
+                    attend_head(&q, &kv, 0, &row, &g, h, &mut got);
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-5,
+                            "{dtype:?} pos {pos} head {h}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
