@@ -14,6 +14,7 @@
 
 mod attention;
 pub mod kernels;
+pub mod kernels;
 pub mod pool;
 
 use std::sync::Mutex;

@@ -1,0 +1,388 @@
+//! Dequantization into AVX2 registers: the plain float types and the legacy
+//! 32-element block formats (Q4_0, Q4_1, Q5_0, Q8_0).
+//!
+//! Every formula reproduces the scalar reference's value exactly: the
+//! products of a block scale and a small integer quant are exact in f32, so
+//! `fma(d, q, c)` rounds once exactly where the reference's `d * q + c` (or
+//! the exact `d * (q - offset)`) does.
+
+use std::arch::x86_64::*;
+
+use smelt_tensor::DType;
+
+/// Receives a block's dequantized values, eight at a time.
+pub(super) trait Sink {
+    /// Vector `c` of the current block: its elements `8 c .. 8 c + 8`. A
+    /// format calls this for `c` in increasing order (the canonical
+    /// accumulation order).
+    ///
+    /// # Safety
+    /// The CPU has AVX2/FMA/F16C; `c < BLOCK_ELEMS / 8` of the format.
+    unsafe fn put(&mut self, c: usize, v: __m256);
+}
+
+/// A stored format that can be dequantized straight into registers.
+///
+/// A block is `BLOCK_ELEMS` values in `BLOCK_BYTES` bytes (for the plain
+/// float types, 32 values taken together), split into `UNITS` equal units;
+/// `prep` decodes the block's scales once, `unit` emits a unit's vectors.
+pub(super) trait Format {
+    /// The type this decodes.
+    const DTYPE: DType;
+    const BLOCK_ELEMS: usize;
+    const BLOCK_BYTES: usize;
+    const UNITS: usize;
+    /// Per-block state decoded by `prep` (scales).
+    type Prep: Copy + Default;
+
+    /// Decodes the scales of the block at `block`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2/FMA/F16C; `block` points at `BLOCK_BYTES` readable bytes.
+    unsafe fn prep(block: *const u8) -> Self::Prep;
+
+    /// Emits the vectors of unit `u` (`u < UNITS`) of the block, in order.
+    ///
+    /// # Safety
+    /// As [`Format::prep`], with `prep` from the same block.
+    unsafe fn unit<S: Sink>(block: *const u8, prep: &Self::Prep, u: usize, sink: &mut S);
+}
+
+// ---- helpers ------------------------------------------------------------------
+
+/// Eight bytes at `p`, zero-extended to 32-bit lanes.
+///
+/// # Safety
+/// `p..p + 8` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn u8x8(p: *const u8) -> __m256i {
+    // SAFETY: an unaligned 8-byte load (the contract).
+    _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) })
+}
+
+/// Eight bytes at `p`, sign-extended to 32-bit lanes.
+///
+/// # Safety
+/// `p..p + 8` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn i8x8(p: *const u8) -> __m256i {
+    // SAFETY: an unaligned 8-byte load (the contract).
+    _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(p.cast()) })
+}
+
+/// The little-endian f16 at `p`, widened (exactly) and broadcast.
+///
+/// # Safety
+/// `p..p + 2` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn f16_splat(p: *const u8) -> __m256 {
+    // SAFETY: an unaligned 2-byte read (the contract).
+    let bits = u16::from_le(unsafe { p.cast::<u16>().read_unaligned() });
+    _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
+}
+
+/// The little-endian f16 at `p` as f32 (exact).
+///
+/// # Safety
+/// `p..p + 2` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: an unaligned 2-byte read (the contract).
+    let bits = u16::from_le(unsafe { p.cast::<u16>().read_unaligned() });
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// Lanes as f32 (exact: the quants are small integers).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn to_f32(v: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(v)
+}
+
+/// Low nibble of each lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn low4(v: __m256i) -> __m256i {
+    _mm256_and_si256(v, _mm256_set1_epi32(0x0F))
+}
+
+/// High nibble of each lane (lanes hold bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn high4(v: __m256i) -> __m256i {
+    _mm256_srli_epi32::<4>(v)
+}
+
+// ---- plain float types ------------------------------------------------------------
+
+/// F32: 32 little-endian floats per "block".
+pub(super) struct F32;
+
+impl Format for F32 {
+    const DTYPE: DType = DType::F32;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 128;
+    const UNITS: usize = 1;
+    type Prep = ();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(_block: *const u8) {}
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, _prep: &(), _u: usize, sink: &mut S) {
+        for c in 0..4 {
+            // SAFETY: 32 floats at `block` (the contract); `c < 4`.
+            unsafe { sink.put(c, _mm256_loadu_ps(block.add(32 * c).cast())) };
+        }
+    }
+}
+
+/// F16: 32 halves per "block", widened with F16C (exact).
+pub(super) struct F16;
+
+impl Format for F16 {
+    const DTYPE: DType = DType::F16;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 64;
+    const UNITS: usize = 1;
+    type Prep = ();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(_block: *const u8) {}
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, _prep: &(), _u: usize, sink: &mut S) {
+        for c in 0..4 {
+            // SAFETY: 32 halves at `block` (the contract); `c < 4`.
+            unsafe {
+                let h = _mm_loadu_si128(block.add(16 * c).cast());
+                sink.put(c, _mm256_cvtph_ps(h));
+            }
+        }
+    }
+}
+
+/// BF16: 32 bfloat16 per "block"; each is the top half of an f32.
+pub(super) struct Bf16;
+
+impl Format for Bf16 {
+    const DTYPE: DType = DType::BF16;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 64;
+    const UNITS: usize = 1;
+    type Prep = ();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(_block: *const u8) {}
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, _prep: &(), _u: usize, sink: &mut S) {
+        for c in 0..4 {
+            // SAFETY: 32 bfloat16 at `block` (the contract); `c < 4`.
+            unsafe {
+                let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(block.add(16 * c).cast()));
+                sink.put(c, _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h)));
+            }
+        }
+    }
+}
+
+// ---- legacy 32-element blocks ---------------------------------------------------------
+
+/// A block scale and the constant term of `fma(d, q, c)`.
+#[derive(Clone, Copy)]
+pub(super) struct ScaleAndOffset {
+    d: __m256,
+    c: __m256,
+}
+
+impl Default for ScaleAndOffset {
+    fn default() -> Self {
+        // SAFETY: all-zero bits are a valid `__m256` (eight +0.0); creating
+        // the value in memory needs no CPU feature.
+        let z = unsafe { std::mem::zeroed::<__m256>() };
+        ScaleAndOffset { d: z, c: z }
+    }
+}
+
+/// Emits a 32-element block whose 16 quant bytes at `qs` hold elements
+/// `0..16` in their low nibbles and `16..32` in their high nibbles, with
+/// `high(t)` OR-ed into vector `t` (the fifth bits of Q5_0, or zero), as
+/// `fma(d, q, c)`.
+///
+/// # Safety
+/// `qs..qs + 16` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibble_block<S: Sink>(
+    qs: *const u8,
+    p: &ScaleAndOffset,
+    high: [__m256i; 4],
+    sink: &mut S,
+) {
+    // SAFETY: bytes 0..8 and 8..16 of `qs` (the contract).
+    let (b0, b1) = unsafe { (u8x8(qs), u8x8(qs.add(8))) };
+    let q = [low4(b0), low4(b1), high4(b0), high4(b1)];
+    for (c, (q, h)) in q.into_iter().zip(high).enumerate() {
+        let v = to_f32(_mm256_or_si256(q, h));
+        // SAFETY: `c < 4` vectors of a 32-element block.
+        unsafe { sink.put(c, _mm256_fmadd_ps(p.d, v, p.c)) };
+    }
+}
+
+/// Q4_0: d (f16) @0, qs[16] @2; `w = d * (q - 8)` = `fma(d, q, -8 d)` (exact).
+pub(super) struct Q4_0;
+
+impl Format for Q4_0 {
+    const DTYPE: DType = DType::Q4_0;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 18;
+    const UNITS: usize = 1;
+    type Prep = ScaleAndOffset;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(block: *const u8) -> ScaleAndOffset {
+        // SAFETY: the scale at offset 0 of a whole block.
+        let d = unsafe { f16_splat(block) };
+        let c = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
+        ScaleAndOffset { d, c }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, p: &ScaleAndOffset, _u: usize, sink: &mut S) {
+        let zero = _mm256_setzero_si256();
+        // SAFETY: the quants at offset 2 of a whole block.
+        unsafe { nibble_block(block.add(2), p, [zero; 4], sink) }
+    }
+}
+
+/// Q4_1: d @0, m @2 (f16), qs[16] @4; `w = d * q + m` = `fma(d, q, m)`.
+pub(super) struct Q4_1;
+
+impl Format for Q4_1 {
+    const DTYPE: DType = DType::Q4_1;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 20;
+    const UNITS: usize = 1;
+    type Prep = ScaleAndOffset;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(block: *const u8) -> ScaleAndOffset {
+        // SAFETY: the two scales at offsets 0 and 2 of a whole block.
+        unsafe {
+            ScaleAndOffset {
+                d: f16_splat(block),
+                c: f16_splat(block.add(2)),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, p: &ScaleAndOffset, _u: usize, sink: &mut S) {
+        let zero = _mm256_setzero_si256();
+        // SAFETY: the quants at offset 4 of a whole block.
+        unsafe { nibble_block(block.add(4), p, [zero; 4], sink) }
+    }
+}
+
+/// Q5_0: d @0, qh (u32 fifth bits) @2, qs[16] @6;
+/// `w = d * (q - 16)` = `fma(d, q, -16 d)` (exact).
+pub(super) struct Q5_0;
+
+/// Q5_0's scale, offset and fifth bits.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Q5_0Prep {
+    scale: ScaleAndOffset,
+    qh: u32,
+}
+
+impl Format for Q5_0 {
+    const DTYPE: DType = DType::Q5_0;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 22;
+    const UNITS: usize = 1;
+    type Prep = Q5_0Prep;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(block: *const u8) -> Q5_0Prep {
+        // SAFETY: the scale @0 and the fifth bits @2..6 of a whole block.
+        let (d, qh) = unsafe {
+            (
+                f16_splat(block),
+                u32::from_le(block.add(2).cast::<u32>().read_unaligned()),
+            )
+        };
+        let c = _mm256_mul_ps(d, _mm256_set1_ps(-16.0));
+        Q5_0Prep {
+            scale: ScaleAndOffset { d, c },
+            qh,
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, p: &Q5_0Prep, _u: usize, sink: &mut S) {
+        // Element i's fifth bit is bit i of qh; move it to bit 4 of lane i.
+        // Elements 0..16 from `qh << 4` shifted right by i, elements 16..32
+        // from `qh >> 12` shifted right by i - 16: one shift table serves both.
+        let lo = _mm256_set1_epi32((p.qh << 4) as i32);
+        let hi = _mm256_set1_epi32((p.qh >> 12) as i32);
+        let s0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let s1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+        let bit4 = _mm256_set1_epi32(16);
+        let high = [
+            _mm256_and_si256(_mm256_srlv_epi32(lo, s0), bit4),
+            _mm256_and_si256(_mm256_srlv_epi32(lo, s1), bit4),
+            _mm256_and_si256(_mm256_srlv_epi32(hi, s0), bit4),
+            _mm256_and_si256(_mm256_srlv_epi32(hi, s1), bit4),
+        ];
+        // SAFETY: the quants at offset 6 of a whole block.
+        unsafe { nibble_block(block.add(6), &p.scale, high, sink) }
+    }
+}
+
+/// Q8_0: d @0, qs[32] (i8) @2; `w = d * q` (exact).
+pub(super) struct Q8_0;
+
+impl Format for Q8_0 {
+    const DTYPE: DType = DType::Q8_0;
+    const BLOCK_ELEMS: usize = 32;
+    const BLOCK_BYTES: usize = 34;
+    const UNITS: usize = 1;
+    type Prep = ScaleAndOffset;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prep(block: *const u8) -> ScaleAndOffset {
+        // SAFETY: the scale at offset 0 of a whole block.
+        let d = unsafe { f16_splat(block) };
+        ScaleAndOffset { d, c: d }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unit<S: Sink>(block: *const u8, p: &ScaleAndOffset, _u: usize, sink: &mut S) {
+        for c in 0..4 {
+            // SAFETY: quant bytes 8c..8c + 8 at offset 2 of a whole block.
+            unsafe {
+                let q = to_f32(i8x8(block.add(2 + 8 * c)));
+                sink.put(c, _mm256_mul_ps(p.d, q));
+            }
+        }
+    }
+}
