@@ -14,7 +14,6 @@
 
 mod attention;
 pub mod kernels;
-pub mod kernels;
 pub mod pool;
 
 use std::sync::Mutex;
