@@ -1,10 +1,12 @@
 //! `smelt`: run, chat with and inspect local language models.
 
 mod args;
+mod bench;
 mod chat;
 mod fetch;
 mod info;
 mod load;
+mod membw;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +62,8 @@ enum Command {
         #[arg(long)]
         metadata: bool,
     },
+    /// Measure speed (llama-bench style), TTFT, load time, memory and the bandwidth roofline.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -83,6 +87,7 @@ fn main() {
             tensors,
             metadata,
         } => info::info(model, *tensors, *metadata),
+        Command::Bench(args) => bench::bench(args),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");
