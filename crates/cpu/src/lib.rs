@@ -16,13 +16,11 @@ mod attention;
 pub mod kernels;
 pub mod pool;
 
-use std::sync::Mutex;
-
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostKv, HostTensor, KvLayout,
     RopeParams, dequantize_all, inv_rms, rope_row, silu,
 };
-use smelt_tensor::{dequantize_row, dot_f32};
+use smelt_tensor::dequantize_row;
 
 use pool::{Pool, split};
 
@@ -33,11 +31,12 @@ pub enum CpuError {
     ThreadPool { threads: usize, reason: String },
 }
 
+/// Weight rows a matmul hands to a thread come in whole groups of this many.
+const MATMUL_ROW_GROUP: usize = 8;
+
 /// Multi-threaded CPU implementation of [`Backend`].
 pub struct CpuBackend {
     pool: Pool,
-    /// Per-thread scratch (dequantized weight rows), reused across calls.
-    scratch: Vec<Mutex<Vec<f32>>>,
 }
 
 impl CpuBackend {
@@ -52,21 +51,12 @@ impl CpuBackend {
             threads,
             reason: e.to_string(),
         })?;
-        let scratch = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
-        Ok(CpuBackend { pool, scratch })
+        Ok(CpuBackend { pool })
     }
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.pool.threads()
-    }
-
-    /// Runs `f(thread, scratch)` on every thread of the pool.
-    fn par(&self, f: &(dyn Fn(usize, &mut Vec<f32>) + Sync)) {
-        self.pool.run(&|t| {
-            let mut scratch = self.scratch[t].lock().unwrap_or_else(|e| e.into_inner());
-            f(t, &mut scratch)
-        });
     }
 }
 
@@ -114,6 +104,12 @@ impl DisjointOut {
         }
     }
 
+    /// The start of the buffer, for kernels that take the disjointness
+    /// contract themselves.
+    fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+
     /// The `len` values at `start`, for one thread's exclusive use.
     ///
     /// # Safety
@@ -123,16 +119,6 @@ impl DisjointOut {
         assert!(start + len <= self.len, "disjoint write out of bounds");
         // SAFETY: in bounds (checked above) and exclusive (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
-
-    /// Writes one value.
-    ///
-    /// # Safety
-    /// No other thread may access index `i` during the region.
-    unsafe fn set(&self, i: usize, v: f32) {
-        assert!(i < self.len, "disjoint write out of bounds");
-        // SAFETY: in bounds and exclusive (the caller's contract).
-        unsafe { *self.ptr.add(i) = v };
     }
 }
 
@@ -195,18 +181,36 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, x: &HostBuf, w: &HostTensor, out: &mut HostBuf) {
         let (n, n_in, n_out) = (x.rows, w.row_len(), w.n_rows());
-        debug_assert_eq!((x.cols, out.rows, out.cols), (n_in, n, n_out));
+        assert_eq!(
+            (x.cols, out.rows, out.cols),
+            (n_in, n, n_out),
+            "matmul shapes"
+        );
         let dst = DisjointOut::new(&mut out.data);
         let threads = self.threads();
-        self.par(&|t, buf| {
-            buf.resize(n_in, 0.0);
-            for o in split(n_out, threads, t) {
-                dequantize_row(w.dtype(), w.row(o), buf);
-                for r in 0..n {
-                    // SAFETY: output column `o` belongs to this thread alone.
-                    unsafe { dst.set(r * n_out + o, dot_f32(buf, x.row(r))) };
+        // Whole groups of weight rows per thread, so the kernels' multi-row
+        // tiles are not cut at thread boundaries.
+        let groups = n_out.div_ceil(MATMUL_ROW_GROUP);
+        self.pool.run(&|t| {
+            let g = split(groups, threads, t);
+            let rows = g.start * MATMUL_ROW_GROUP..(g.end * MATMUL_ROW_GROUP).min(n_out);
+            kernels::with_thread_scratch(|scratch| {
+                // SAFETY: this thread alone writes output columns `rows` of
+                // every row of `out` (n × n_out, row-major), which `dst` spans.
+                unsafe {
+                    kernels::matmul_to_ptr(
+                        w.dtype(),
+                        w.bytes(),
+                        n_in,
+                        rows,
+                        &x.data,
+                        n,
+                        dst.ptr(),
+                        n_out,
+                        scratch,
+                    )
                 }
-            }
+            })
         });
     }
 
@@ -243,7 +247,7 @@ impl Backend for CpuBackend {
         let (d, heads, cols) = (geom.head_dim, geom.n_heads, out.cols);
         let dst = DisjointOut::new(&mut out.data);
         let threads = self.threads();
-        self.par(&|t, _| {
+        self.pool.run(&|t| {
             for item in split(rows.len() * heads, threads, t) {
                 let (r, h) = (item / heads, item % heads);
                 // SAFETY: head `h` of row `r` belongs to this thread alone.
