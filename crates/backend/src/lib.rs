@@ -176,6 +176,13 @@ pub trait Backend: Send + Sync {
     fn rms_norm(&self, x: &Self::Buf, weight: &Self::Weight, eps: f32, out: &mut Self::Buf);
     /// `out[r] = W · x[r]` for a weight of `n_out` rows of `n_in` values.
     fn matmul(&self, x: &Self::Buf, w: &Self::Weight, out: &mut Self::Buf);
+    /// Several products of the same input (Q/K/V, gate/up) in one step; a
+    /// backend may run them as one parallel region.
+    fn matmuls(&self, x: &Self::Buf, jobs: &mut [(&Self::Weight, &mut Self::Buf)]) {
+        for (w, out) in jobs.iter_mut() {
+            self.matmul(x, w, out);
+        }
+    }
     /// `x[r] += bias`.
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Weight);
     /// Rotates each of the `n_heads` heads of every row by its position.

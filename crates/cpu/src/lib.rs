@@ -31,6 +31,25 @@ pub enum CpuError {
     ThreadPool { threads: usize, reason: String },
 }
 
+/// A weight placed on the CPU: the stored tensor (a view into the file), and
+/// for vectors (norm weights, biases) their f32 values, dequantized once so
+/// the per-token ops neither allocate nor convert.
+#[derive(Clone, Debug)]
+pub struct CpuWeight {
+    pub tensor: HostTensor,
+    vector: Option<Vec<f32>>,
+}
+
+impl CpuWeight {
+    /// The f32 values of a vector weight.
+    fn values(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.vector {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(dequantize_all(&self.tensor)),
+        }
+    }
+}
+
 /// Weight rows a matmul hands to a thread come in whole groups of this many.
 const MATMUL_ROW_GROUP: usize = 8;
 
@@ -124,16 +143,21 @@ impl DisjointOut {
 
 impl Backend for CpuBackend {
     type Buf = HostBuf;
-    type Weight = HostTensor;
+    type Weight = CpuWeight;
     type Kv = HostKv;
 
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn place(&self, _name: &str, tensor: &HostTensor) -> Result<HostTensor, BackendError> {
+    fn place(&self, _name: &str, tensor: &HostTensor) -> Result<CpuWeight, BackendError> {
         // Zero-copy: the tensor keeps pointing into the file's memory map.
-        Ok(tensor.clone())
+        // Vectors are tiny; their f32 values are kept ready.
+        let vector = (tensor.n_rows() == 1).then(|| dequantize_all(tensor));
+        Ok(CpuWeight {
+            tensor: tensor.clone(),
+            vector,
+        })
     }
 
     fn alloc(&self, rows: usize, cols: usize) -> HostBuf {
@@ -156,7 +180,8 @@ impl Backend for CpuBackend {
         HostKv::new(layout)
     }
 
-    fn embed(&self, table: &HostTensor, tokens: &[u32], scale: f32, out: &mut HostBuf) {
+    fn embed(&self, table: &CpuWeight, tokens: &[u32], scale: f32, out: &mut HostBuf) {
+        let table = &table.tensor;
         for (dst, &t) in out.data.chunks_exact_mut(out.cols).zip(tokens) {
             dequantize_row(table.dtype(), table.row(t as usize), dst);
             if scale != 1.0 {
@@ -165,59 +190,83 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn rms_norm(&self, x: &HostBuf, weight: &HostTensor, eps: f32, out: &mut HostBuf) {
-        let w = dequantize_all(weight);
+    fn rms_norm(&self, x: &HostBuf, weight: &CpuWeight, eps: f32, out: &mut HostBuf) {
+        let w = weight.values();
         for (o, xr) in out
             .data
             .chunks_exact_mut(x.cols)
             .zip(x.data.chunks_exact(x.cols))
         {
             let s = inv_rms(xr, eps);
-            for ((o, v), w) in o.iter_mut().zip(xr).zip(&w) {
+            for ((o, v), w) in o.iter_mut().zip(xr).zip(w.iter()) {
                 *o = v * s * w;
             }
         }
     }
 
-    fn matmul(&self, x: &HostBuf, w: &HostTensor, out: &mut HostBuf) {
-        let (n, n_in, n_out) = (x.rows, w.row_len(), w.n_rows());
-        assert_eq!(
-            (x.cols, out.rows, out.cols),
-            (n_in, n, n_out),
-            "matmul shapes"
-        );
-        let dst = DisjointOut::new(&mut out.data);
+    fn matmul(&self, x: &HostBuf, w: &CpuWeight, out: &mut HostBuf) {
+        self.matmuls(x, &mut [(w, out)]);
+    }
+
+    fn matmuls(&self, x: &HostBuf, jobs: &mut [(&CpuWeight, &mut HostBuf)]) {
+        // One parallel region for all products: the weight rows of every job,
+        // in whole groups, are dealt out evenly across the threads.
+        let n = x.rows;
+        let mut first_group = Vec::with_capacity(jobs.len() + 1);
+        let mut total = 0;
+        let mut outs = Vec::with_capacity(jobs.len());
+        for (w, out) in jobs.iter_mut() {
+            let t = &w.tensor;
+            assert_eq!(
+                (x.cols, out.rows, out.cols),
+                (t.row_len(), n, t.n_rows()),
+                "matmul shapes"
+            );
+            first_group.push(total);
+            total += t.n_rows().div_ceil(MATMUL_ROW_GROUP);
+            outs.push(DisjointOut::new(&mut out.data));
+        }
+        first_group.push(total);
         let threads = self.threads();
-        // Whole groups of weight rows per thread, so the kernels' multi-row
-        // tiles are not cut at thread boundaries.
-        let groups = n_out.div_ceil(MATMUL_ROW_GROUP);
-        self.pool.run(&|t| {
-            let g = split(groups, threads, t);
-            let rows = g.start * MATMUL_ROW_GROUP..(g.end * MATMUL_ROW_GROUP).min(n_out);
-            kernels::with_thread_scratch(|scratch| {
-                // SAFETY: this thread alone writes output columns `rows` of
-                // every row of `out` (n × n_out, row-major), which `dst` spans.
-                unsafe {
-                    kernels::matmul_to_ptr(
-                        w.dtype(),
-                        w.bytes(),
-                        n_in,
-                        rows,
-                        &x.data,
-                        n,
-                        dst.ptr(),
-                        n_out,
-                        scratch,
-                    )
+        self.pool.run(&|thread| {
+            let mine = split(total, threads, thread);
+            for (j, (w, _)) in jobs.iter().enumerate() {
+                let (start, end) = (
+                    mine.start.max(first_group[j]),
+                    mine.end.min(first_group[j + 1]),
+                );
+                if start >= end {
+                    continue;
                 }
-            })
+                let t = &w.tensor;
+                let n_out = t.n_rows();
+                let rows = (start - first_group[j]) * MATMUL_ROW_GROUP
+                    ..((end - first_group[j]) * MATMUL_ROW_GROUP).min(n_out);
+                kernels::with_thread_scratch(|scratch| {
+                    // SAFETY: this thread alone writes output columns `rows`
+                    // of every row of job j's output (n × n_out, row-major).
+                    unsafe {
+                        kernels::matmul_to_ptr(
+                            t.dtype(),
+                            t.bytes(),
+                            t.row_len(),
+                            rows,
+                            &x.data,
+                            n,
+                            outs[j].ptr(),
+                            n_out,
+                            scratch,
+                        )
+                    }
+                })
+            }
         });
     }
 
-    fn add_bias(&self, x: &mut HostBuf, bias: &HostTensor) {
-        let b = dequantize_all(bias);
+    fn add_bias(&self, x: &mut HostBuf, bias: &CpuWeight) {
+        let b = bias.values();
         for row in x.data.chunks_exact_mut(b.len()) {
-            row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
+            row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
         }
     }
 

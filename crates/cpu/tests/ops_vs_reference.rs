@@ -43,7 +43,7 @@ fn matmul_matches_reference_for_every_type_and_odd_shapes() {
             let w = random_weight(&mut rng, dtype, n_in, n_out);
             let x = rng.buf(n_rows, n_in);
             let (mut a, mut b) = (HostBuf::zeros(n_rows, n_out), HostBuf::zeros(n_rows, n_out));
-            cpu.matmul(&x, &w, &mut a);
+            cpu.matmul(&x, &cpu.place("w", &w).expect("place"), &mut a);
             reference.matmul(&x, &w, &mut b);
             assert_close(
                 &format!("matmul {dtype} {n_rows}x{n_in}->{n_out}"),
@@ -62,11 +62,12 @@ fn matmul_rows_are_batch_invariant() {
     let w = random_weight(&mut rng, DType::Q4K, 512, 40);
     let x = rng.buf(7, 512);
     let mut all = HostBuf::zeros(7, 40);
-    cpu.matmul(&x, &w, &mut all);
+    let wc = cpu.place("w", &w).expect("place");
+    cpu.matmul(&x, &wc, &mut all);
     for r in 0..7 {
         let one = cpu.gather_rows(&x, &[r]);
         let mut out = HostBuf::zeros(1, 40);
-        cpu.matmul(&one, &w, &mut out);
+        cpu.matmul(&one, &wc, &mut out);
         assert_eq!(
             out.row(0),
             all.row(r),
@@ -83,13 +84,18 @@ fn elementwise_ops_match_reference() {
     let x = rng.buf(rows, cols);
     let norm_w = random_weight(&mut rng, DType::F32, cols, 1);
     let (mut a, mut b) = (HostBuf::zeros(rows, cols), HostBuf::zeros(rows, cols));
-    cpu.rms_norm(&x, &norm_w, 1e-5, &mut a);
+    cpu.rms_norm(&x, &cpu.place("n", &norm_w).expect("place"), 1e-5, &mut a);
     reference.rms_norm(&x, &norm_w, 1e-5, &mut b);
     assert_close("rms_norm", &a, &b, 1e-6);
 
     let table = random_weight(&mut rng, DType::Q8_0, cols, 50);
     let tokens = [3, 49, 0, 17, 17, 8];
-    cpu.embed(&table, &tokens, 1.5, &mut a);
+    cpu.embed(
+        &cpu.place("e", &table).expect("place"),
+        &tokens,
+        1.5,
+        &mut a,
+    );
     reference.embed(&table, &tokens, 1.5, &mut b);
     assert_close("embed", &a, &b, 0.0);
 
@@ -112,7 +118,7 @@ fn elementwise_ops_match_reference() {
 
     let bias = random_weight(&mut rng, DType::F32, cols, 1);
     let (mut a, mut b) = (x.clone(), x.clone());
-    cpu.add_bias(&mut a, &bias);
+    cpu.add_bias(&mut a, &cpu.place("b", &bias).expect("place"));
     reference.add_bias(&mut b, &bias);
     assert_close("add_bias", &a, &b, 0.0);
 }
@@ -191,5 +197,33 @@ fn attention_case(dtype: KvType) {
                 "{dtype:?} head {h}"
             );
         }
+    }
+}
+
+#[test]
+fn fused_matmuls_match_separate_products() {
+    let cpu = cpu();
+    let mut rng = TestRng::new(5);
+    let x = rng.buf(3, 256);
+    let ws: Vec<_> = [(DType::Q4_1, 40), (DType::Q6K, 9), (DType::Q8_0, 77)]
+        .iter()
+        .map(|&(t, n)| {
+            cpu.place("w", &random_weight(&mut rng, t, 256, n))
+                .expect("place")
+        })
+        .collect();
+    let mut outs: Vec<HostBuf> = ws
+        .iter()
+        .map(|w| HostBuf::zeros(3, w.tensor.n_rows()))
+        .collect();
+    {
+        let mut jobs: Vec<_> = ws.iter().zip(outs.iter_mut()).collect();
+        cpu.matmuls(&x, &mut jobs);
+    }
+    for (w, fused) in ws.iter().zip(&outs) {
+        let mut alone = HostBuf::zeros(3, w.tensor.n_rows());
+        cpu.matmul(&x, w, &mut alone);
+        assert_eq!(&alone, fused);
+        assert!(alone.data.iter().all(|v| *v != 0.0));
     }
 }

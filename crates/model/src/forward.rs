@@ -152,9 +152,7 @@ impl<B: Backend> Model<B> {
         for (layer, l) in w.layers.iter().enumerate() {
             // Attention block.
             be.rms_norm(&x, &l.attn_norm, c.rms_eps, &mut h);
-            be.matmul(&h, &l.wq, &mut q);
-            be.matmul(&h, &l.wk, &mut k);
-            be.matmul(&h, &l.wv, &mut v);
+            be.matmuls(&h, &mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)]);
             for (buf, bias) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
                 if let Some(b) = bias {
                     be.add_bias(buf, b);
@@ -169,8 +167,7 @@ impl<B: Backend> Model<B> {
 
             // Feed-forward block (SwiGLU).
             be.rms_norm(&x, &l.ffn_norm, c.rms_eps, &mut h);
-            be.matmul(&h, &l.w_gate, &mut gate);
-            be.matmul(&h, &l.w_up, &mut up);
+            be.matmuls(&h, &mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)]);
             be.swiglu(&mut gate, &up);
             be.matmul(&gate, &l.w_down, &mut h);
             be.add(&mut x, &h);
