@@ -8,6 +8,8 @@
 //! * it agrees with `smelt_tensor::dot_row` up to f32 rounding;
 //! * the AVX2 and portable paths agree bit for bit.
 
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::ops::Range;
 
 use smelt_backend::testing::{TestRng, random_weight};

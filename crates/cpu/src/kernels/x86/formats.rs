@@ -72,28 +72,65 @@ unsafe fn i8x8(p: *const u8) -> __m256i {
     _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(p.cast()) })
 }
 
-/// The little-endian f16 at `p`, widened (exactly) and broadcast.
-///
-/// # Safety
-/// `p..p + 2` is readable.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-pub(super) unsafe fn f16_splat(p: *const u8) -> __m256 {
-    // SAFETY: an unaligned 2-byte read (the contract).
-    let bits = u16::from_le(unsafe { p.cast::<u16>().read_unaligned() });
-    _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
+/// An IEEE half (given as its bits) as f32, exactly, in integer
+/// arithmetic: block scales are decoded off the vector units, which the
+/// dequantization keeps busy. Matches F16C's `vcvtph2ps` bit for bit
+/// (signalling NaNs come out quiet).
+#[inline(always)]
+pub(super) fn f16_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let exp = (h >> 10) & 0x1F;
+    let man = h & 0x3FF;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: man × 2^-24. Normalize so the top set bit becomes
+            // the implicit one.
+            let shift = man.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | (((man << shift) & 0x3FF) << 13)
+        }
+        (0x1F, 0) => sign | 0x7F80_0000,
+        (0x1F, _) => sign | 0x7FC0_0000 | (man << 13),
+        _ => sign | ((exp + 112) << 23) | (man << 13),
+    };
+    f32::from_bits(bits)
 }
 
 /// The little-endian f16 at `p` as f32 (exact).
 ///
 /// # Safety
 /// `p..p + 2` is readable.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     // SAFETY: an unaligned 2-byte read (the contract).
-    let bits = u16::from_le(unsafe { p.cast::<u16>().read_unaligned() });
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    f16_to_f32(u16::from_le(unsafe { p.cast::<u16>().read_unaligned() }))
+}
+
+/// `*p` broadcast to all lanes, loaded from memory (`p` comes through
+/// [`launder`], so the compiler cannot keep the value in a register, where
+/// broadcasting it would take a shuffle).
+///
+/// # Safety
+/// `p` is valid for reads.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn splat(p: *const f32) -> __m256 {
+    // SAFETY: the contract.
+    _mm256_broadcast_ss(unsafe { &*p })
+}
+
+/// The same pointer, opaque to the optimizer: values behind it are read
+/// from memory after every earlier write (the asm may read memory), and
+/// loads through two launders of one pointer are not merged.
+#[inline(always)]
+pub(super) fn launder<T>(mut p: *const T) -> *const T {
+    // SAFETY: an empty asm block that only claims to change `p` (and
+    // possibly to read memory).
+    unsafe {
+        std::arch::asm!("/* {0} */", inout(reg) p, options(readonly, nostack, preserves_flags))
+    };
+    p
 }
 
 /// Lanes as f32 (exact: the quants are small integers).
@@ -129,8 +166,7 @@ impl Format for F32 {
     const UNITS: usize = 1;
     type Prep = ();
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
+    #[inline(always)]
     unsafe fn prep(_block: *const u8) {}
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -153,8 +189,7 @@ impl Format for F16 {
     const UNITS: usize = 1;
     type Prep = ();
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
+    #[inline(always)]
     unsafe fn prep(_block: *const u8) {}
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -180,8 +215,7 @@ impl Format for Bf16 {
     const UNITS: usize = 1;
     type Prep = ();
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
+    #[inline(always)]
     unsafe fn prep(_block: *const u8) {}
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -199,20 +233,42 @@ impl Format for Bf16 {
 
 // ---- legacy 32-element blocks ---------------------------------------------------------
 
-/// A block scale and the constant term of `fma(d, q, c)`.
-#[derive(Clone, Copy)]
-pub(super) struct ScaleAndOffset {
-    d: __m256,
-    c: __m256,
+/// A legacy block's scale `d` and the constant term `c` of `fma(d, q, c)`,
+/// kept in memory and broadcast from there.
+#[derive(Clone, Copy, Default)]
+pub(super) struct BlockScales {
+    d: f32,
+    c: f32,
 }
 
-impl Default for ScaleAndOffset {
-    fn default() -> Self {
-        // SAFETY: all-zero bits are a valid `__m256` (eight +0.0); creating
-        // the value in memory needs no CPU feature.
-        let z = unsafe { std::mem::zeroed::<__m256>() };
-        ScaleAndOffset { d: z, c: z }
+impl BlockScales {
+    /// `d` and `c` from the two halves packed in `bits` (low half: d, high:
+    /// c's half), each times its factor (exact: powers of two), converted
+    /// with one F16C instruction (few vector operations: the dequantization
+    /// keeps the vector units busy).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn from_halves(bits: u32, d_factor: f32, c_factor: f32) -> BlockScales {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        let v = _mm_mul_ps(v, _mm_setr_ps(d_factor, c_factor, 0.0, 0.0));
+        let mut out = [0.0f32; 4];
+        // SAFETY: a 16-byte store into a local array.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+        BlockScales {
+            d: out[0],
+            c: out[1],
+        }
     }
+}
+
+/// The little-endian u16 at `p`.
+///
+/// # Safety
+/// `p..p + 2` is readable.
+#[inline(always)]
+unsafe fn u16_at(p: *const u8) -> u32 {
+    // SAFETY: an unaligned 2-byte read (the contract).
+    u32::from(u16::from_le(unsafe { p.cast::<u16>().read_unaligned() }))
 }
 
 /// Emits a 32-element block whose 16 quant bytes at `qs` hold elements
@@ -224,19 +280,17 @@ impl Default for ScaleAndOffset {
 /// `qs..qs + 16` is readable.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn nibble_block<S: Sink>(
-    qs: *const u8,
-    p: &ScaleAndOffset,
-    high: [__m256i; 4],
-    sink: &mut S,
-) {
-    // SAFETY: bytes 0..8 and 8..16 of `qs` (the contract).
-    let (b0, b1) = unsafe { (u8x8(qs), u8x8(qs.add(8))) };
+unsafe fn nibble_block<S: Sink>(qs: *const u8, p: &BlockScales, high: [__m256i; 4], sink: &mut S) {
+    // SAFETY: bytes 0..8 and 8..16 of `qs` (the contract); `p` is a reference.
+    let (b0, b1, d, c) = unsafe {
+        let p = launder(p);
+        (u8x8(qs), u8x8(qs.add(8)), splat(&(*p).d), splat(&(*p).c))
+    };
     let q = [low4(b0), low4(b1), high4(b0), high4(b1)];
-    for (c, (q, h)) in q.into_iter().zip(high).enumerate() {
+    for (t, (q, h)) in q.into_iter().zip(high).enumerate() {
         let v = to_f32(_mm256_or_si256(q, h));
-        // SAFETY: `c < 4` vectors of a 32-element block.
-        unsafe { sink.put(c, _mm256_fmadd_ps(p.d, v, p.c)) };
+        // SAFETY: `t < 4` vectors of a 32-element block.
+        unsafe { sink.put(t, _mm256_fmadd_ps(d, v, c)) };
     }
 }
 
@@ -248,22 +302,21 @@ impl Format for Q4_0 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 18;
     const UNITS: usize = 1;
-    type Prep = ScaleAndOffset;
+    type Prep = BlockScales;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn prep(block: *const u8) -> ScaleAndOffset {
-        // SAFETY: the scale at offset 0 of a whole block.
-        let d = unsafe { f16_splat(block) };
-        let c = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
-        ScaleAndOffset { d, c }
+    unsafe fn prep(block: *const u8) -> BlockScales {
+        // SAFETY: the scale @0 of a whole block.
+        let h = unsafe { u16_at(block) };
+        BlockScales::from_halves(h | h << 16, 1.0, -8.0)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn unit<S: Sink>(block: *const u8, p: &ScaleAndOffset, _u: usize, sink: &mut S) {
+    unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
         let zero = _mm256_setzero_si256();
-        // SAFETY: the quants at offset 2 of a whole block.
+        // SAFETY: the quants @2 of a whole block.
         unsafe { nibble_block(block.add(2), p, [zero; 4], sink) }
     }
 }
@@ -276,25 +329,21 @@ impl Format for Q4_1 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 20;
     const UNITS: usize = 1;
-    type Prep = ScaleAndOffset;
+    type Prep = BlockScales;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn prep(block: *const u8) -> ScaleAndOffset {
-        // SAFETY: the two scales at offsets 0 and 2 of a whole block.
-        unsafe {
-            ScaleAndOffset {
-                d: f16_splat(block),
-                c: f16_splat(block.add(2)),
-            }
-        }
+    unsafe fn prep(block: *const u8) -> BlockScales {
+        // SAFETY: the scales @0 and @2 of a whole block.
+        let (d, m) = unsafe { (u16_at(block), u16_at(block.add(2))) };
+        BlockScales::from_halves(d | m << 16, 1.0, 1.0)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn unit<S: Sink>(block: *const u8, p: &ScaleAndOffset, _u: usize, sink: &mut S) {
+    unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
         let zero = _mm256_setzero_si256();
-        // SAFETY: the quants at offset 4 of a whole block.
+        // SAFETY: the quants @4 of a whole block.
         unsafe { nibble_block(block.add(4), p, [zero; 4], sink) }
     }
 }
@@ -303,45 +352,31 @@ impl Format for Q4_1 {
 /// `w = d * (q - 16)` = `fma(d, q, -16 d)` (exact).
 pub(super) struct Q5_0;
 
-/// Q5_0's scale, offset and fifth bits.
-#[derive(Clone, Copy, Default)]
-pub(super) struct Q5_0Prep {
-    scale: ScaleAndOffset,
-    qh: u32,
-}
-
 impl Format for Q5_0 {
     const DTYPE: DType = DType::Q5_0;
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 22;
     const UNITS: usize = 1;
-    type Prep = Q5_0Prep;
+    type Prep = BlockScales;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn prep(block: *const u8) -> Q5_0Prep {
-        // SAFETY: the scale @0 and the fifth bits @2..6 of a whole block.
-        let (d, qh) = unsafe {
-            (
-                f16_splat(block),
-                u32::from_le(block.add(2).cast::<u32>().read_unaligned()),
-            )
-        };
-        let c = _mm256_mul_ps(d, _mm256_set1_ps(-16.0));
-        Q5_0Prep {
-            scale: ScaleAndOffset { d, c },
-            qh,
-        }
+    unsafe fn prep(block: *const u8) -> BlockScales {
+        // SAFETY: the scale @0 of a whole block.
+        let h = unsafe { u16_at(block) };
+        BlockScales::from_halves(h | h << 16, 1.0, -16.0)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn unit<S: Sink>(block: *const u8, p: &Q5_0Prep, _u: usize, sink: &mut S) {
+    unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
+        // SAFETY: the fifth bits @2..6 of a whole block.
+        let qh = unsafe { u32::from_le(block.add(2).cast::<u32>().read_unaligned()) };
         // Element i's fifth bit is bit i of qh; move it to bit 4 of lane i.
         // Elements 0..16 from `qh << 4` shifted right by i, elements 16..32
         // from `qh >> 12` shifted right by i - 16: one shift table serves both.
-        let lo = _mm256_set1_epi32((p.qh << 4) as i32);
-        let hi = _mm256_set1_epi32((p.qh >> 12) as i32);
+        let lo = _mm256_set1_epi32((qh << 4) as i32);
+        let hi = _mm256_set1_epi32((qh >> 12) as i32);
         let s0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let s1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
         let bit4 = _mm256_set1_epi32(16);
@@ -351,8 +386,8 @@ impl Format for Q5_0 {
             _mm256_and_si256(_mm256_srlv_epi32(hi, s0), bit4),
             _mm256_and_si256(_mm256_srlv_epi32(hi, s1), bit4),
         ];
-        // SAFETY: the quants at offset 6 of a whole block.
-        unsafe { nibble_block(block.add(6), &p.scale, high, sink) }
+        // SAFETY: the quants @6 of a whole block.
+        unsafe { nibble_block(block.add(6), p, high, sink) }
     }
 }
 
@@ -364,25 +399,49 @@ impl Format for Q8_0 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 34;
     const UNITS: usize = 1;
-    type Prep = ScaleAndOffset;
+    type Prep = BlockScales;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn prep(block: *const u8) -> ScaleAndOffset {
-        // SAFETY: the scale at offset 0 of a whole block.
-        let d = unsafe { f16_splat(block) };
-        ScaleAndOffset { d, c: d }
+    unsafe fn prep(block: *const u8) -> BlockScales {
+        // SAFETY: the scale @0 of a whole block.
+        let h = unsafe { u16_at(block) };
+        BlockScales::from_halves(h, 1.0, 0.0)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn unit<S: Sink>(block: *const u8, p: &ScaleAndOffset, _u: usize, sink: &mut S) {
-        for c in 0..4 {
-            // SAFETY: quant bytes 8c..8c + 8 at offset 2 of a whole block.
+    unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
+        // SAFETY: `p` is a reference.
+        let d = unsafe { splat(&(*launder(p)).d) };
+        for t in 0..4 {
+            // SAFETY: quant bytes 8t..8t + 8 @2 of a whole block.
             unsafe {
-                let q = to_f32(i8x8(block.add(2 + 8 * c)));
-                sink.put(c, _mm256_mul_ps(p.d, q));
+                let q = to_f32(i8x8(block.add(2 + 8 * t)));
+                sink.put(t, _mm256_mul_ps(d, q));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_f16_conversion_matches_f16c_for_every_half() {
+        if !crate::kernels::Isa::Avx2.available() {
+            return;
+        }
+        for h in 0..=u16::MAX {
+            // SAFETY: F16C is present (checked above).
+            let want = unsafe { hardware_f16(h) };
+            assert_eq!(f16_to_f32(h).to_bits(), want.to_bits(), "half {h:#06x}");
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hardware_f16(h: u16) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
     }
 }

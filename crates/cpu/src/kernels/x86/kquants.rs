@@ -30,8 +30,7 @@ pub(super) struct Affine8 {
 ///
 /// # Safety
 /// `block..block + 16` is readable; the CPU has F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 unsafe fn affine8(block: *const u8) -> Affine8 {
     // SAFETY: the first 16 bytes of a whole block (the contract).
     let (d, dmin, s) = unsafe {
@@ -80,8 +79,7 @@ impl Format for Q4K {
     const UNITS: usize = 4;
     type Prep = Affine8;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
+    #[inline(always)]
     unsafe fn prep(block: *const u8) -> Affine8 {
         // SAFETY: a whole block (the contract).
         unsafe { affine8(block) }
@@ -119,8 +117,7 @@ impl Format for Q5K {
     const UNITS: usize = 4;
     type Prep = Affine8;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
+    #[inline(always)]
     unsafe fn prep(block: *const u8) -> Affine8 {
         // SAFETY: a whole block (the contract).
         unsafe { affine8(block) }
@@ -187,8 +184,7 @@ impl Format for Q6K {
     const UNITS: usize = 2;
     type Prep = Q6KPrep;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
+    #[inline(always)]
     unsafe fn prep(block: *const u8) -> Q6KPrep {
         // SAFETY: the scales @192..208 and d @208 of a whole block.
         let (d, sc) = unsafe {

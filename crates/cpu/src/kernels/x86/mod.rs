@@ -14,6 +14,47 @@
 //! Both feed every output's accumulator the same vectors in the same order,
 //! and reduce it with the same [`reduce4`] tree.
 
+/// `body` for `i` in `0..m` (at most 8, a constant) as straight-line code:
+/// constant row indices keep per-row accumulators in registers, and no
+/// closure stands between the compiler and inlining.
+macro_rules! for_each_row {
+    ($m:expr, $i:ident => $body:block) => {{
+        const { assert!($m <= 8) };
+        if $m > 0 {
+            let $i = 0usize;
+            $body
+        }
+        if $m > 1 {
+            let $i = 1usize;
+            $body
+        }
+        if $m > 2 {
+            let $i = 2usize;
+            $body
+        }
+        if $m > 3 {
+            let $i = 3usize;
+            $body
+        }
+        if $m > 4 {
+            let $i = 4usize;
+            $body
+        }
+        if $m > 5 {
+            let $i = 5usize;
+            $body
+        }
+        if $m > 6 {
+            let $i = 6usize;
+            $body
+        }
+        if $m > 7 {
+            let $i = 7usize;
+            $body
+        }
+    }};
+}
+
 mod formats;
 mod kquants;
 
@@ -23,7 +64,7 @@ use std::ops::Range;
 use smelt_tensor::{DType, dequantize_row};
 
 use super::{Dst, Scratch, aligned, ceil8, padded_x};
-use formats::{Bf16, F16, F32, Format, Q4_0, Q4_1, Q5_0, Q8_0, Sink};
+use formats::{Bf16, F16, F32, Format, Q4_0, Q4_1, Q5_0, Q8_0, Sink, launder};
 use kquants::{Q4K, Q5K, Q6K};
 
 /// Activation rows up to which the fused kernel beats dequantized panels.
@@ -154,18 +195,22 @@ fn reduce4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
 #[inline]
 unsafe fn store_column<const M: usize>(acc: [__m256; M], dst: Dst, o0: usize, r: usize) {
     let z = _mm256_setzero_ps();
-    let get = |i: usize| if i < M { acc[i] } else { z };
-    let sums = reduce4(get(0), get(1), get(2), get(3));
-    // SAFETY: outputs `o0..o0 + M` of row `r` are consecutive and ours.
-    unsafe {
-        let p = dst.at(o0, r);
-        if M == 4 {
-            _mm_storeu_ps(p, sums);
-        } else {
-            let mut lanes = [0.0f32; 4];
-            _mm_storeu_ps(lanes.as_mut_ptr(), sums);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, M);
+    let mut i = 0;
+    while i < M {
+        let get = |k: usize| if i + k < M { acc[i + k] } else { z };
+        let sums = reduce4(get(0), get(1), get(2), get(3));
+        // SAFETY: outputs `o0 + i..o0 + i + n` of row `r` are consecutive and ours.
+        unsafe {
+            let p = dst.at(o0 + i, r);
+            if i + 4 <= M {
+                _mm_storeu_ps(p, sums);
+            } else {
+                let mut lanes = [0.0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), sums);
+                std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, M - i);
+            }
         }
+        i += 4;
     }
 }
 
@@ -201,9 +246,17 @@ unsafe fn fused<F: Format, const NX: usize>(a: &Args<'_>, r0: usize) {
     let mut o = a.rows.start;
     // SAFETY (all calls): rows `o..o + M` exist and their outputs are ours.
     unsafe {
-        while o + MR <= a.rows.end {
-            fused_tile::<F, MR, NX>(a, o, r0);
-            o += MR;
+        // Enough rows at once that the accumulator chains (one FMA latency
+        // per vector) overlap: 8 for one activation row, 4 × 2 for two.
+        if NX == 1 {
+            while o + 8 <= a.rows.end {
+                fused_tile::<F, 8, NX>(a, o, r0);
+                o += 8;
+            }
+        }
+        while o + 4 <= a.rows.end {
+            fused_tile::<F, 4, NX>(a, o, r0);
+            o += 4;
         }
         match a.rows.end - o {
             1 => fused_tile::<F, 1, NX>(a, o, r0),
@@ -221,7 +274,7 @@ unsafe fn fused<F: Format, const NX: usize>(a: &Args<'_>, r0: usize) {
 /// As [`fused`], and rows `o0..o0 + M` are in `a.rows`.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(never)]
 unsafe fn fused_tile<F: Format, const M: usize, const NX: usize>(
     a: &Args<'_>,
     o0: usize,
@@ -231,27 +284,43 @@ unsafe fn fused_tile<F: Format, const M: usize, const NX: usize>(
     let mut acc = [[_mm256_setzero_ps(); NX]; M];
     let rows: [&[u8]; M] = std::array::from_fn(|i| a.row(o0 + i));
     let x0 = &a.x[r0 * a.n_in..(r0 + NX) * a.n_in];
+    // The tile's rows are one contiguous stretch of memory, read as M
+    // interleaved streams: too short for the hardware prefetcher to follow
+    // when rows are small, so prefetch linearly, a fixed distance ahead.
+    let tile_bytes = M * a.row_bytes;
+    let pf_start = rows[0].as_ptr().wrapping_add(prefetch_distance(tile_bytes));
+    let pf_step = M * F::BLOCK_BYTES;
     for b in 0..n_blocks {
+        let pf = pf_start.wrapping_add(b * pf_step);
+        let mut line = 0;
+        while line < pf_step {
+            // A prefetch is only a hint: it never faults, even past the end.
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(line).cast());
+            line += 64;
+        }
         let mut blocks = [std::ptr::null::<u8>(); M];
         let mut preps = [F::Prep::default(); M];
-        for i in 0..M {
+        for_each_row!(M, i => {
             // SAFETY: block `b` of a row holding `n_blocks` whole blocks.
             unsafe {
                 blocks[i] = rows[i].as_ptr().add(b * F::BLOCK_BYTES);
                 preps[i] = F::prep(blocks[i]);
             }
-        }
+        });
+        // SAFETY: block `b` of every activation row is in bounds.
+        let xb = unsafe { x0.as_ptr().add(b * F::BLOCK_ELEMS) };
         for u in 0..F::UNITS {
-            for i in 0..M {
+            for_each_row!(M, i => {
                 let mut sink = FmaSink {
                     acc: &mut acc[i],
-                    // SAFETY: block `b` of every activation row is in bounds.
-                    x: unsafe { x0.as_ptr().add(b * F::BLOCK_ELEMS) },
+                    // A fresh pointer per row: the compiler may not keep the
+                    // activations in registers across rows (it would spill).
+                    x: launder(xb),
                     x_stride: a.n_in,
                 };
                 // SAFETY: a whole block of the format at `blocks[i]`.
                 unsafe { F::unit(blocks[i], &preps[i], u, &mut sink) };
-            }
+            });
         }
     }
     let k0 = n_blocks * F::BLOCK_ELEMS;
@@ -278,6 +347,14 @@ unsafe fn fused_tile<F: Format, const M: usize, const NX: usize>(
         // SAFETY: outputs `(o0..o0 + M, r0 + j)` are ours.
         unsafe { store_column::<M>(column, a.dst, o0, r0 + j) };
     }
+}
+
+/// How far ahead of a fused tile's start to prefetch: at least the next
+/// tile, and at least a few KiB (enough to cover memory latency at the
+/// kernel's streaming rate).
+fn prefetch_distance(tile_bytes: usize) -> usize {
+    const MIN_DISTANCE: usize = 4096;
+    tile_bytes.max(MIN_DISTANCE)
 }
 
 /// Elements `k0..n_in` (fewer than one block: plain float types only) of

@@ -1,0 +1,164 @@
+//! Single-thread microbenchmarks of the matrix kernels on SmolLM2-135M and
+//! Qwen2.5-0.5B shapes.
+//!
+//! * `matvec` (one activation row, decode): throughput in bytes of weights
+//!   streamed. Each iteration uses the next of several copies of the weight
+//!   (64 MiB in all), so the weights come from memory, as in a real decode
+//!   step, not from a cache.
+//! * `gemm` (many activation rows, prefill / batched decode): throughput in
+//!   items, one item = one floating-point operation (2 per multiply-add).
+//!
+//! `SMELT_BENCH_STREAM_MB=0` benchmarks one copy (weights from cache).
+//!
+//! Run: `cargo bench -p smelt-cpu --bench kernels` (add `-- matvec` or
+//! `-- gemm` to filter). Both instruction sets are measured where available.
+
+use std::cell::Cell;
+
+use divan::Bencher;
+use divan::counter::{BytesCount, ItemsCount};
+use smelt_backend::testing::{TestRng, random_weight};
+use smelt_cpu::kernels::{Isa, Scratch, detected_isa, matmul_with_isa};
+use smelt_tensor::DType;
+
+fn main() {
+    divan::main();
+}
+
+/// Total weight bytes cycled through by the matvec benchmarks.
+const STREAM_BYTES: usize = 64 << 20;
+
+/// A weight matrix (as stored bytes) and its shape.
+struct Weights {
+    dtype: DType,
+    n_in: usize,
+    n_out: usize,
+    copies: Vec<Vec<u8>>,
+}
+
+impl Weights {
+    fn new(dtype: DType, n_in: usize, n_out: usize, total_bytes: usize) -> Weights {
+        let mut rng = TestRng::new(42);
+        let one = random_weight(&mut rng, dtype, n_in, n_out).bytes().to_vec();
+        let n = total_bytes.div_ceil(one.len()).max(1);
+        Weights {
+            dtype,
+            n_in,
+            n_out,
+            copies: vec![one; n],
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.copies[0].len()
+    }
+}
+
+fn isa(simd: bool) -> Isa {
+    if simd { detected_isa() } else { Isa::Portable }
+}
+
+/// (type, n_in, n_out): SmolLM2 projections (576 ↔ 1536) for the legacy and
+/// float types, Qwen2.5-0.5B-like K-quant shapes (rows of whole 256-blocks).
+const MATVEC: &[(DType, usize, usize)] = &[
+    (DType::Q4_0, 576, 1536),
+    (DType::Q4_1, 576, 1536),
+    (DType::Q4_1, 1536, 576),
+    (DType::Q5_0, 896, 4864),
+    (DType::Q8_0, 576, 1536),
+    (DType::Q8_0, 576, 49152),
+    (DType::Q4K, 1536, 576),
+    (DType::Q4K, 4864, 896),
+    (DType::Q5K, 4864, 896),
+    (DType::Q6K, 4864, 896),
+    (DType::F16, 576, 1536),
+    (DType::BF16, 576, 1536),
+    (DType::F32, 576, 1536),
+    (DType::Q5_1, 576, 1536),
+    (DType::Q3K, 1536, 576),
+];
+
+fn shape_name(&(dtype, n_in, n_out): &(DType, usize, usize)) -> String {
+    format!("{dtype} {n_in}->{n_out}")
+}
+
+#[divan::bench(args = MATVEC.iter().map(shape_name), consts = [true, false])]
+fn matvec<const SIMD: bool>(bencher: Bencher, shape: &str) {
+    let Some(&(dtype, n_in, n_out)) = MATVEC.iter().find(|s| shape_name(s) == shape) else {
+        panic!("unknown shape {shape}");
+    };
+    let stream = std::env::var("SMELT_BENCH_STREAM_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(STREAM_BYTES, |mb| mb << 20);
+    let w = Weights::new(dtype, n_in, n_out, stream);
+    let x = TestRng::new(1).buf(1, n_in).data;
+    let mut out = vec![0.0f32; n_out];
+    let mut scratch = Scratch::new();
+    let next = Cell::new(0usize);
+    bencher.counter(BytesCount::new(w.bytes())).bench_local(|| {
+        let i = next.get();
+        next.set((i + 1) % w.copies.len());
+        matmul_with_isa(
+            isa(SIMD),
+            w.dtype,
+            &w.copies[i],
+            w.n_in,
+            0..w.n_out,
+            &x,
+            1,
+            &mut out,
+            w.n_out,
+            &mut scratch,
+        );
+    });
+}
+
+/// (type, n_in, n_out, activation rows).
+const GEMM: &[(DType, usize, usize, usize)] = &[
+    (DType::Q4_1, 576, 1536, 512),
+    (DType::Q4_1, 1536, 576, 512),
+    (DType::Q8_0, 576, 4096, 512),
+    (DType::Q5_0, 896, 4864, 256),
+    (DType::Q4K, 4864, 896, 256),
+    (DType::Q6K, 4864, 896, 256),
+    (DType::F32, 576, 1536, 512),
+    (DType::Q4_1, 576, 1536, 8),
+    (DType::Q4_1, 576, 1536, 4),
+    (DType::Q4_1, 576, 1536, 3),
+    (DType::Q4_1, 576, 1536, 2),
+    (DType::Q4K, 1536, 576, 8),
+    (DType::Q4K, 1536, 576, 3),
+    (DType::Q4K, 1536, 576, 2),
+];
+
+fn gemm_name(&(dtype, n_in, n_out, n_x): &(DType, usize, usize, usize)) -> String {
+    format!("{dtype} {n_x}x{n_in}->{n_out}")
+}
+
+#[divan::bench(args = GEMM.iter().map(gemm_name))]
+fn gemm(bencher: Bencher, shape: &str) {
+    let Some(&(dtype, n_in, n_out, n_x)) = GEMM.iter().find(|s| gemm_name(s) == shape) else {
+        panic!("unknown shape {shape}");
+    };
+    // Prefill reads each weight once per call: one copy (it is not the bottleneck).
+    let w = Weights::new(dtype, n_in, n_out, 0);
+    let x = TestRng::new(1).buf(n_x, n_in).data;
+    let mut out = vec![0.0f32; n_x * n_out];
+    let mut scratch = Scratch::new();
+    let flops = 2 * n_x * n_in * n_out;
+    bencher.counter(ItemsCount::new(flops)).bench_local(|| {
+        matmul_with_isa(
+            detected_isa(),
+            w.dtype,
+            &w.copies[0],
+            w.n_in,
+            0..w.n_out,
+            &x,
+            n_x,
+            &mut out,
+            w.n_out,
+            &mut scratch,
+        );
+    });
+}
