@@ -146,7 +146,7 @@ impl HostBuf {
 /// (batch invariance), except `attention`, which reads the cache.
 pub trait Backend: Send + Sync {
     /// Activation storage.
-    type Buf;
+    type Buf: Send;
     /// A weight tensor placed on this backend.
     type Weight: Send + Sync;
     /// K/V storage for every layer.

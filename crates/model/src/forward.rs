@@ -1,6 +1,6 @@
 //! The forward pass: one batched step of the transformer, read top to bottom.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, RopeParams};
 use smelt_gguf::GgufFile;
@@ -28,6 +28,38 @@ pub struct Model<B: Backend> {
     weights: Weights<B::Weight>,
     rope: RopeParams,
     geom: AttnGeometry,
+    /// The activations of the last step, reused by the next step of the same
+    /// batch size (every decode step): no allocation per token.
+    scratch: Mutex<Option<Activations<B::Buf>>>,
+}
+
+/// The activation buffers of one step of `n` rows.
+struct Activations<Buf> {
+    n: usize,
+    x: Buf,
+    h: Buf,
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    att: Buf,
+    gate: Buf,
+    up: Buf,
+}
+
+impl<Buf> Activations<Buf> {
+    fn new<B: Backend<Buf = Buf>>(be: &B, c: &ModelConfig, n: usize) -> Self {
+        Activations {
+            n,
+            x: be.alloc(n, c.d_model),
+            h: be.alloc(n, c.d_model),
+            q: be.alloc(n, c.q_dim()),
+            k: be.alloc(n, c.kv_dim()),
+            v: be.alloc(n, c.kv_dim()),
+            att: be.alloc(n, c.q_dim()),
+            gate: be.alloc(n, c.d_ff),
+            up: be.alloc(n, c.d_ff),
+        }
+    }
 }
 
 impl<B: Backend> Model<B> {
@@ -55,6 +87,7 @@ impl<B: Backend> Model<B> {
             weights,
             rope,
             geom,
+            scratch: Mutex::new(None),
         })
     }
 
@@ -139,44 +172,48 @@ impl<B: Backend> Model<B> {
             .map(|(&pos, &block_table)| AttnRow { pos, block_table })
             .collect();
 
-        let mut x = be.alloc(n, c.d_model);
-        let mut h = be.alloc(n, c.d_model);
-        let mut q = be.alloc(n, c.q_dim());
-        let mut k = be.alloc(n, c.kv_dim());
-        let mut v = be.alloc(n, c.kv_dim());
-        let mut att = be.alloc(n, c.q_dim());
-        let mut gate = be.alloc(n, c.d_ff);
-        let mut up = be.alloc(n, c.d_ff);
+        let reused = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut acts = reused
+            .filter(|a| a.n == n)
+            .unwrap_or_else(|| Activations::new(be, c, n));
+        let a = &mut acts;
 
-        be.embed(&w.token_embd, batch.tokens, 1.0, &mut x);
+        be.embed(&w.token_embd, batch.tokens, 1.0, &mut a.x);
         for (layer, l) in w.layers.iter().enumerate() {
             // Attention block.
-            be.rms_norm(&x, &l.attn_norm, c.rms_eps, &mut h);
-            be.matmuls(&h, &mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)]);
-            for (buf, bias) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
+            be.rms_norm(&a.x, &l.attn_norm, c.rms_eps, &mut a.h);
+            be.matmuls(
+                &a.h,
+                &mut [(&l.wq, &mut a.q), (&l.wk, &mut a.k), (&l.wv, &mut a.v)],
+            );
+            for (buf, bias) in [(&mut a.q, &l.bq), (&mut a.k, &l.bk), (&mut a.v, &l.bv)] {
                 if let Some(b) = bias {
                     be.add_bias(buf, b);
                 }
             }
-            be.rope(&mut q, c.n_heads, batch.positions, &self.rope);
-            be.rope(&mut k, c.n_kv_heads, batch.positions, &self.rope);
-            be.kv_store(kv, layer, &k, &v, &slots);
-            be.attention(&q, kv, layer, &rows, &self.geom, &mut att);
-            be.matmul(&att, &l.wo, &mut h);
-            be.add(&mut x, &h);
+            be.rope(&mut a.q, c.n_heads, batch.positions, &self.rope);
+            be.rope(&mut a.k, c.n_kv_heads, batch.positions, &self.rope);
+            be.kv_store(kv, layer, &a.k, &a.v, &slots);
+            be.attention(&a.q, kv, layer, &rows, &self.geom, &mut a.att);
+            be.matmul(&a.att, &l.wo, &mut a.h);
+            be.add(&mut a.x, &a.h);
 
             // Feed-forward block (SwiGLU).
-            be.rms_norm(&x, &l.ffn_norm, c.rms_eps, &mut h);
-            be.matmuls(&h, &mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)]);
-            be.swiglu(&mut gate, &up);
-            be.matmul(&gate, &l.w_down, &mut h);
-            be.add(&mut x, &h);
+            be.rms_norm(&a.x, &l.ffn_norm, c.rms_eps, &mut a.h);
+            be.matmuls(&a.h, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)]);
+            be.swiglu(&mut a.gate, &a.up);
+            be.matmul(&a.gate, &l.w_down, &mut a.h);
+            be.add(&mut a.x, &a.h);
         }
 
         if batch.logits_rows.is_empty() {
             return Ok(HostBuf::zeros(0, c.vocab_size));
         }
-        let last = be.gather_rows(&x, batch.logits_rows);
+        let last = be.gather_rows(&a.x, batch.logits_rows);
         let mut normed = be.alloc(batch.logits_rows.len(), c.d_model);
         be.rms_norm(&last, &w.output_norm, c.rms_eps, &mut normed);
         let mut logits = be.alloc(batch.logits_rows.len(), c.vocab_size);
@@ -185,6 +222,8 @@ impl<B: Backend> Model<B> {
             w.output.as_ref().unwrap_or(&w.token_embd),
             &mut logits,
         );
-        Ok(be.download(&logits))
+        let logits = be.download(&logits);
+        *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);
+        Ok(logits)
     }
 }
