@@ -271,26 +271,73 @@ unsafe fn u16_at(p: *const u8) -> u32 {
     u32::from(u16::from_le(unsafe { p.cast::<u16>().read_unaligned() }))
 }
 
+/// Lanes of `b` where `mask`'s sign bit is set, of `a` elsewhere: one
+/// `vblendvps` (the compiler would otherwise rewrite the intrinsic into a
+/// compare and a logical op, one more vector operation).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn blend_by_sign(a: __m256, b: __m256, mask: __m256) -> __m256 {
+    let out: __m256;
+    // SAFETY: a register-only AVX instruction (AVX is enabled here).
+    unsafe {
+        std::arch::asm!(
+            "vblendvps {out}, {a}, {b}, {mask}",
+            out = lateout(ymm_reg) out,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            mask = in(ymm_reg) mask,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    out
+}
+
 /// Emits a 32-element block whose 16 quant bytes at `qs` hold elements
-/// `0..16` in their low nibbles and `16..32` in their high nibbles, with
-/// `high(t)` OR-ed into vector `t` (the fifth bits of Q5_0, or zero), as
+/// `0..16` in their low nibbles and `16..32` in their high nibbles, as
 /// `fma(d, q, c)`.
+///
+/// With `FIFTH` (Q5_0), bit `e` of `qh` is element `e`'s fifth bit and
+/// `c = -16 d`: an element with the bit set is `d * q4` exactly (its offset
+/// cancels), one without is `fma(d, q4, -16 d)`; the bit, moved to the sign
+/// of its lane, selects the offset (cheaper than OR-ing it into `q`).
 ///
 /// # Safety
 /// `qs..qs + 16` is readable.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn nibble_block<S: Sink>(qs: *const u8, p: &BlockScales, high: [__m256i; 4], sink: &mut S) {
+unsafe fn nibble_block<S: Sink, const FIFTH: bool>(
+    qs: *const u8,
+    p: &BlockScales,
+    qh: u32,
+    sink: &mut S,
+) {
     // SAFETY: bytes 0..8 and 8..16 of `qs` (the contract); `p` is a reference.
     let (b0, b1, d, c) = unsafe {
         let p = launder(p);
         (u8x8(qs), u8x8(qs.add(8)), splat(&(*p).d), splat(&(*p).c))
     };
+    let qh = _mm256_set1_epi32(qh as i32);
     let q = [low4(b0), low4(b1), high4(b0), high4(b1)];
-    for (t, (q, h)) in q.into_iter().zip(high).enumerate() {
-        let v = to_f32(_mm256_or_si256(q, h));
+    for (t, q) in q.into_iter().enumerate() {
+        let c = if FIFTH {
+            let top = 31 - 8 * t as i32;
+            let to_sign = _mm256_setr_epi32(
+                top,
+                top - 1,
+                top - 2,
+                top - 3,
+                top - 4,
+                top - 5,
+                top - 6,
+                top - 7,
+            );
+            let sign = _mm256_castsi256_ps(_mm256_sllv_epi32(qh, to_sign));
+            blend_by_sign(c, _mm256_setzero_ps(), sign)
+        } else {
+            c
+        };
         // SAFETY: `t < 4` vectors of a 32-element block.
-        unsafe { sink.put(t, _mm256_fmadd_ps(d, v, c)) };
+        unsafe { sink.put(t, _mm256_fmadd_ps(d, to_f32(q), c)) };
     }
 }
 
@@ -315,9 +362,8 @@ impl Format for Q4_0 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
-        let zero = _mm256_setzero_si256();
         // SAFETY: the quants @2 of a whole block.
-        unsafe { nibble_block(block.add(2), p, [zero; 4], sink) }
+        unsafe { nibble_block::<S, false>(block.add(2), p, 0, sink) }
     }
 }
 
@@ -342,9 +388,8 @@ impl Format for Q4_1 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
-        let zero = _mm256_setzero_si256();
         // SAFETY: the quants @4 of a whole block.
-        unsafe { nibble_block(block.add(4), p, [zero; 4], sink) }
+        unsafe { nibble_block::<S, false>(block.add(4), p, 0, sink) }
     }
 }
 
@@ -372,22 +417,8 @@ impl Format for Q5_0 {
     unsafe fn unit<S: Sink>(block: *const u8, p: &BlockScales, _u: usize, sink: &mut S) {
         // SAFETY: the fifth bits @2..6 of a whole block.
         let qh = unsafe { u32::from_le(block.add(2).cast::<u32>().read_unaligned()) };
-        // Element i's fifth bit is bit i of qh; move it to bit 4 of lane i.
-        // Elements 0..16 from `qh << 4` shifted right by i, elements 16..32
-        // from `qh >> 12` shifted right by i - 16: one shift table serves both.
-        let lo = _mm256_set1_epi32((qh << 4) as i32);
-        let hi = _mm256_set1_epi32((qh >> 12) as i32);
-        let s0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let s1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
-        let bit4 = _mm256_set1_epi32(16);
-        let high = [
-            _mm256_and_si256(_mm256_srlv_epi32(lo, s0), bit4),
-            _mm256_and_si256(_mm256_srlv_epi32(lo, s1), bit4),
-            _mm256_and_si256(_mm256_srlv_epi32(hi, s0), bit4),
-            _mm256_and_si256(_mm256_srlv_epi32(hi, s1), bit4),
-        ];
         // SAFETY: the quants @6 of a whole block.
-        unsafe { nibble_block(block.add(6), p, high, sink) }
+        unsafe { nibble_block::<S, true>(block.add(6), p, qh, sink) }
     }
 }
 

@@ -319,7 +319,7 @@ unsafe fn fused_tile<F: Format, const M: usize, const NX: usize>(
                     x_stride: a.n_in,
                 };
                 // SAFETY: a whole block of the format at `blocks[i]`.
-                unsafe { F::unit(blocks[i], &preps[i], u, &mut sink) };
+                unsafe { F::unit(launder(blocks[i]), &preps[i], u, &mut sink) };
             });
         }
     }
