@@ -201,6 +201,16 @@ fn ttft_prompt(
     })
 }
 
+/// Runs `f`, noting in its result how much CPU other processes took meanwhile.
+fn watched<E>(f: impl FnOnce() -> Result<Stats, E>) -> Result<Stats, E> {
+    let before = system::CpuTimes::now();
+    let mut stats = f()?;
+    stats.other_cpu = before
+        .zip(system::CpuTimes::now())
+        .and_then(|(a, b)| b.others_since(&a));
+    Ok(stats)
+}
+
 /// Runs every test and prints the report.
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
     args.validate()?;
@@ -253,7 +263,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             Session::with_kv_type(model, ctx, args.kv()).map_err(|e| e.to_string())?;
         let mut tests = Vec::new();
         for tokens in &prompts {
-            let tok_s = measure::prompt_speed(&mut session, tokens, args.repetitions)
+            let tok_s = watched(|| measure::prompt_speed(&mut session, tokens, args.repetitions))
                 .map_err(|e| e.to_string())?;
             say(format!(
                 "cpu {threads}t pp{}: {:.2} tok/s",
@@ -267,7 +277,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             });
         }
         for tokens in &decodes {
-            let tok_s = measure::decode_speed(&mut session, tokens, args.repetitions)
+            let tok_s = watched(|| measure::decode_speed(&mut session, tokens, args.repetitions))
                 .map_err(|e| e.to_string())?;
             say(format!(
                 "cpu {threads}t tg{}: {:.2} tok/s",
@@ -283,20 +293,23 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         let ttft_ms = match &ttft {
             None => None,
             Some(p) => {
-                let ms = measure::time_to_first_token(
-                    &mut session,
-                    &tokenizer,
-                    &p.text,
-                    args.repetitions,
-                )
+                let ms = watched(|| {
+                    measure::time_to_first_token(
+                        &mut session,
+                        &tokenizer,
+                        &p.text,
+                        args.repetitions,
+                    )
+                })
                 .map_err(|e| e.to_string())?;
                 say(format!("cpu {threads}t TTFT: {:.1} ms", ms.median()));
                 Some(ms)
             }
         };
         if args.baseline.is_some() {
-            let st = measure::decode_speed(&mut session, &baseline_tokens, args.repetitions)
-                .map_err(|e| e.to_string())?;
+            let st =
+                watched(|| measure::decode_speed(&mut session, &baseline_tokens, args.repetitions))
+                    .map_err(|e| e.to_string())?;
             baseline_cpu.push((threads, st));
         }
         runs.push(ThreadRun {
@@ -312,9 +325,10 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let baseline = match args.baseline {
         None => None,
         Some(BaselineBackend::Reference) => {
-            let reference =
+            let reference = watched(|| {
                 reference_decode(&file, ctx, args.kv(), &baseline_tokens, args.repetitions)
-                    .map_err(|e| at(&e))?;
+            })
+            .map_err(|e| at(&e))?;
             say(format!(
                 "reference tg{}: {:.2} tok/s",
                 args.baseline_n,

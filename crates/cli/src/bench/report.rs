@@ -14,11 +14,17 @@ use crate::membw::MemBandwidth;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
     pub samples: Vec<f64>,
+    /// CPUs' worth of time other processes took while these were measured
+    /// (None: not known).
+    pub other_cpu: Option<f64>,
 }
 
 impl Stats {
     pub fn new(samples: Vec<f64>) -> Stats {
-        Stats { samples }
+        Stats {
+            samples,
+            other_cpu: None,
+        }
     }
 
     pub fn mean(&self) -> f64 {
@@ -68,6 +74,7 @@ impl Stats {
                 "samples",
                 Json::Arr(self.samples.iter().map(|&v| Json::Num(v)).collect()),
             ),
+            ("other_cpu", Json::opt(self.other_cpu, Json::Num)),
         ])
     }
 }
@@ -222,7 +229,7 @@ impl Report {
         let size = format!("{:.2} MiB", m.file_bytes as f64 / (1u64 << 20) as f64);
         let params = format!("{:.2} M", m.params as f64 / 1e6);
         let model = format!("{} {}", m.arch, m.quant);
-        let mut rows: Vec<[String; 4]> = Vec::new();
+        let mut rows: Vec<[String; 5]> = Vec::new();
         for run in &self.runs {
             for t in &run.tests {
                 rows.push([
@@ -230,6 +237,7 @@ impl Report {
                     run.threads.to_string(),
                     t.name(),
                     speed(&t.tok_s),
+                    others(&t.tok_s),
                 ]);
             }
         }
@@ -240,6 +248,7 @@ impl Report {
                     threads.to_string(),
                     format!("tg{}", b.n_tokens),
                     speed(st),
+                    others(st),
                 ]);
             }
             rows.push([
@@ -247,10 +256,11 @@ impl Report {
                 "1".into(),
                 format!("tg{}", b.n_tokens),
                 speed(&b.reference),
+                others(&b.reference),
             ]);
         }
         let header = [
-            "model", "size", "params", "backend", "threads", "test", "t/s",
+            "model", "size", "params", "backend", "threads", "test", "t/s", "others",
         ];
         let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
         let fixed = [&model, &size, &params];
@@ -262,11 +272,11 @@ impl Report {
                 *w = (*w).max(v.chars().count());
             }
         }
-        let line = |s: &mut String, cells: [&str; 7]| {
+        let line = |s: &mut String, cells: [&str; 8]| {
             s.push('|');
             for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
                 // Numbers right-aligned, as llama-bench prints them.
-                if matches!(i, 1 | 2 | 4 | 6) {
+                if matches!(i, 1 | 2 | 4 | 6 | 7) {
                     let _ = write!(s, " {c:>w$} |");
                 } else {
                     let _ = write!(s, " {c:<w$} |");
@@ -278,7 +288,7 @@ impl Report {
         s.push('|');
         for (i, w) in widths.iter().enumerate() {
             let dashes = "-".repeat(*w);
-            if matches!(i, 1 | 2 | 4 | 6) {
+            if matches!(i, 1 | 2 | 4 | 6 | 7) {
                 let _ = write!(s, " {dashes}:|");
             } else {
                 let _ = write!(s, " {dashes} |");
@@ -286,12 +296,20 @@ impl Report {
         }
         s.push('\n');
         for r in &rows {
-            line(&mut s, [&model, &size, &params, &r[0], &r[1], &r[2], &r[3]]);
+            line(
+                &mut s,
+                [&model, &size, &params, &r[0], &r[1], &r[2], &r[3], &r[4]],
+            );
         }
+        let _ = writeln!(
+            s,
+            "(others: CPUs' worth of time other processes took during the test; \
+             above ~0.05 the numbers are disturbed)"
+        );
         s.push('\n');
 
         for run in &self.runs {
-            let _ = writeln!(s, "cpu, {} threads:", run.threads);
+            let _ = writeln!(s, "cpu, {}:", threads_word(run.threads));
             let _ = writeln!(
                 s,
                 "  load (open → model ready)  {:.1} ms median; KV cache allocation {:.1} ms",
@@ -311,9 +329,9 @@ impl Report {
             if let (Some(bw), Some(roof)) = (&run.membw, self.roofline_tok_s(run)) {
                 let _ = writeln!(
                     s,
-                    "  memory read {:.1} GB/s ({} threads, best of {}) ÷ {} per token = roofline {:.0} tok/s",
+                    "  memory read {:.1} GB/s ({}, best of {}) ÷ {} per token = roofline {:.0} tok/s",
                     bw.gb_per_s,
-                    bw.threads,
+                    threads_word(bw.threads),
                     bw.passes_gb_per_s.len(),
                     human_bytes(self.token_bytes.total()),
                     roof
@@ -332,7 +350,8 @@ impl Report {
             for (threads, st) in &b.cpu {
                 let _ = writeln!(
                     s,
-                    "baseline: cpu ({threads} threads) decodes {:.1}× as fast as the {} backend (tg{})",
+                    "baseline: cpu ({}) decodes {:.1}× as fast as the {} backend (tg{})",
+                    threads_word(*threads),
                     st.mean() / b.reference.mean(),
                     b.backend,
                     b.n_tokens
@@ -477,6 +496,20 @@ impl Report {
             ("runs", Json::Arr(runs)),
             ("baseline", baseline),
         ])
+    }
+}
+
+/// Other processes' CPU use during a measurement, in CPUs.
+fn others(st: &Stats) -> String {
+    st.other_cpu.map_or("?".to_string(), |c| format!("{c:.2}"))
+}
+
+/// "1 thread", "2 threads".
+fn threads_word(n: usize) -> String {
+    if n == 1 {
+        "1 thread".to_string()
+    } else {
+        format!("{n} threads")
     }
 }
 

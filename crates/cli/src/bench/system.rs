@@ -107,6 +107,72 @@ pub fn status_kib(status: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// CPU time counters of the whole machine and of this process, to tell how
+/// much of the machine other processes took while a test ran (the benchmark
+/// machine is often shared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Non-idle time of every CPU (steal included), in clock ticks.
+    busy: u64,
+    /// All time of every CPU, in clock ticks.
+    total: u64,
+    /// This process's user + system time, in clock ticks.
+    own: u64,
+    /// CPUs counted in `/proc/stat`.
+    cpus: usize,
+}
+
+impl CpuTimes {
+    /// The counters now, or None where `/proc` cannot tell.
+    pub fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        CpuTimes::parse(&stat, &own)
+    }
+
+    /// From the texts of `/proc/stat` and `/proc/self/stat`.
+    pub fn parse(stat: &str, self_stat: &str) -> Option<CpuTimes> {
+        let mut lines = stat.lines();
+        let all: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already inside user and nice).
+        let field = |i: usize| all.get(i).copied().unwrap_or(0);
+        let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+        let total = busy + field(3) + field(4);
+        let cpus = lines
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count()
+            .max(1);
+        // Fields after the parenthesised command: state is the first, utime the 12th.
+        let rest = self_stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(CpuTimes {
+            busy,
+            total,
+            own,
+            cpus,
+        })
+    }
+
+    /// CPUs' worth of time other processes (and the hypervisor) took since
+    /// `earlier`: 0 on a quiet machine, 1.0 when one other core-hog ran.
+    pub fn others_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        if total == 0 {
+            return None;
+        }
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let own = self.own.saturating_sub(earlier.own);
+        Some(busy.saturating_sub(own) as f64 / total as f64 * self.cpus as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +186,28 @@ mod tests {
         let status = "Name:\tsmelt\nVmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 1000 kB\n";
         assert_eq!(status_kib(status, "VmHWM"), Some(123_456));
         assert_eq!(status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn other_processes_cpu_share() {
+        let self_stat = |utime: u64, stime: u64| {
+            format!(
+                "42 (smelt bench) R 1 42 42 0 -1 4194304 900 0 0 0 {utime} {stime} 0 0 20 0 3 0"
+            )
+        };
+        let stat = |user: u64, idle: u64, steal: u64| {
+            format!(
+                "cpu  {user} 0 10 {idle} 0 0 0 {steal} 0 0\ncpu0 1 0 0 0 0 0 0 0 0 0\ncpu1 1 0 0 0 0 0 0 0 0 0\nintr 5\n"
+            )
+        };
+        let a = CpuTimes::parse(&stat(1000, 5000, 0), &self_stat(300, 20)).unwrap();
+        assert_eq!(a.cpus, 2);
+        // 200 ticks pass on 2 CPUs (400 in all): 300 busy, of which this
+        // process used 150 and a neighbour (or steal) the other 150.
+        let b = CpuTimes::parse(&stat(1250, 5100, 50), &self_stat(420, 50)).unwrap();
+        let others = b.others_since(&a).unwrap();
+        assert!((others - 150.0 / 400.0 * 2.0).abs() < 1e-12, "{others}");
+        assert_eq!(a.others_since(&a), None);
+        assert!(CpuTimes::parse("intr 5\n", &self_stat(1, 1)).is_none());
     }
 }
