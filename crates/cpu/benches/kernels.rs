@@ -18,7 +18,10 @@ use std::cell::Cell;
 use divan::Bencher;
 use divan::counter::{BytesCount, ItemsCount};
 use smelt_backend::testing::{TestRng, random_weight};
-use smelt_cpu::kernels::{Isa, Scratch, detected_isa, matmul_with_isa};
+use smelt_cpu::kernels::{
+    Isa, Scratch, detected_isa, matmul_to_ptr, matmul_with_isa, with_thread_scratch,
+};
+use smelt_cpu::pool::{Pool, split};
 use smelt_tensor::DType;
 
 fn main() {
@@ -162,3 +165,46 @@ fn gemm(bencher: Bencher, shape: &str) {
         );
     });
 }
+
+/// (type, n_in, n_out) decoded on two threads, weight rows split in halves,
+/// each thread writing its columns in place (as the backend does).
+const MATVEC_2T: &[(DType, usize, usize)] = &[
+    (DType::Q4_1, 576, 1536),
+    (DType::Q5_0, 896, 4864),
+    (DType::Q8_0, 896, 151936),
+];
+
+#[divan::bench(args = MATVEC_2T.iter().map(shape_name))]
+fn matvec_two_threads(bencher: Bencher, shape: &str) {
+    let Some(&(dtype, n_in, n_out)) = MATVEC_2T.iter().find(|s| shape_name(s) == shape) else {
+        panic!("unknown shape {shape}");
+    };
+    let w = Weights::new(dtype, n_in, n_out, STREAM_BYTES);
+    let x = TestRng::new(1).buf(1, n_in).data;
+    let mut out = vec![0.0f32; n_out];
+    let pool = match Pool::new(2) {
+        Ok(p) => p,
+        Err(e) => panic!("thread pool: {e}"),
+    };
+    let next = Cell::new(0usize);
+    bencher.counter(BytesCount::new(w.bytes())).bench_local(|| {
+        let i = next.get();
+        next.set((i + 1) % w.copies.len());
+        let dst = OutPtr(out.as_mut_ptr());
+        let weights = &w.copies[i];
+        pool.run(&|t| {
+            let rows = split(n_out, 2, t);
+            let dst = &dst;
+            with_thread_scratch(|s| {
+                // SAFETY: each thread writes only its own `rows` of `out`,
+                // which outlives the parallel region.
+                unsafe { matmul_to_ptr(dtype, weights, n_in, rows, &x, 1, dst.0, n_out, s) }
+            })
+        });
+    });
+}
+
+/// The output pointer, shared by the threads of one region.
+struct OutPtr(*mut f32);
+// SAFETY: the threads write disjoint elements through it (see the bench).
+unsafe impl Sync for OutPtr {}
