@@ -19,7 +19,7 @@ pub(crate) fn tree_sum(l: &[f32; LANES]) -> f32 {
 /// The canonical dot product every kernel computes for one output: lane `j`
 /// of an eight-lane accumulator (starting at +0) takes
 /// `acc[j] = fma(w[k], x[k], acc[j])` for `k ≡ j (mod 8)` in increasing `k`,
-/// both vectors zero-padded to a multiple of 8; then [`tree_sum`]
+/// both vectors zero-padded to a multiple of 8; then the lane sum
 /// (`((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`).
 ///
 /// # Panics

@@ -34,6 +34,17 @@
 //! * Portable: reference dequantization and a scalar [`canonical_dot`] (with
 //!   `f32::mul_add`, which is a single instruction wherever the target has
 //!   FMA, and a correctly rounded library call elsewhere).
+//!
+//! # Use from threads
+//!
+//! Split the weight rows (`rows`) across threads; every thread passes its own
+//! [`Scratch`] (or uses [`with_thread_scratch`]). For one activation row the
+//! output row's `rows` slice is the thread's own output ([`matmul`] with any
+//! stride). For several, either give each thread an `n_x × rows.len()` tile
+//! ([`matmul`], `out_stride = rows.len()`) and scatter afterwards, or write
+//! in place into the shared row-major `n_x × n_out` output with
+//! [`matmul_to_ptr`] (`out_stride = n_out`): threads then write disjoint
+//! columns. Row ranges that are multiples of 8 use the widest tiles.
 
 mod canonical;
 #[cfg(target_arch = "x86_64")]
