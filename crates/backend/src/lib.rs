@@ -101,6 +101,12 @@ pub enum BackendError {
     BadTensor { name: String, reason: String },
     #[error("cannot allocate {what}: {bytes} bytes")]
     OutOfMemory { what: &'static str, bytes: usize },
+    /// A device (GPU) backend failed while running queued work.
+    #[error("{backend} backend: {reason}")]
+    Device {
+        backend: &'static str,
+        reason: String,
+    },
 }
 
 /// A dense activation matrix on the host: `rows × cols`, row-major f32.
@@ -212,4 +218,12 @@ pub trait Backend: Send + Sync {
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf);
     /// Copies the listed rows of `x` into a new buffer, in order.
     fn gather_rows(&self, x: &Self::Buf, rows: &[usize]) -> Self::Buf;
+
+    /// Waits for the queued work of a step and reports the first error an
+    /// operation met. The operations above return nothing: a device backend
+    /// runs them asynchronously and keeps its first failure (a launch error,
+    /// a fault, a failed allocation) until this call. Host backends have none.
+    fn finish(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
