@@ -211,6 +211,8 @@ impl<B: Backend> Model<B> {
         }
 
         if batch.logits_rows.is_empty() {
+            *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);
+            be.finish()?;
             return Ok(HostBuf::zeros(0, c.vocab_size));
         }
         let last = be.gather_rows(&a.x, batch.logits_rows);
@@ -224,6 +226,7 @@ impl<B: Backend> Model<B> {
         );
         let logits = be.download(&logits);
         *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);
+        be.finish()?;
         Ok(logits)
     }
 }
