@@ -2,14 +2,17 @@
 //! (the default: half the memory and bandwidth) or f32.
 
 use half::f16;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use crate::{BackendError, KvLayout, KvType};
 
-/// Stored K or V values.
+/// Stored K or V values. f16 values are kept as their bits so the pool can
+/// be allocated zeroed by the OS: pages count towards memory only once a
+/// sequence writes them.
 #[derive(Clone, Debug)]
 enum Store {
     F32(Vec<f32>),
-    F16(Vec<f16>),
+    F16(Vec<u16>),
 }
 
 /// One stored row (all KV heads of one position), in its storage type.
@@ -39,41 +42,35 @@ impl KvRow<'_> {
 
 impl Store {
     fn alloc(kind: KvType, n: usize, bytes: usize) -> Result<Self, BackendError> {
-        let oom = BackendError::OutOfMemory {
-            what: "KV cache",
-            bytes,
-        };
+        // Probe that the address space can be had (an error, not an abort),
+        // then take zeroed memory, which the OS maps lazily.
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(n * kind.bytes())
+            .map_err(|_| BackendError::OutOfMemory {
+                what: "KV cache",
+                bytes,
+            })?;
+        drop(probe);
         Ok(match kind {
-            KvType::F32 => {
-                let mut v = Vec::new();
-                v.try_reserve_exact(n).map_err(|_| oom)?;
-                v.resize(n, 0.0);
-                Store::F32(v)
-            }
-            KvType::F16 => {
-                let mut v = Vec::new();
-                v.try_reserve_exact(n).map_err(|_| oom)?;
-                v.resize(n, f16::ZERO);
-                Store::F16(v)
-            }
+            KvType::F32 => Store::F32(vec![0.0; n]),
+            KvType::F16 => Store::F16(vec![0; n]),
         })
     }
 
     fn write(&mut self, at: usize, src: &[f32]) {
         match self {
             Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
-            Store::F16(v) => {
-                for (d, s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(*s);
-                }
-            }
+            Store::F16(v) => v[at..at + src.len()]
+                .reinterpret_cast_mut::<f16>()
+                .convert_from_f32_slice(src),
         }
     }
 
     fn row(&self, at: usize, len: usize) -> KvRow<'_> {
         match self {
             Store::F32(v) => KvRow::F32(&v[at..at + len]),
-            Store::F16(v) => KvRow::F16(&v[at..at + len]),
+            Store::F16(v) => KvRow::F16(v[at..at + len].reinterpret_cast::<f16>()),
         }
     }
 }

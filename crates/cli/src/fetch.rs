@@ -88,11 +88,44 @@ pub fn resolve(model: &str) -> Result<PathBuf, String> {
     };
     let dir = cache_dir();
     let dest = dir.join(known.file);
+    if verified(&dest, known.sha256) {
+        return Ok(dest);
+    }
     if dest.exists() && sha256_file(&dest)? == known.sha256 {
+        mark_verified(&dest, known.sha256);
         return Ok(dest);
     }
     fetch(known, &dir, &dest)?;
+    mark_verified(&dest, known.sha256);
     Ok(dest)
+}
+
+/// The stamp recording that `file` (as it is now: size and mtime) hashed to
+/// the pinned value, so later runs need not hash it again.
+fn stamp_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".verified");
+    PathBuf::from(name)
+}
+
+fn stamp_text(file: &Path, sha256: &str) -> Option<String> {
+    let meta = std::fs::metadata(file).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("{sha256} {} {}", meta.len(), mtime.as_nanos()))
+}
+
+fn verified(file: &Path, sha256: &str) -> bool {
+    match (stamp_text(file, sha256), std::fs::read_to_string(stamp_path(file))) {
+        (Some(want), Ok(have)) => want == have,
+        _ => false,
+    }
+}
+
+fn mark_verified(file: &Path, sha256: &str) {
+    if let Some(text) = stamp_text(file, sha256) {
+        // Best effort: without the stamp the next run just hashes again.
+        let _ = std::fs::write(stamp_path(file), text);
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String, String> {
