@@ -1,0 +1,672 @@
+//! [`Backend`] for [`CudaBackend`]: buffers, weights and the KV cache in
+//! device memory, each operation one or a few kernel launches on one stream.
+
+use cudarc::driver::CudaSlice;
+use smelt_backend::{
+    AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostTensor, KvLayout, KvType,
+    RopeParams, RopeStyle, dequantize_all,
+};
+use smelt_tensor::DType;
+
+use crate::launch::{Arg, BLOCK};
+use crate::{CudaBackend, weight_code};
+
+/// A `rows × cols` row-major f32 matrix in device memory. `data` is None for
+/// an empty matrix, or when the allocation failed (the failure is the
+/// backend's pending error, and operations on the buffer do nothing).
+pub struct CudaBuf {
+    data: Option<CudaSlice<f32>>,
+    rows: usize,
+    cols: usize,
+}
+
+/// A weight in device memory: its stored bytes (quantized weights stay
+/// quantized), and for vectors (norm weights, biases) their f32 values.
+pub struct CudaWeight {
+    bytes: CudaSlice<u8>,
+    dtype: DType,
+    row_len: usize,
+    n_rows: usize,
+    row_bytes: usize,
+    vector: Option<CudaSlice<f32>>,
+}
+
+impl CudaWeight {
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Elements per row.
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+}
+
+/// The K/V pool in device memory: for K and for V, `n_layers × n_blocks ×
+/// block_size` rows of `n_kv_heads × head_dim` values (f16 or f32 bytes).
+pub struct CudaKv {
+    pub layout: KvLayout,
+    k: CudaSlice<u8>,
+    v: CudaSlice<u8>,
+}
+
+/// Batch rows per block row of the batched matrix product (`matmul_*_8`).
+const MATMUL_ROWS: usize = 8;
+/// Output rows per matmul block (one per warp).
+const MATMUL_WARPS: u32 = 8;
+/// Largest grid y/z dimension.
+const MAX_GRID_Y: usize = 65_535;
+
+fn blocks(n: usize, per: u32) -> u32 {
+    n.div_ceil(per as usize) as u32
+}
+
+impl CudaBackend {
+    /// The address of a buffer's data, if it has any.
+    fn buf_addr(&self, b: &CudaBuf) -> Option<u64> {
+        b.data.as_ref().map(|d| self.addr(d))
+    }
+
+    /// Addresses of several buffers, or None (nothing to do) if any is empty.
+    fn addrs<const N: usize>(&self, bufs: [&CudaBuf; N]) -> Option<[u64; N]> {
+        let mut out = [0u64; N];
+        for (o, b) in out.iter_mut().zip(bufs) {
+            *o = self.buf_addr(b)?;
+        }
+        Some(out)
+    }
+
+    /// Copies a small host array (tokens, positions, slots) to the device.
+    fn upload_u32(&self, what: &str, data: &[u32]) -> Option<CudaSlice<u32>> {
+        if data.is_empty() {
+            return None;
+        }
+        match self.stream.clone_htod(data) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.fail(format!(
+                    "{what}: cannot copy {} values to the GPU: {e}",
+                    data.len()
+                ));
+                None
+            }
+        }
+    }
+
+    fn upload_f32(&self, what: &str, data: &[f32]) -> Option<CudaSlice<f32>> {
+        if data.is_empty() {
+            return None;
+        }
+        match self.stream.clone_htod(data) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.fail(format!(
+                    "{what}: cannot copy {} values to the GPU: {e}",
+                    data.len()
+                ));
+                None
+            }
+        }
+    }
+
+    /// A vector weight's f32 values, checking its length.
+    fn vector_addr(&self, what: &str, w: &CudaWeight, len: usize) -> Option<u64> {
+        match &w.vector {
+            Some(v) if v.len() == len => Some(self.addr(v)),
+            _ => {
+                self.fail(format!(
+                    "{what}: weight of {} × {} is not a vector of {len}",
+                    w.n_rows, w.row_len
+                ));
+                None
+            }
+        }
+    }
+
+    fn matmul_one(&self, x: &CudaBuf, w: &CudaWeight, out: &mut CudaBuf) {
+        let n = x.rows;
+        if !self.ensure(
+            x.cols == w.row_len && out.rows == n && out.cols == w.n_rows,
+            || {
+                format!(
+                    "matmul: x {}×{}, weight {}×{}, out {}×{}",
+                    x.rows, x.cols, w.n_rows, w.row_len, out.rows, out.cols
+                )
+            },
+        ) {
+            return;
+        }
+        let Some([xa, oa]) = self.addrs([x, out]) else {
+            return;
+        };
+        let Some(code) = weight_code(w.dtype) else {
+            self.fail(format!("matmul: the GPU cannot read {} weights", w.dtype));
+            return;
+        };
+        let kernels = &self.k.weights[code];
+        let (f, per) = if n == 1 {
+            (&kernels.matmul_1, 1)
+        } else {
+            (&kernels.matmul_8, MATMUL_ROWS)
+        };
+        let grid_y = n.div_ceil(per);
+        if !self.ensure(grid_y <= MAX_GRID_Y, || {
+            format!("matmul: {n} rows is too many")
+        }) {
+            return;
+        }
+        self.launch(
+            "matmul",
+            f,
+            (blocks(w.n_rows, MATMUL_WARPS), grid_y as u32, 1),
+            MATMUL_WARPS * 32,
+            &[
+                Arg::U64(self.addr(&w.bytes)),
+                Arg::U64(w.row_bytes as u64),
+                Arg::I32(w.row_len as i32),
+                Arg::I32(w.n_rows as i32),
+                Arg::U64(xa),
+                Arg::I32(n as i32),
+                Arg::U64(oa),
+            ],
+        );
+    }
+
+    fn elementwise(&self, what: &str, x: &mut CudaBuf, y: &CudaBuf, swiglu: bool) {
+        if !self.ensure((x.rows, x.cols) == (y.rows, y.cols), || {
+            format!("{what}: {}×{} and {}×{}", x.rows, x.cols, y.rows, y.cols)
+        }) {
+            return;
+        }
+        let Some([xa, ya]) = self.addrs([x, y]) else {
+            return;
+        };
+        let n = x.rows * x.cols;
+        let f = if swiglu { &self.k.swiglu } else { &self.k.add };
+        self.launch(
+            what,
+            f,
+            (blocks(n, BLOCK), 1, 1),
+            BLOCK,
+            &[Arg::U64(xa), Arg::U64(ya), Arg::U64(n as u64)],
+        );
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaBuf;
+    type Weight = CudaWeight;
+    type Kv = CudaKv;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn place(&self, name: &str, tensor: &HostTensor) -> Result<CudaWeight, BackendError> {
+        let bad = |reason: String| BackendError::BadTensor {
+            name: name.to_string(),
+            reason,
+        };
+        if weight_code(tensor.dtype()).is_none() {
+            return Err(bad(format!(
+                "the CUDA backend cannot read {} weights",
+                tensor.dtype()
+            )));
+        }
+        let bytes = self
+            .stream
+            .clone_htod(tensor.bytes())
+            .map_err(|e| bad(format!("cannot upload to the GPU: {e}")))?;
+        let vector = if tensor.n_rows() == 1 {
+            let values = dequantize_all(tensor);
+            Some(
+                self.stream
+                    .clone_htod(&values)
+                    .map_err(|e| bad(format!("cannot upload to the GPU: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(CudaWeight {
+            bytes,
+            dtype: tensor.dtype(),
+            row_len: tensor.row_len(),
+            n_rows: tensor.n_rows(),
+            row_bytes: tensor.row_bytes(),
+            vector,
+        })
+    }
+
+    fn alloc(&self, rows: usize, cols: usize) -> CudaBuf {
+        let n = rows * cols;
+        let data = if n == 0 {
+            None
+        } else {
+            // SAFETY: the contents are unspecified by the trait's contract;
+            // f32 has no invalid bit patterns.
+            match unsafe { self.stream.alloc::<f32>(n) } {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.fail(format!("cannot allocate {rows}×{cols} activations: {e}"));
+                    None
+                }
+            }
+        };
+        CudaBuf { data, rows, cols }
+    }
+
+    fn upload(&self, data: &HostBuf) -> CudaBuf {
+        let data_ok = data.data.len() == data.rows * data.cols;
+        if !self.ensure(data_ok, || {
+            "upload: buffer length does not match its shape".into()
+        }) {
+            return CudaBuf {
+                data: None,
+                rows: data.rows,
+                cols: data.cols,
+            };
+        }
+        CudaBuf {
+            data: self.upload_f32("upload", &data.data),
+            rows: data.rows,
+            cols: data.cols,
+        }
+    }
+
+    fn download(&self, buf: &CudaBuf) -> HostBuf {
+        let mut out = HostBuf::zeros(buf.rows, buf.cols);
+        if let Some(d) = &buf.data
+            && let Err(e) = self.stream.memcpy_dtoh(d, &mut out.data)
+        {
+            self.fail(format!("download: {e}"));
+        }
+        out
+    }
+
+    fn shape(&self, buf: &CudaBuf) -> (usize, usize) {
+        (buf.rows, buf.cols)
+    }
+
+    fn alloc_kv(&self, layout: KvLayout) -> Result<CudaKv, BackendError> {
+        let bytes = layout.bytes().ok_or(BackendError::OutOfMemory {
+            what: "KV cache",
+            bytes: usize::MAX,
+        })?;
+        let oom = |_| BackendError::OutOfMemory {
+            what: "KV cache on the GPU",
+            bytes,
+        };
+        // Zeroed: attention never reads an unwritten slot, but a stray read
+        // must not meet NaN bit patterns.
+        let k = self.stream.alloc_zeros::<u8>(bytes / 2).map_err(oom)?;
+        let v = self.stream.alloc_zeros::<u8>(bytes / 2).map_err(oom)?;
+        Ok(CudaKv { layout, k, v })
+    }
+
+    fn embed(&self, table: &CudaWeight, tokens: &[u32], scale: f32, out: &mut CudaBuf) {
+        if !self.ensure(
+            out.rows == tokens.len() && out.cols == table.row_len,
+            || {
+                format!(
+                    "embed: {} tokens into {}×{}, table rows of {}",
+                    tokens.len(),
+                    out.rows,
+                    out.cols,
+                    table.row_len
+                )
+            },
+        ) {
+            return;
+        }
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= table.n_rows) {
+            self.fail(format!(
+                "embed: token {t} outside a table of {}",
+                table.n_rows
+            ));
+            return;
+        }
+        if !self.ensure(tokens.len() <= MAX_GRID_Y, || {
+            format!("embed: {} rows is too many", tokens.len())
+        }) {
+            return;
+        }
+        let (Some(oa), Some(code)) = (self.buf_addr(out), weight_code(table.dtype)) else {
+            return;
+        };
+        let Some(toks) = self.upload_u32("embed", tokens) else {
+            return;
+        };
+        let chunks = table.row_len.div_ceil(8);
+        self.launch(
+            "embed",
+            &self.k.weights[code].embed,
+            (blocks(chunks, BLOCK), tokens.len() as u32, 1),
+            BLOCK,
+            &[
+                Arg::U64(self.addr(&table.bytes)),
+                Arg::U64(table.row_bytes as u64),
+                Arg::I32(table.row_len as i32),
+                Arg::U64(self.addr(&toks)),
+                Arg::F32(scale),
+                Arg::U64(oa),
+            ],
+        );
+    }
+
+    fn rms_norm(&self, x: &CudaBuf, weight: &CudaWeight, eps: f32, out: &mut CudaBuf) {
+        if !self.ensure((x.rows, x.cols) == (out.rows, out.cols), || {
+            format!(
+                "rms_norm: x {}×{}, out {}×{}",
+                x.rows, x.cols, out.rows, out.cols
+            )
+        }) {
+            return;
+        }
+        let Some(wa) = self.vector_addr("rms_norm", weight, x.cols) else {
+            return;
+        };
+        let Some([xa, oa]) = self.addrs([x, out]) else {
+            return;
+        };
+        self.launch(
+            "rms_norm",
+            &self.k.rms_norm,
+            (x.rows as u32, 1, 1),
+            BLOCK,
+            &[
+                Arg::U64(xa),
+                Arg::U64(wa),
+                Arg::F32(eps),
+                Arg::I32(x.cols as i32),
+                Arg::U64(oa),
+            ],
+        );
+    }
+
+    fn matmul(&self, x: &CudaBuf, w: &CudaWeight, out: &mut CudaBuf) {
+        self.matmul_one(x, w, out);
+    }
+
+    fn add_bias(&self, x: &mut CudaBuf, bias: &CudaWeight) {
+        let Some(ba) = self.vector_addr("add_bias", bias, x.cols) else {
+            return;
+        };
+        let Some(xa) = self.buf_addr(x) else {
+            return;
+        };
+        let n = x.rows * x.cols;
+        self.launch(
+            "add_bias",
+            &self.k.add_bias,
+            (blocks(n, BLOCK), 1, 1),
+            BLOCK,
+            &[
+                Arg::U64(xa),
+                Arg::U64(ba),
+                Arg::I32(x.cols as i32),
+                Arg::U64(n as u64),
+            ],
+        );
+    }
+
+    fn rope(&self, x: &mut CudaBuf, n_heads: usize, positions: &[u32], params: &RopeParams) {
+        let ok = positions.len() == x.rows
+            && n_heads * params.head_dim <= x.cols
+            && params.n_rot <= params.head_dim
+            && params.inv_freq.len() == params.n_rot / 2;
+        if !self.ensure(ok, || {
+            format!(
+                "rope: {} positions for {}×{}, {n_heads} heads of {} ({} rotated)",
+                positions.len(),
+                x.rows,
+                x.cols,
+                params.head_dim,
+                params.n_rot
+            )
+        }) {
+            return;
+        }
+        let Some(xa) = self.buf_addr(x) else {
+            return;
+        };
+        let (Some(pos), Some(freq)) = (
+            self.upload_u32("rope", positions),
+            self.upload_f32("rope", &params.inv_freq),
+        ) else {
+            return;
+        };
+        self.launch(
+            "rope",
+            &self.k.rope,
+            (x.rows as u32, 1, 1),
+            128,
+            &[
+                Arg::U64(xa),
+                Arg::I32(x.cols as i32),
+                Arg::I32(n_heads as i32),
+                Arg::I32(params.head_dim as i32),
+                Arg::I32(params.n_rot as i32),
+                Arg::I32(i32::from(params.style == RopeStyle::Neox)),
+                Arg::U64(self.addr(&pos)),
+                Arg::U64(self.addr(&freq)),
+            ],
+        );
+    }
+
+    fn kv_store(&self, kv: &mut CudaKv, layer: usize, k: &CudaBuf, v: &CudaBuf, slots: &[u32]) {
+        let l = kv.layout;
+        let width = l.row_width();
+        let n_slots = l.n_blocks * l.block_size;
+        let ok = layer < l.n_layers
+            && (k.rows, k.cols) == (slots.len(), width)
+            && (v.rows, v.cols) == (slots.len(), width)
+            && slots.iter().all(|&s| (s as usize) < n_slots);
+        if !self.ensure(ok, || {
+            format!(
+                "kv_store: layer {layer} of {}, k {}×{}, v {}×{}, {} slots (rows of {width}, {n_slots} slots)",
+                l.n_layers,
+                k.rows,
+                k.cols,
+                v.rows,
+                v.cols,
+                slots.len()
+            )
+        }) {
+            return;
+        }
+        let Some([ka, va]) = self.addrs([k, v]) else {
+            return;
+        };
+        let Some(sl) = self.upload_u32("kv_store", slots) else {
+            return;
+        };
+        let f = match l.dtype {
+            KvType::F16 => &self.k.kv_store_f16,
+            KvType::F32 => &self.k.kv_store_f32,
+        };
+        let layer_off = (layer * n_slots * width) as u64;
+        self.launch(
+            "kv_store",
+            f,
+            (slots.len() as u32, 1, 1),
+            128,
+            &[
+                Arg::U64(self.addr(&kv.k)),
+                Arg::U64(self.addr(&kv.v)),
+                Arg::U64(ka),
+                Arg::U64(va),
+                Arg::U64(self.addr(&sl)),
+                Arg::I32(width as i32),
+                Arg::U64(layer_off),
+            ],
+        );
+    }
+
+    fn attention(
+        &self,
+        q: &CudaBuf,
+        kv: &CudaKv,
+        layer: usize,
+        rows: &[AttnRow<'_>],
+        geom: &AttnGeometry,
+        out: &mut CudaBuf,
+    ) {
+        let l = kv.layout;
+        let n_slots = l.n_blocks * l.block_size;
+        let q_width = geom.n_heads * geom.head_dim;
+        let ok = layer < l.n_layers
+            && rows.len() == q.rows
+            && (out.rows, out.cols) == (q.rows, q.cols)
+            && q_width <= q.cols
+            && geom.n_kv_heads > 0
+            && geom.n_heads.is_multiple_of(geom.n_kv_heads)
+            && geom.n_kv_heads == l.n_kv_heads
+            && geom.head_dim == l.head_dim
+            && geom.head_dim <= 256
+            && rows.len() <= MAX_GRID_Y;
+        if !self.ensure(ok, || {
+            format!(
+                "attention: layer {layer}, q {}×{}, out {}×{}, {} rows, {} heads / {} KV heads of {} (cache: {} KV heads of {})",
+                q.rows,
+                q.cols,
+                out.rows,
+                out.cols,
+                rows.len(),
+                geom.n_heads,
+                geom.n_kv_heads,
+                geom.head_dim,
+                l.n_kv_heads,
+                l.head_dim
+            )
+        }) {
+            return;
+        }
+        // Block tables, flattened; rows of one sequence share one copy.
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut starts = Vec::with_capacity(rows.len());
+        let mut tables: Vec<u32> = Vec::new();
+        let mut last: Option<(*const u32, usize, u32)> = None;
+        for row in rows {
+            let blocks_needed = row.pos as usize / l.block_size + 1;
+            if row.block_table.len() < blocks_needed
+                || row.block_table[..blocks_needed]
+                    .iter()
+                    .any(|&b| b as usize >= l.n_blocks)
+            {
+                self.fail(format!(
+                    "attention: position {} needs {blocks_needed} blocks of a pool of {}, the table has {:?}",
+                    row.pos,
+                    l.n_blocks,
+                    row.block_table
+                ));
+                return;
+            }
+            let key = (row.block_table.as_ptr(), row.block_table.len());
+            let start = match last {
+                Some((p, n, s)) if (p, n) == key => s,
+                _ => {
+                    let s = tables.len() as u32;
+                    tables.extend_from_slice(row.block_table);
+                    last = Some((key.0, key.1, s));
+                    s
+                }
+            };
+            positions.push(row.pos);
+            starts.push(start);
+        }
+        let Some([qa, oa]) = self.addrs([q, out]) else {
+            return;
+        };
+        let (Some(pos), Some(st), Some(tb)) = (
+            self.upload_u32("attention", &positions),
+            self.upload_u32("attention", &starts),
+            self.upload_u32("attention", &tables),
+        ) else {
+            return;
+        };
+        let f = match l.dtype {
+            KvType::F16 => &self.k.attention_f16,
+            KvType::F32 => &self.k.attention_f32,
+        };
+        let width = l.row_width();
+        self.launch(
+            "attention",
+            f,
+            (geom.n_heads as u32, rows.len() as u32, 1),
+            128,
+            &[
+                Arg::U64(qa),
+                Arg::I32(q.cols as i32),
+                Arg::U64(self.addr(&kv.k)),
+                Arg::U64(self.addr(&kv.v)),
+                Arg::U64((layer * n_slots * width) as u64),
+                Arg::I32(width as i32),
+                Arg::U64(self.addr(&pos)),
+                Arg::U64(self.addr(&st)),
+                Arg::U64(self.addr(&tb)),
+                Arg::I32(l.block_size as i32),
+                Arg::I32(geom.n_heads as i32),
+                Arg::I32(geom.n_kv_heads as i32),
+                Arg::I32(geom.head_dim as i32),
+                Arg::F32(geom.scale),
+                Arg::U64(oa),
+                Arg::I32(out.cols as i32),
+            ],
+        );
+    }
+
+    fn swiglu(&self, gate: &mut CudaBuf, up: &CudaBuf) {
+        self.elementwise("swiglu", gate, up, true);
+    }
+
+    fn add(&self, x: &mut CudaBuf, y: &CudaBuf) {
+        self.elementwise("add", x, y, false);
+    }
+
+    fn gather_rows(&self, x: &CudaBuf, rows: &[usize]) -> CudaBuf {
+        let mut out = self.alloc(rows.len(), x.cols);
+        if let Some(r) = rows.iter().find(|&&r| r >= x.rows) {
+            self.fail(format!("gather_rows: row {r} of a {}-row buffer", x.rows));
+            return out;
+        }
+        let Some([xa, oa]) = self.addrs([x, &out]) else {
+            return out;
+        };
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let Some(ix) = self.upload_u32("gather_rows", &idx) else {
+            return out;
+        };
+        self.launch(
+            "gather_rows",
+            &self.k.gather_rows,
+            (rows.len() as u32, 1, 1),
+            BLOCK,
+            &[
+                Arg::U64(xa),
+                Arg::U64(self.addr(&ix)),
+                Arg::I32(x.cols as i32),
+                Arg::U64(oa),
+            ],
+        );
+        out.rows = rows.len();
+        out
+    }
+
+    fn finish(&self) -> Result<(), BackendError> {
+        let sync = self.stream.synchronize();
+        let sticky = self.ctx.check_err();
+        let device = |reason: String| BackendError::Device {
+            backend: "cuda",
+            reason,
+        };
+        if let Some(e) = self.take_error() {
+            return Err(device(e));
+        }
+        sync.map_err(|e| device(format!("queued work failed: {e}")))?;
+        sticky.map_err(|e| device(format!("a deferred operation failed: {e}")))
+    }
+}

@@ -1,0 +1,62 @@
+// Shared helpers for every Smelt kernel. NVRTC compiles this file first, then
+// the kernel files, as one program; nothing here includes a system header.
+//
+// Weight bytes are read as they are stored in the GGUF file: blocks start at
+// 2-byte-aligned offsets, so multi-byte fields are assembled from 16-bit loads.
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef signed char i8;
+typedef unsigned long long u64;
+
+// -infinity (no math header under NVRTC).
+#define NEG_INF __int_as_float(0xff800000)
+
+// IEEE half bits to float (exact).
+__device__ __forceinline__ float half_to_float(u16 h) {
+    float f;
+    asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// Float to IEEE half bits, rounding to nearest even.
+__device__ __forceinline__ u16 float_to_half(float f) {
+    u16 h;
+    asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// bfloat16 bits to float (exact).
+__device__ __forceinline__ float bf16_to_float(u16 h) {
+    return __uint_as_float(((u32)h) << 16);
+}
+
+// Little-endian u16 at a 2-byte-aligned address.
+__device__ __forceinline__ u16 ld_u16(const u8* p) {
+    return *(const u16*)p;
+}
+
+// Little-endian u32 at a 2-byte-aligned address.
+__device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
+    return (u32)ld_u16(p) | ((u32)ld_u16(p + 2) << 16);
+}
+
+// IEEE half stored at a 2-byte-aligned address, as float.
+__device__ __forceinline__ float ld_half(const u8* p) {
+    return half_to_float(ld_u16(p));
+}
+
+// Sum over the 32 lanes of a warp; every lane gets the total. The order of
+// additions is fixed, so a row's result never depends on its neighbours.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}

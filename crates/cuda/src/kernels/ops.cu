@@ -1,0 +1,96 @@
+// Row-wise and element-wise ops: RMSNorm, RoPE, K/V store, SwiGLU, adds.
+
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w. One block per row.
+extern "C" __global__ void rms_norm(const float* x, const float* w, float eps, int cols,
+                                    float* out) {
+    __shared__ float partial[32];
+    const float* xr = x + (u64)blockIdx.x * cols;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) s += xr[i] * xr[i];
+    s = warp_sum(s);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) partial[warp] = s;
+    __syncthreads();
+    if (warp == 0) {
+        s = lane < (int)(blockDim.x / 32) ? partial[lane] : 0.0f;
+        s = warp_sum(s);
+        if (lane == 0) partial[0] = s;
+    }
+    __syncthreads();
+    const float inv = 1.0f / sqrtf(partial[0] / (float)cols + eps);
+    float* o = out + (u64)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+}
+
+// Rotates every head of row blockIdx.x by positions[row]. The angle is formed
+// in f32 (pos * inv_freq) and its cosine and sine taken in f64, as the
+// reference does. neox: pairs (i, i + n_rot/2), else (2i, 2i+1).
+extern "C" __global__ void rope(float* x, int cols, int n_heads, int head_dim, int n_rot,
+                                int neox, const u32* positions, const float* inv_freq) {
+    const int half = n_rot / 2;
+    const float pos = (float)positions[blockIdx.x];
+    float* xr = x + (u64)blockIdx.x * cols;
+    for (int t = threadIdx.x; t < n_heads * half; t += blockDim.x) {
+        const int h = t / half, i = t % half;
+        const float theta = pos * inv_freq[i];
+        double sn, cs;
+        sincos((double)theta, &sn, &cs);
+        const float c = (float)cs, s = (float)sn;
+        const int a = neox ? i : 2 * i;
+        const int b = neox ? i + half : 2 * i + 1;
+        float* head = xr + h * head_dim;
+        const float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x0 * s + x1 * c;
+    }
+}
+
+// Writes row r of k and v (width values) to cache slot slots[r] of the layer
+// that starts at element layer_off. F16: rounded to nearest even.
+extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const float* v,
+                                        const u32* slots, int width, u64 layer_off) {
+    const u64 dst = layer_off + (u64)slots[blockIdx.x] * width;
+    const u64 src = (u64)blockIdx.x * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        kc[dst + i] = float_to_half(k[src + i]);
+        vc[dst + i] = float_to_half(v[src + i]);
+    }
+}
+
+extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v,
+                                        const u32* slots, int width, u64 layer_off) {
+    const u64 dst = layer_off + (u64)slots[blockIdx.x] * width;
+    const u64 src = (u64)blockIdx.x * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        kc[dst + i] = k[src + i];
+        vc[dst + i] = v[src + i];
+    }
+}
+
+// gate = silu(gate) * up, silu(x) = x / (1 + e^-x).
+extern "C" __global__ void swiglu(float* gate, const float* up, u64 n) {
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+// x += y.
+extern "C" __global__ void add(float* x, const float* y, u64 n) {
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+// x[r] += bias, for rows of cols values.
+extern "C" __global__ void add_bias(float* x, const float* bias, int cols, u64 n) {
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += bias[i % cols];
+}
+
+// out[i] = x[rows[i]], one block per output row.
+extern "C" __global__ void gather_rows(const float* x, const u32* rows, int cols, float* out) {
+    const float* src = x + (u64)rows[blockIdx.x] * cols;
+    float* dst = out + (u64)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
+}

@@ -1,0 +1,252 @@
+// Dequantization of stored weight rows, 8 consecutive values at a time, for
+// every weight type; the fused matrix-vector products and the embedding
+// lookup built on it.
+//
+// A row is split into chunks of 8 values. Every quantized block holds a whole
+// number of chunks (32 or 256 values), and each chunk lies inside one scale
+// group, so a chunk needs one block header and one scale. `dequant8<T>`
+// writes chunk `c` of `row` to `v`; for the unquantized types a chunk may run
+// past the row's end (`n` values), and those values read as 0.
+//
+// The formulas and rounding order follow the scalar reference
+// (crates/tensor/src/reference): `d * (q - offset)`, `d * q + m`, and for the
+// K-quants `(d * sc) * q - (dmin * m)`.
+
+enum WType {
+    W_F32 = 0, W_F16 = 1, W_BF16 = 2,
+    W_Q4_0 = 3, W_Q4_1 = 4, W_Q5_0 = 5, W_Q5_1 = 6, W_Q8_0 = 7,
+    W_Q2_K = 8, W_Q3_K = 9, W_Q4_K = 10, W_Q5_K = 11, W_Q6_K = 12,
+};
+
+template <int T> struct Fmt;
+template <> struct Fmt<W_F32>  { static const int QK = 1;   static const int BYTES = 4; };
+template <> struct Fmt<W_F16>  { static const int QK = 1;   static const int BYTES = 2; };
+template <> struct Fmt<W_BF16> { static const int QK = 1;   static const int BYTES = 2; };
+template <> struct Fmt<W_Q4_0> { static const int QK = 32;  static const int BYTES = 18; };
+template <> struct Fmt<W_Q4_1> { static const int QK = 32;  static const int BYTES = 20; };
+template <> struct Fmt<W_Q5_0> { static const int QK = 32;  static const int BYTES = 22; };
+template <> struct Fmt<W_Q5_1> { static const int QK = 32;  static const int BYTES = 24; };
+template <> struct Fmt<W_Q8_0> { static const int QK = 32;  static const int BYTES = 34; };
+template <> struct Fmt<W_Q2_K> { static const int QK = 256; static const int BYTES = 84; };
+template <> struct Fmt<W_Q3_K> { static const int QK = 256; static const int BYTES = 110; };
+template <> struct Fmt<W_Q4_K> { static const int QK = 256; static const int BYTES = 144; };
+template <> struct Fmt<W_Q5_K> { static const int QK = 256; static const int BYTES = 176; };
+template <> struct Fmt<W_Q6_K> { static const int QK = 256; static const int BYTES = 210; };
+
+// The 4-bit quants of elements e0..e0+8 of a 32-value block: element j is the
+// low nibble of qs[j], element j + 16 its high nibble.
+__device__ __forceinline__ void nibbles8(const u8* qs, int e0, int q[8]) {
+    const int shift = e0 >= 16 ? 4 : 0;
+    const u8* b = qs + (e0 & 15);
+#pragma unroll
+    for (int i = 0; i < 8; i++) q[i] = (b[i] >> shift) & 0x0F;
+}
+
+// Scale and min of group g (0..8) of Q4_K/Q5_K, from the 12 packed bytes.
+__device__ __forceinline__ void scale_min_k4(const u8* s, int g, int* sc, int* mn) {
+    if (g < 4) {
+        *sc = s[g] & 63;
+        *mn = s[g + 4] & 63;
+    } else {
+        *sc = (s[g + 4] & 0x0F) | ((s[g - 4] >> 6) << 4);
+        *mn = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
+    }
+}
+
+template <int T>
+__device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]) {
+    const int e0 = c * 8;
+    if (T == W_F32 || T == W_F16 || T == W_BF16) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int e = e0 + i;
+            float x = 0.0f;
+            if (e < n) {
+                if (T == W_F32) x = ((const float*)row)[e];
+                else if (T == W_F16) x = half_to_float(((const u16*)row)[e]);
+                else x = bf16_to_float(((const u16*)row)[e]);
+            }
+            v[i] = x;
+        }
+        return;
+    }
+    const int QK = Fmt<T>::QK;
+    const u8* blk = row + (size_t)(e0 / QK) * Fmt<T>::BYTES;
+    const int e = e0 % QK;  // first element of the chunk within its block
+    int q[8];
+    if (T == W_Q4_0) {
+        const float d = ld_half(blk);
+        nibbles8(blk + 2, e, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = d * (float)(q[i] - 8);
+    } else if (T == W_Q4_1) {
+        const float d = ld_half(blk), m = ld_half(blk + 2);
+        nibbles8(blk + 4, e, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = d * (float)q[i] + m;
+    } else if (T == W_Q5_0) {
+        const float d = ld_half(blk);
+        const u32 qh = ld_u32_a2(blk + 2);
+        nibbles8(blk + 6, e, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = d * (float)((q[i] | (((qh >> (e + i)) & 1) << 4)) - 16);
+    } else if (T == W_Q5_1) {
+        const float d = ld_half(blk), m = ld_half(blk + 2);
+        const u32 qh = ld_u32_a2(blk + 4);
+        nibbles8(blk + 8, e, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = d * (float)(q[i] | (((qh >> (e + i)) & 1) << 4)) + m;
+    } else if (T == W_Q8_0) {
+        const float d = ld_half(blk);
+        const i8* qs = (const i8*)(blk + 2) + e;
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = d * (float)qs[i];
+    } else if (T == W_Q2_K) {
+        // scales[16]@0, 2-bit plane qs[64]@16, d@80, dmin@82; groups of 16.
+        const int g = e / 16;
+        const u8 sm = blk[g];
+        const float dl = ld_half(blk + 80) * (float)(sm & 0x0F);
+        const float ml = ld_half(blk + 82) * (float)(sm >> 4);
+        const u8* qs = blk + 16 + 32 * (e / 128) + (e % 32);
+        const int shift = 2 * ((e % 128) / 32);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = dl * (float)((qs[i] >> shift) & 3) - ml;
+    } else if (T == W_Q3_K) {
+        // hmask[32]@0, 2-bit plane qs[64]@32, scales[12]@96, d@108; groups of 16.
+        const int g = e / 16;
+        const u8* s = blk + 96;
+        const int lo = (s[g % 8] >> (4 * (g / 8))) & 0x0F;
+        const int hi = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
+        const float dl = ld_half(blk + 108) * (float)((lo | (hi << 4)) - 32);
+        const u8* qs = blk + 32 + 32 * (e / 128) + (e % 32);
+        const int shift = 2 * ((e % 128) / 32);
+        const u8* hm = blk + (e % 32);
+        const int hbit = e / 32;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int low = (qs[i] >> shift) & 3;
+            const int h = (hm[i] >> hbit) & 1;
+            v[i] = dl * (float)(low - (h ? 0 : 4));
+        }
+    } else if (T == W_Q4_K || T == W_Q5_K) {
+        // d@0, dmin@2, scales[12]@4, (Q5_K: qh[32]@16), 4-bit plane qs[128];
+        // groups of 32. Element 64 c + 32 n + l is nibble n of qs[32 c + l].
+        int sc, mn;
+        scale_min_k4(blk + 4, e / 32, &sc, &mn);
+        const float dl = ld_half(blk) * (float)sc;
+        const float ml = ld_half(blk + 2) * (float)mn;
+        const int qoff = T == W_Q4_K ? 16 : 48;
+        const u8* qs = blk + qoff + 32 * (e / 64) + (e % 32);
+        const int shift = ((e / 32) & 1) * 4;
+        if (T == W_Q4_K) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[i] = dl * (float)((qs[i] >> shift) & 0x0F) - ml;
+        } else {
+            const u8* qh = blk + 16 + (e % 32);
+            const int hbit = e / 32;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int qv = ((qs[i] >> shift) & 0x0F) | (((qh[i] >> hbit) & 1) << 4);
+                v[i] = dl * (float)qv - ml;
+            }
+        }
+    } else if (T == W_Q6_K) {
+        // ql[128]@0, qh[64]@128 (2-bit plane), scales[16]@192 (i8), d@208;
+        // groups of 16. In each 128-value half, value w < 64 is the low
+        // nibble of ql[64 h + w], value w >= 64 the high nibble of ql[64 h + w - 64].
+        const float dl = ld_half(blk + 208) * (float)((const i8*)(blk + 192))[e / 16];
+        const int h = e / 128, w = e % 128;
+        const u8* ql = blk + 64 * h + (w % 64);
+        const int lshift = w >= 64 ? 4 : 0;
+        const u8* qh = blk + 128 + 32 * h + (w % 32);
+        const int hshift = 2 * (w / 32);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int qv = ((ql[i] >> lshift) & 0x0F) | (((qh[i] >> hshift) & 3) << 4);
+            v[i] = dl * (float)(qv - 32);
+        }
+    }
+}
+
+// out[r][o] = dot(W[o], x[r]) for NR consecutive batch rows per block row:
+// one warp per output row, lanes taking interleaved chunks, so each
+// dequantized weight chunk is used for all NR rows. Every row is reduced in
+// the same order whatever NR and the batch are (batch invariance).
+template <int T, int NR>
+__device__ __forceinline__ void matmul_body(const u8* w, u64 row_bytes, int n_in, int n_out,
+                                            const float* x, int n, float* out) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int o = blockIdx.x * (blockDim.x / 32) + warp;
+    if (o >= n_out) return;
+    const int r0 = blockIdx.y * NR;
+    const u8* row = w + (u64)o * row_bytes;
+    float acc[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+    const int nc = (n_in + 7) / 8;
+    for (int c = lane; c < nc; c += 32) {
+        float wv[8];
+        dequant8<T>(row, c, n_in, wv);
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            if (r0 + r < n) {
+                const float* xr = x + (u64)(r0 + r) * n_in + c * 8;
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    if (Fmt<T>::QK > 1 || c * 8 + i < n_in) s += wv[i] * xr[i];
+                }
+                acc[r] += s;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const float s = warp_sum(acc[r]);
+        if (lane == 0 && r0 + r < n) out[(u64)(r0 + r) * n_out + o] = s;
+    }
+}
+
+// out[r] = table[tokens[r]] * scale, one thread per chunk.
+template <int T>
+__device__ __forceinline__ void embed_body(const u8* table, u64 row_bytes, int n_in,
+                                           const u32* tokens, float scale, float* out) {
+    const int r = blockIdx.y;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c * 8 >= n_in) return;
+    float v[8];
+    dequant8<T>(table + (u64)tokens[r] * row_bytes, c, n_in, v);
+    float* dst = out + (u64)r * n_in + c * 8;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (c * 8 + i < n_in) dst[i] = scale == 1.0f ? v[i] : v[i] * scale;
+    }
+}
+
+#define SMELT_WEIGHT_KERNELS(NAME, T)                                                        \
+    extern "C" __global__ void matmul_##NAME##_1(const u8* w, u64 rb, int n_in, int n_out,   \
+                                                 const float* x, int n, float* out) {        \
+        matmul_body<T, 1>(w, rb, n_in, n_out, x, n, out);                                    \
+    }                                                                                        \
+    extern "C" __global__ void matmul_##NAME##_8(const u8* w, u64 rb, int n_in, int n_out,   \
+                                                 const float* x, int n, float* out) {        \
+        matmul_body<T, 8>(w, rb, n_in, n_out, x, n, out);                                    \
+    }                                                                                        \
+    extern "C" __global__ void embed_##NAME(const u8* table, u64 rb, int n_in,               \
+                                            const u32* tokens, float scale, float* out) {    \
+        embed_body<T>(table, rb, n_in, tokens, scale, out);                                  \
+    }
+
+SMELT_WEIGHT_KERNELS(f32, W_F32)
+SMELT_WEIGHT_KERNELS(f16, W_F16)
+SMELT_WEIGHT_KERNELS(bf16, W_BF16)
+SMELT_WEIGHT_KERNELS(q4_0, W_Q4_0)
+SMELT_WEIGHT_KERNELS(q4_1, W_Q4_1)
+SMELT_WEIGHT_KERNELS(q5_0, W_Q5_0)
+SMELT_WEIGHT_KERNELS(q5_1, W_Q5_1)
+SMELT_WEIGHT_KERNELS(q8_0, W_Q8_0)
+SMELT_WEIGHT_KERNELS(q2_k, W_Q2_K)
+SMELT_WEIGHT_KERNELS(q3_k, W_Q3_K)
+SMELT_WEIGHT_KERNELS(q4_k, W_Q4_K)
+SMELT_WEIGHT_KERNELS(q5_k, W_Q5_K)
+SMELT_WEIGHT_KERNELS(q6_k, W_Q6_K)

@@ -1,0 +1,233 @@
+//! The CUDA backend.
+//!
+//! Weights are uploaded once in their stored (quantized) format; matrix
+//! products dequantize inside the kernel. Activations are f32 matrices in
+//! device memory, the KV cache a pool of f16 (or f32) blocks in device memory
+//! with the layout of [`smelt_backend::KvLayout`]. Kernels are CUDA C++ in
+//! `src/kernels/`, compiled at run time by NVRTC for the GPU found and cached
+//! on disk (see [`compile`]).
+//!
+//! The CUDA driver and NVRTC are loaded dynamically: Smelt builds and runs on
+//! machines without CUDA, and [`CudaBackend::new`] then returns
+//! [`CudaError::NoDriver`] (or [`CudaError::NoNvrtc`]) instead of failing to
+//! start. Operations queue work on one stream and return nothing; the first
+//! error they meet is kept and reported by [`smelt_backend::Backend::finish`].
+
+mod backend;
+pub mod compile;
+mod launch;
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use smelt_tensor::DType;
+
+pub use backend::{CudaBuf, CudaKv, CudaWeight};
+pub use compile::KernelSource;
+
+/// Errors creating the CUDA backend.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    #[error(
+        "CUDA is not available: the CUDA driver library (libcuda.so) was not found; \
+         install an NVIDIA driver or run on the CPU (--device cpu)"
+    )]
+    NoDriver,
+    #[error(
+        "CUDA is not available: NVRTC (libnvrtc.so), which compiles Smelt's kernels, was not \
+         found; install the CUDA toolkit's runtime compiler or add its lib directory to \
+         LD_LIBRARY_PATH"
+    )]
+    NoNvrtc,
+    #[error("CUDA driver: cannot {what}: {reason}")]
+    Driver { what: &'static str, reason: String },
+    #[error("CUDA kernels: {0}")]
+    Compile(String),
+}
+
+/// True when the CUDA driver and NVRTC libraries can be loaded (it says
+/// nothing about whether a GPU is present).
+pub fn libraries_present() -> bool {
+    // SAFETY: each call tries to dlopen a library by its usual names and
+    // closes it again; loading libcuda/libnvrtc runs only their initialisers.
+    unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// The kernels that take a stored weight, for one weight type.
+struct WeightKernels {
+    /// Matrix-vector product, one batch row per block row.
+    matmul_1: CudaFunction,
+    /// Matrix product, eight batch rows per block row.
+    matmul_8: CudaFunction,
+    /// Embedding lookup (dequantize rows).
+    embed: CudaFunction,
+}
+
+/// Every loaded kernel.
+struct Kernels {
+    /// Indexed by [`weight_code`].
+    weights: Vec<WeightKernels>,
+    rms_norm: CudaFunction,
+    rope: CudaFunction,
+    kv_store_f16: CudaFunction,
+    kv_store_f32: CudaFunction,
+    attention_f16: CudaFunction,
+    attention_f32: CudaFunction,
+    swiglu: CudaFunction,
+    add: CudaFunction,
+    add_bias: CudaFunction,
+    gather_rows: CudaFunction,
+}
+
+/// Weight types the kernels read, in the order of `WType` in quant.cu.
+const WEIGHT_TYPES: [(DType, &str); 13] = [
+    (DType::F32, "f32"),
+    (DType::F16, "f16"),
+    (DType::BF16, "bf16"),
+    (DType::Q4_0, "q4_0"),
+    (DType::Q4_1, "q4_1"),
+    (DType::Q5_0, "q5_0"),
+    (DType::Q5_1, "q5_1"),
+    (DType::Q8_0, "q8_0"),
+    (DType::Q2K, "q2_k"),
+    (DType::Q3K, "q3_k"),
+    (DType::Q4K, "q4_k"),
+    (DType::Q5K, "q5_k"),
+    (DType::Q6K, "q6_k"),
+];
+
+/// Index of a weight type's kernels, or None if the GPU cannot read it.
+fn weight_code(dtype: DType) -> Option<usize> {
+    WEIGHT_TYPES.iter().position(|(d, _)| *d == dtype)
+}
+
+/// Whether the CUDA backend reads weights of this type.
+pub fn supports(dtype: DType) -> bool {
+    weight_code(dtype).is_some()
+}
+
+/// What was found when the backend started.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub capability: (i32, i32),
+    pub total_memory: usize,
+    /// NVRTC version (major, minor).
+    pub nvrtc: (i32, i32),
+    /// Where the kernel binary came from.
+    pub kernels: KernelSource,
+}
+
+/// The CUDA implementation of [`smelt_backend::Backend`].
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    k: Kernels,
+    info: DeviceInfo,
+    /// The first error an operation met since the last `finish`.
+    error: Mutex<Option<String>>,
+}
+
+fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
+    move |e| CudaError::Driver {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+impl CudaBackend {
+    /// The backend on GPU 0.
+    pub fn new() -> Result<Self, CudaError> {
+        Self::on_device(0)
+    }
+
+    /// The backend on GPU `ordinal`.
+    pub fn on_device(ordinal: usize) -> Result<Self, CudaError> {
+        // SAFETY: see `libraries_present`.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CudaError::NoDriver);
+        }
+        // SAFETY: as above.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(CudaError::NoNvrtc);
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver("open the GPU"))?;
+        // SAFETY: Smelt uses one stream per backend and orders every use of a
+        // buffer on it (frees are stream-ordered too), so cudarc's per-buffer
+        // events for cross-stream synchronisation are not needed. Called
+        // before any buffer exists.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(driver("create a stream"))?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(driver("read the compute capability"))?;
+        let name = ctx.name().map_err(driver("read the device name"))?;
+        let total_memory = ctx.total_mem().map_err(driver("read the memory size"))?;
+        let arch = format!("sm_{}{}", capability.0, capability.1);
+        let (cubin, kernels) = compile::kernels_cubin(&arch)?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+            .map_err(driver("load the kernels"))?;
+        let k = load_kernels(&module)?;
+        let info = DeviceInfo {
+            ordinal,
+            name,
+            capability,
+            total_memory,
+            nvrtc: compile::nvrtc_version()?,
+            kernels,
+        };
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            _module: module,
+            k,
+            info,
+            error: Mutex::new(None),
+        })
+    }
+
+    /// The GPU and how the kernels were obtained.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream
+            .synchronize()
+            .map_err(driver("finish queued work"))
+    }
+}
+
+fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
+    let f = |name: &str| {
+        module
+            .load_function(name)
+            .map_err(|e| CudaError::Compile(format!("kernel {name} missing from the module: {e}")))
+    };
+    let mut weights = Vec::with_capacity(WEIGHT_TYPES.len());
+    for (_, n) in WEIGHT_TYPES {
+        weights.push(WeightKernels {
+            matmul_1: f(&format!("matmul_{n}_1"))?,
+            matmul_8: f(&format!("matmul_{n}_8"))?,
+            embed: f(&format!("embed_{n}"))?,
+        });
+    }
+    Ok(Kernels {
+        weights,
+        rms_norm: f("rms_norm")?,
+        rope: f("rope")?,
+        kv_store_f16: f("kv_store_f16")?,
+        kv_store_f32: f("kv_store_f32")?,
+        attention_f16: f("attention_f16")?,
+        attention_f32: f("attention_f32")?,
+        swiglu: f("swiglu")?,
+        add: f("add")?,
+        add_bias: f("add_bias")?,
+        gather_rows: f("gather_rows")?,
+    })
+}
