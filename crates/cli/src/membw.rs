@@ -15,6 +15,9 @@ pub struct MemBandwidth {
     /// Size of the buffer streamed through on each pass.
     pub bytes: usize,
     pub threads: usize,
+    /// CPUs' worth of time other processes took meanwhile, if the caller
+    /// measured it (`measure` leaves it None).
+    pub other_cpu: Option<f64>,
 }
 
 /// Streams `threads` threads through a `bytes`-byte buffer `passes` times
@@ -64,6 +67,7 @@ pub fn measure(bytes: usize, threads: usize, passes: usize) -> Result<MemBandwid
         passes_gb_per_s,
         bytes: share * threads * 8,
         threads,
+        other_cpu: None,
     })
 }
 

@@ -347,7 +347,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
 
     if args.membw_mib > 0 {
         for run in &mut runs {
-            let bw = membw::measure(args.membw_mib << 20, run.threads, args.membw_passes)?;
+            let before = system::CpuTimes::now();
+            let mut bw = membw::measure(args.membw_mib << 20, run.threads, args.membw_passes)?;
+            bw.other_cpu = before
+                .zip(system::CpuTimes::now())
+                .and_then(|(a, b)| b.others_since(&a));
             say(format!(
                 "memory read, {} threads: {:.1} GB/s",
                 run.threads, bw.gb_per_s

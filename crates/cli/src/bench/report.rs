@@ -329,10 +329,11 @@ impl Report {
             if let (Some(bw), Some(roof)) = (&run.membw, self.roofline_tok_s(run)) {
                 let _ = writeln!(
                     s,
-                    "  memory read {:.1} GB/s ({}, best of {}) ÷ {} per token = roofline {:.0} tok/s",
+                    "  memory read {:.1} GB/s ({}, best of {}, others {}) ÷ {} per token = roofline {:.0} tok/s",
                     bw.gb_per_s,
                     threads_word(bw.threads),
                     bw.passes_gb_per_s.len(),
+                    bw.other_cpu.map_or("?".to_string(), |c| format!("{c:.2}")),
                     human_bytes(self.token_bytes.total()),
                     roof
                 );
@@ -415,6 +416,7 @@ impl Report {
                                 ),
                                 ("bytes", Json::int(bw.bytes as u64)),
                                 ("threads", Json::int(bw.threads as u64)),
+                                ("other_cpu", Json::opt(bw.other_cpu, Json::Num)),
                             ])
                         }),
                     ),
