@@ -33,12 +33,24 @@ pub fn dequantize_all(t: &HostTensor) -> Vec<f32> {
 }
 
 /// Applies RoPE to one row of `n_heads` heads.
+#[allow(clippy::needless_range_loop)] // `i` indexes the table and names the pair
 pub fn rope_row(row: &mut [f32], n_heads: usize, pos: u32, p: &RopeParams) {
+    // The angles depend on the position and pair only: compute them once for
+    // all heads of the row.
+    const MAX_PAIRS: usize = 256;
+    let pairs = p.n_rot / 2;
+    let mut table = [(0.0f32, 0.0f32); MAX_PAIRS];
+    let cached = pairs <= MAX_PAIRS;
+    if cached {
+        for (i, t) in table[..pairs].iter_mut().enumerate() {
+            *t = p.cos_sin(pos, i);
+        }
+    }
     for h in 0..n_heads {
         let head = &mut row[h * p.head_dim..(h + 1) * p.head_dim];
-        for i in 0..p.n_rot / 2 {
+        for i in 0..pairs {
             let (a, b) = p.pair(i);
-            let (cos, sin) = p.cos_sin(pos, i);
+            let (cos, sin) = if cached { table[i] } else { p.cos_sin(pos, i) };
             let (x0, x1) = (head[a], head[b]);
             head[a] = x0 * cos - x1 * sin;
             head[b] = x0 * sin + x1 * cos;
