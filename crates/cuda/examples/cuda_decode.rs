@@ -1,0 +1,150 @@
+//! Decode speed of the CUDA backend: a model file, or a random-weight model
+//! of a known shape, prefilled with a short prompt and then decoded greedily
+//! one token per step. Prints the GPU, load time and decode tokens/s.
+//!
+//! `cuda_decode [PATH.gguf | smollm2 | 1b] [decode tokens, default 128]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use smelt_backend::Backend;
+use smelt_cuda::CudaBackend;
+use smelt_gguf::GgufFile;
+use smelt_model::synthetic::SyntheticSpec;
+use smelt_model::{Batch, KvType, Model};
+use smelt_tensor::DType;
+
+fn shape(name: &str) -> Option<SyntheticSpec> {
+    let base = SyntheticSpec {
+        arch: "llama".into(),
+        context_length: 4096,
+        seed: 7,
+        ..SyntheticSpec::default()
+    };
+    match name {
+        // SmolLM2-135M's shape, Q4_1 weights.
+        "smollm2" => Some(SyntheticSpec {
+            n_layers: 30,
+            d_model: 576,
+            d_ff: 1536,
+            n_heads: 9,
+            n_kv_heads: 3,
+            vocab_size: 49_152,
+            weight_type: DType::Q4_1,
+            embd_type: DType::Q8_0,
+            tied_output: true,
+            ..base
+        }),
+        // Llama-3.2-1B's shape, Q4_K weights.
+        "1b" => Some(SyntheticSpec {
+            n_layers: 16,
+            d_model: 2048,
+            d_ff: 8192,
+            n_heads: 32,
+            n_kv_heads: 8,
+            vocab_size: 128_256,
+            weight_type: DType::Q4K,
+            embd_type: DType::Q6K,
+            tied_output: true,
+            ..base
+        }),
+        _ => None,
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("cuda_decode: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().map_or("smollm2", String::as_str);
+    let n_decode: usize = match args.get(1) {
+        Some(s) => s.parse().map_err(|_| format!("bad token count {s:?}"))?,
+        None => 128,
+    };
+    let t0 = Instant::now();
+    let file = match shape(what) {
+        Some(spec) => {
+            let mut bytes = Vec::new();
+            spec.writer()
+                .write_to(&mut bytes)
+                .map_err(|e| e.to_string())?;
+            GgufFile::from_bytes(bytes).map_err(|e| e.to_string())?
+        }
+        None => GgufFile::open(std::path::Path::new(what)).map_err(|e| format!("{what}: {e}"))?,
+    };
+    let t_file = t0.elapsed();
+    let t1 = Instant::now();
+    let cuda = CudaBackend::new().map_err(|e| e.to_string())?;
+    let info = cuda.info().clone();
+    let model = Model::load(Arc::new(file), cuda).map_err(|e| e.to_string())?;
+    let t_load = t1.elapsed();
+    println!(
+        "{what}: GPU {} (sm_{}{}), kernels {:?}; model file {:.2} s, backend+upload {:.2} s",
+        info.name,
+        info.capability.0,
+        info.capability.1,
+        info.kernels,
+        t_file.as_secs_f64(),
+        t_load.as_secs_f64()
+    );
+
+    let prompt: Vec<u32> = (0..16u32)
+        .map(|i| (i * 131 + 1) % model.config.vocab_size as u32)
+        .collect();
+    let total = prompt.len() + n_decode;
+    let n_blocks = total.div_ceil(model.kv_block_size());
+    let mut kv = model
+        .new_kv(n_blocks, KvType::F16)
+        .map_err(|e| e.to_string())?;
+    let table: Vec<u32> = (0..n_blocks as u32).collect();
+    let mut step = |tokens: &[u32], start: usize| -> Result<u32, String> {
+        let positions: Vec<u32> = (start as u32..(start + tokens.len()) as u32).collect();
+        let tables = vec![&table[..]; tokens.len()];
+        let batch = Batch {
+            tokens,
+            positions: &positions,
+            block_tables: &tables,
+            logits_rows: &[tokens.len() - 1],
+        };
+        let logits = model.forward(&mut kv, &batch).map_err(|e| e.to_string())?;
+        Ok(logits
+            .data
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            )
+            .0 as u32)
+    };
+    let t2 = Instant::now();
+    let mut next = step(&prompt, 0)?;
+    let t_prefill = t2.elapsed();
+    // Two warm-up steps, then the timed ones.
+    let mut pos = prompt.len();
+    for _ in 0..2 {
+        next = step(&[next], pos)?;
+        pos += 1;
+    }
+    let timed = n_decode.saturating_sub(2).max(1);
+    let t3 = Instant::now();
+    for _ in 0..timed {
+        next = step(&[next], pos)?;
+        pos += 1;
+    }
+    let dt = t3.elapsed().as_secs_f64();
+    println!(
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens: {:.1} tok/s ({:.3} ms/token, {} backend)",
+        prompt.len(),
+        t_prefill.as_secs_f64() * 1e3,
+        timed as f64 / dt,
+        dt * 1e3 / timed as f64,
+        model.backend.name()
+    );
+    Ok(())
+}

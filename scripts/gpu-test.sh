@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The CUDA backend's GPU test run, in two halves:
+#
+#   scripts/gpu-test.sh pack   # HERE (no GPU needed): builds the CUDA test
+#                              # binaries and the cuda_decode bench in release
+#                              # mode and copies them, stripped, into .gpu/bin/
+#                              # (ignored through .git/info/exclude).
+#   scripts/gpu-test.sh        # ON THE GPU MACHINE: builds nothing; runs every
+#                              # CUDA test binary from .gpu/bin/ with the GPU
+#                              # required, then the decode bench, and prints a
+#                              # pass/fail summary (last line: "N passed, N failed").
+#
+# On the GPU machine:
+#   SMELT_ASSETS  folder holding real models (SmolLM2-135M-Instruct.Q4_1.gguf,
+#                 qwen2.5-coder-0.5b-instruct-q4_k_m.gguf); tests whose model is
+#                 missing print SKIPPED (SMELT_ALLOW_MISSING_ASSETS=1 is set here,
+#                 since the models are larger than what one device call carries).
+#   SMELT_GPU_BENCH  space-separated list for cuda_decode (default "smollm2";
+#                 "1b" adds a Llama-3.2-1B-shaped Q4_K model, a real path a file).
+# libnvrtc is looked for in the usual CUDA and pip locations when the loader
+# does not already find it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.gpu/bin
+
+if [[ "${1:-}" == "pack" ]]; then
+    set -e
+    mkdir -p .git/info
+    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+    rm -rf "$BIN" && mkdir -p "$BIN"
+    cargo test -p smelt-cuda --release --no-run --message-format=json 2>/dev/null |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        print(m["executable"])' > "$BIN/.tests"
+    cargo build -p smelt-cuda --release --example cuda_decode
+    while read -r exe; do
+        name=$(basename "$exe"); name=${name%-*}
+        objcopy --strip-debug "$exe" "$BIN/test-$name"
+    done < "$BIN/.tests"
+    objcopy --strip-debug target/release/examples/cuda_decode "$BIN/cuda_decode"
+    rm "$BIN/.tests"
+    ls -la "$BIN"; du -sh "$BIN"
+    exit 0
+fi
+
+# ---- on the GPU machine ---------------------------------------------------
+if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
+             /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
+             /opt/torch/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib \
+             /usr/local/lib/python3*/dist-packages/nvidia/cu13/lib; do
+        if compgen -G "$d/libnvrtc.so*" > /dev/null; then
+            export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            echo "libnvrtc: $d"
+            break
+        fi
+    done
+fi
+export SMELT_REQUIRE_CUDA=1 SMELT_ALLOW_MISSING_ASSETS=1
+export SMELT_CUDA_CACHE="${SMELT_CUDA_CACHE:-/tmp/smelt-cuda-cache}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
+
+LOG=${OUT:-/tmp}/gpu-test.log
+: > "$LOG"
+pass=0; fail=0; skip=0
+summary=()
+for t in "$BIN"/test-*; do
+    [[ -x "$t" ]] || continue
+    name=$(basename "$t")
+    out=$("$t" --test-threads=2 2>&1); rc=$?
+    printf '==== %s (exit %d)\n%s\n' "$name" "$rc" "$out" >> "$LOG"
+    p=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' <<< "$out" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+    f=$(grep -oE '[0-9]+ failed' <<< "$out" | tail -1 | grep -oE '[0-9]+' || echo 0)
+    s=$(grep -c '^SKIPPED' <<< "$out" || true)
+    if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+    pass=$((pass + p - s)); skip=$((skip + s)); fail=$((fail + f))
+    status=PASS; [[ $f -gt 0 || $rc -ne 0 ]] && status=FAIL
+    summary+=("$(printf '%-4s %-32s %3d passed %3d failed %3d skipped' "$status" "$name" "$((p - s))" "$f" "$s")")
+    grep -E '^(SKIPPED|GPU |synthetic |matmul: |.*: (cpu|cuda) )' <<< "$out" | sed 's/^/     /'
+    if [[ $status == FAIL ]]; then grep -E 'panicked|^---- |FAILED|error' <<< "$out" | head -20 | sed 's/^/     /'; fi
+done
+
+bench=()
+if [[ -x "$BIN/cuda_decode" ]]; then
+    for m in ${SMELT_GPU_BENCH:-smollm2}; do
+        o=$("$BIN/cuda_decode" "$m" 256 2>&1); rc=$?
+        printf '==== cuda_decode %s (exit %d)\n%s\n' "$m" "$rc" "$o" >> "$LOG"
+        bench+=("$(tail -1 <<< "$o")")
+    done
+    if [[ -n "${SMELT_ASSETS:-}" && -f "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
+        o=$("$BIN/cuda_decode" "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" 256 2>&1)
+        printf '==== cuda_decode SmolLM2 file\n%s\n' "$o" >> "$LOG"
+        bench+=("$(tail -1 <<< "$o")")
+    fi
+fi
+
+echo
+echo "==== CUDA GPU test summary ($(date -u +%Y-%m-%dT%H:%MZ))"
+printf '%s\n' "${summary[@]}"
+[[ ${#bench[@]} -gt 0 ]] && { echo "---- decode bench"; printf '%s\n' "${bench[@]}"; }
+echo "full log: $LOG"
+echo "cuda: $pass passed, $fail failed, $skip skipped"
+[[ $fail -eq 0 ]]
