@@ -491,6 +491,10 @@ impl Report {
             ),
             ("tokenizer_load_ms", self.tokenizer_load_ms.json()),
             (
+                "ttft_message_tokens",
+                Json::int(self.ttft_message_tokens as u64),
+            ),
+            (
                 "ttft_prompt_tokens",
                 Json::int(self.ttft_prompt_tokens as u64),
             ),
@@ -534,5 +538,107 @@ mod tests {
         let one = Stats::new(vec![7.0]);
         assert_eq!((one.mean(), one.sd(), one.median()), (7.0, 0.0, 7.0));
         assert!(Stats::default().mean().is_nan());
+    }
+
+    fn sample_report() -> Report {
+        let stats = |v: &[f64]| Stats {
+            samples: v.to_vec(),
+            other_cpu: Some(0.01),
+        };
+        Report {
+            model: ModelInfo {
+                name: "m".into(),
+                path: "/m.gguf".into(),
+                arch: "llama".into(),
+                quant: "Q4_1".into(),
+                params: 134_515_008,
+                file_bytes: 98_362_432,
+            },
+            system: SystemInfo {
+                cpu: "cpu".into(),
+                logical_cpus: 2,
+                physical_cores: 2,
+                isa: vec!["avx2"],
+            },
+            load_avg_before: Some([0.1, 0.2, 0.3]),
+            load_avg_after: None,
+            ctx: 512,
+            kv_cache_bytes: 1 << 20,
+            kv_type: KvType::F16,
+            reps: 2,
+            seed: 1,
+            token_bytes: TokenBytes {
+                layer_matrices: 60_000_000,
+                output_matrix: 30_000_000,
+                norms_and_biases: 9_999_000,
+                embedding_row: 1_000,
+            },
+            tokenizer_load_ms: stats(&[10.0, 12.0]),
+            ttft_prompt_tokens: 46,
+            ttft_message_tokens: 16,
+            runs: vec![ThreadRun {
+                threads: 2,
+                load_ms: stats(&[4.0, 5.0]),
+                kv_alloc_ms: stats(&[0.5, 0.5]),
+                tests: vec![
+                    TestResult {
+                        kind: TestKind::Prompt,
+                        n_tokens: 512,
+                        tok_s: stats(&[190.0, 210.0]),
+                    },
+                    TestResult {
+                        kind: TestKind::Decode,
+                        n_tokens: 128,
+                        tok_s: stats(&[50.0, 50.0]),
+                    },
+                ],
+                ttft_ms: Some(stats(&[80.0, 90.0])),
+                membw: Some(MemBandwidth {
+                    gb_per_s: 25.0,
+                    passes_gb_per_s: vec![24.0, 25.0],
+                    bytes: 1 << 30,
+                    threads: 2,
+                    other_cpu: Some(0.0),
+                }),
+            }],
+            baseline: Some(Baseline {
+                backend: "reference",
+                n_tokens: 16,
+                reference: stats(&[5.0, 5.0]),
+                cpu: vec![(2, stats(&[55.0, 45.0]))],
+            }),
+            peak_rss_bytes: Some(150_000_000),
+        }
+    }
+
+    #[test]
+    fn roofline_is_bandwidth_over_bytes_per_token() {
+        let r = sample_report();
+        // 25 GB/s over 100 MB per token.
+        let roof = r.roofline_tok_s(&r.runs[0]).unwrap();
+        assert!((roof - 250.0).abs() < 1e-9, "{roof}");
+        let table = r.table();
+        assert!(
+            table.contains("| cpu       |       2 | pp512 | 200.00 ± 14.14 |   0.01 |"),
+            "{table}"
+        );
+        assert!(table.contains("roofline 250 tok/s"), "{table}");
+        assert!(
+            table.contains("tg128 reaches 20.0 % of the roofline"),
+            "{table}"
+        );
+        assert!(
+            table.contains("decodes 10.0× as fast as the reference backend (tg16)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("TTFT (chat: 16-token message, 46-token prompt) 85.0 ms"),
+            "{table}"
+        );
+        let json = r.json().pretty();
+        assert!(json.contains("\"roofline_share\": 0.2"), "{json}");
+        assert!(json.contains("\"roofline_tok_s\": 250"), "{json}");
+        assert!(json.contains("\"speedup\": 10"), "{json}");
+        assert!(json.contains("\"total\": 100000000"), "{json}");
     }
 }
