@@ -21,7 +21,7 @@
 # does not already find it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN=.gpu/bin
+BIN=${SMELT_GPU_BIN:-.gpu/bin}
 
 if [[ "${1:-}" == "pack" ]]; then
     set -e
@@ -71,7 +71,7 @@ summary=()
 for t in "$BIN"/test-*; do
     [[ -x "$t" ]] || continue
     name=$(basename "$t")
-    out=$("$t" --test-threads=2 2>&1); rc=$?
+    out=$("$t" --test-threads=2 --nocapture 2>&1); rc=$?
     printf '==== %s (exit %d)\n%s\n' "$name" "$rc" "$out" >> "$LOG"
     p=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' <<< "$out" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
     f=$(grep -oE '[0-9]+ failed' <<< "$out" | tail -1 | grep -oE '[0-9]+' || echo 0)
@@ -80,7 +80,7 @@ for t in "$BIN"/test-*; do
     pass=$((pass + p - s)); skip=$((skip + s)); fail=$((fail + f))
     status=PASS; [[ $f -gt 0 || $rc -ne 0 ]] && status=FAIL
     summary+=("$(printf '%-4s %-32s %3d passed %3d failed %3d skipped' "$status" "$name" "$((p - s))" "$f" "$s")")
-    grep -E '^(SKIPPED|GPU |synthetic |matmul: |.*: (cpu|cuda) )' <<< "$out" | sed 's/^/     /'
+    grep -E '^(SKIPPED|GPU |synthetic |matmul: |[^ ]+\.gguf: (cpu|cuda) )' <<< "$out" | sed 's/^/     /'
     if [[ $status == FAIL ]]; then grep -E 'panicked|^---- |FAILED|error' <<< "$out" | head -20 | sed 's/^/     /'; fi
 done
 

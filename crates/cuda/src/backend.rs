@@ -9,6 +9,7 @@ use smelt_backend::{
 use smelt_tensor::DType;
 
 use crate::launch::{Arg, BLOCK};
+use crate::meta::Meta;
 use crate::{CudaBackend, weight_code};
 
 /// A `rows × cols` row-major f32 matrix in device memory. `data` is None for
@@ -78,23 +79,6 @@ impl CudaBackend {
             *o = self.buf_addr(b)?;
         }
         Some(out)
-    }
-
-    /// Copies a small host array (tokens, positions, slots) to the device.
-    fn upload_u32(&self, what: &str, data: &[u32]) -> Option<CudaSlice<u32>> {
-        if data.is_empty() {
-            return None;
-        }
-        match self.stream.clone_htod(data) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.fail(format!(
-                    "{what}: cannot copy {} values to the GPU: {e}",
-                    data.len()
-                ));
-                None
-            }
-        }
     }
 
     fn upload_f32(&self, what: &str, data: &[f32]) -> Option<CudaSlice<f32>> {
@@ -337,7 +321,7 @@ impl Backend for CudaBackend {
         let (Some(oa), Some(code)) = (self.buf_addr(out), weight_code(table.dtype)) else {
             return;
         };
-        let Some(toks) = self.upload_u32("embed", tokens) else {
+        let Some(toks) = self.meta(Meta::Tokens, tokens) else {
             return;
         };
         let chunks = table.row_len.div_ceil(8);
@@ -350,7 +334,7 @@ impl Backend for CudaBackend {
                 Arg::U64(self.addr(&table.bytes)),
                 Arg::U64(table.row_bytes as u64),
                 Arg::I32(table.row_len as i32),
-                Arg::U64(self.addr(&toks)),
+                Arg::U64(toks),
                 Arg::F32(scale),
                 Arg::U64(oa),
             ],
@@ -433,9 +417,10 @@ impl Backend for CudaBackend {
         let Some(xa) = self.buf_addr(x) else {
             return;
         };
+        let bits: Vec<u32> = params.inv_freq.iter().map(|f| f.to_bits()).collect();
         let (Some(pos), Some(freq)) = (
-            self.upload_u32("rope", positions),
-            self.upload_f32("rope", &params.inv_freq),
+            self.meta(Meta::Positions, positions),
+            self.meta(Meta::InvFreq, &bits),
         ) else {
             return;
         };
@@ -451,8 +436,8 @@ impl Backend for CudaBackend {
                 Arg::I32(params.head_dim as i32),
                 Arg::I32(params.n_rot as i32),
                 Arg::I32(i32::from(params.style == RopeStyle::Neox)),
-                Arg::U64(self.addr(&pos)),
-                Arg::U64(self.addr(&freq)),
+                Arg::U64(pos),
+                Arg::U64(freq),
             ],
         );
     }
@@ -481,7 +466,7 @@ impl Backend for CudaBackend {
         let Some([ka, va]) = self.addrs([k, v]) else {
             return;
         };
-        let Some(sl) = self.upload_u32("kv_store", slots) else {
+        let Some(sl) = self.meta(Meta::Slots, slots) else {
             return;
         };
         let f = match l.dtype {
@@ -499,7 +484,7 @@ impl Backend for CudaBackend {
                 Arg::U64(self.addr(&kv.v)),
                 Arg::U64(ka),
                 Arg::U64(va),
-                Arg::U64(self.addr(&sl)),
+                Arg::U64(sl),
                 Arg::I32(width as i32),
                 Arg::U64(layer_off),
             ],
@@ -582,9 +567,9 @@ impl Backend for CudaBackend {
             return;
         };
         let (Some(pos), Some(st), Some(tb)) = (
-            self.upload_u32("attention", &positions),
-            self.upload_u32("attention", &starts),
-            self.upload_u32("attention", &tables),
+            self.meta(Meta::AttnPositions, &positions),
+            self.meta(Meta::AttnStarts, &starts),
+            self.meta(Meta::AttnTables, &tables),
         ) else {
             return;
         };
@@ -605,9 +590,9 @@ impl Backend for CudaBackend {
                 Arg::U64(self.addr(&kv.v)),
                 Arg::U64((layer * n_slots * width) as u64),
                 Arg::I32(width as i32),
-                Arg::U64(self.addr(&pos)),
-                Arg::U64(self.addr(&st)),
-                Arg::U64(self.addr(&tb)),
+                Arg::U64(pos),
+                Arg::U64(st),
+                Arg::U64(tb),
                 Arg::I32(l.block_size as i32),
                 Arg::I32(geom.n_heads as i32),
                 Arg::I32(geom.n_kv_heads as i32),
@@ -637,7 +622,7 @@ impl Backend for CudaBackend {
             return out;
         };
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let Some(ix) = self.upload_u32("gather_rows", &idx) else {
+        let Some(ix) = self.meta(Meta::Gather, &idx) else {
             return out;
         };
         self.launch(
@@ -647,7 +632,7 @@ impl Backend for CudaBackend {
             BLOCK,
             &[
                 Arg::U64(xa),
-                Arg::U64(self.addr(&ix)),
+                Arg::U64(ix),
                 Arg::I32(x.cols as i32),
                 Arg::U64(oa),
             ],

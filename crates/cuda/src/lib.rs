@@ -16,6 +16,7 @@
 mod backend;
 pub mod compile;
 mod launch;
+mod meta;
 
 use std::sync::{Arc, Mutex};
 
@@ -129,6 +130,8 @@ pub struct CudaBackend {
     info: DeviceInfo,
     /// The first error an operation met since the last `finish`.
     error: Mutex<Option<String>>,
+    /// The step's small arrays on the device.
+    meta: Mutex<meta::MetaCache>,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -187,6 +190,7 @@ impl CudaBackend {
             k,
             info,
             error: Mutex::new(None),
+            meta: Mutex::new(meta::MetaCache::default()),
         })
     }
 

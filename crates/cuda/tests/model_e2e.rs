@@ -76,7 +76,7 @@ fn synthetic_models_match_the_reference() {
         ("llama", DType::Q5_0, DType::F32, true, KvType::F16),
     ];
     for (i, &(arch, wt, et, tied, kv)) in cases.iter().enumerate() {
-        let k_quant = wt.block_elems() == 256;
+        let k_quant = wt.block_elems() == 256 || et.block_elems() == 256;
         let spec = SyntheticSpec {
             arch: arch.into(),
             n_layers: 2,

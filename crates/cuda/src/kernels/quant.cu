@@ -89,13 +89,13 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         const u32 qh = ld_u32_a2(blk + 2);
         nibbles8(blk + 6, e, q);
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)((q[i] | (((qh >> (e + i)) & 1) << 4)) - 16);
+        for (int i = 0; i < 8; i++) v[i] = d * (float)((int)(q[i] | (((qh >> (e + i)) & 1) << 4)) - 16);
     } else if (T == W_Q5_1) {
         const float d = ld_half(blk), m = ld_half(blk + 2);
         const u32 qh = ld_u32_a2(blk + 4);
         nibbles8(blk + 8, e, q);
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)(q[i] | (((qh >> (e + i)) & 1) << 4)) + m;
+        for (int i = 0; i < 8; i++) v[i] = d * (float)(int)(q[i] | (((qh >> (e + i)) & 1) << 4)) + m;
     } else if (T == W_Q8_0) {
         const float d = ld_half(blk);
         const i8* qs = (const i8*)(blk + 2) + e;

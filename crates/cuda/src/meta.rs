@@ -1,0 +1,93 @@
+//! The small arrays a step hands to its kernels (token ids, positions, cache
+//! slots, block tables, RoPE frequencies), kept in device memory between ops
+//! and between steps.
+//!
+//! Every layer passes the same positions, slots and block tables, so each is
+//! copied to the GPU once per step (and not at all when it did not change),
+//! instead of once per op: at decode, a copy per op was the largest cost of
+//! a token. Each kind of array has its own buffer at a fixed address while
+//! it does not outgrow it, which a captured CUDA graph will need too.
+
+use cudarc::driver::CudaSlice;
+
+use crate::CudaBackend;
+
+/// Which array.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Meta {
+    Tokens,
+    Positions,
+    InvFreq,
+    Slots,
+    AttnPositions,
+    AttnStarts,
+    AttnTables,
+    Gather,
+}
+
+const KINDS: usize = 8;
+
+/// The host copy of what the device buffer holds, and the buffer.
+struct Entry {
+    host: Vec<u32>,
+    dev: CudaSlice<u32>,
+}
+
+/// One entry per [`Meta`] kind.
+#[derive(Default)]
+pub(crate) struct MetaCache {
+    entries: [Option<Entry>; KINDS],
+}
+
+impl CudaBackend {
+    /// The device address of `data` as array `key`: uploaded only when it
+    /// differs from what the buffer already holds. None (with the pending
+    /// error set) if it cannot be copied; None without an error for no data.
+    pub(crate) fn meta(&self, key: Meta, data: &[u32]) -> Option<u64> {
+        if data.is_empty() {
+            return None;
+        }
+        let mut cache = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut cache.entries[key as usize];
+        if let Some(e) = slot.as_ref()
+            && e.host == data
+        {
+            return Some(self.addr(&e.dev));
+        }
+        if slot.as_ref().is_none_or(|e| e.dev.len() < data.len()) {
+            let want = data.len().max(slot.as_ref().map_or(0, |e| 2 * e.dev.len()));
+            // SAFETY: u32 has no invalid bit patterns; the first `data.len()`
+            // values are written below before any kernel reads them.
+            match unsafe { self.stream.alloc::<u32>(want) } {
+                Ok(dev) => {
+                    *slot = Some(Entry {
+                        host: Vec::new(),
+                        dev,
+                    })
+                }
+                Err(e) => {
+                    self.fail(format!(
+                        "{key:?}: cannot allocate {want} values on the GPU: {e}"
+                    ));
+                    *slot = None;
+                    return None;
+                }
+            }
+        }
+        let e = slot.as_mut()?;
+        // Ordered on the stream after every kernel queued so far, so kernels
+        // still to run on the old contents read the old contents.
+        let mut dst = e.dev.slice_mut(..data.len());
+        if let Err(err) = self.stream.memcpy_htod(data, &mut dst) {
+            self.fail(format!(
+                "{key:?}: cannot copy {} values to the GPU: {err}",
+                data.len()
+            ));
+            *slot = None;
+            return None;
+        }
+        e.host.clear();
+        e.host.extend_from_slice(data);
+        Some(self.addr(&e.dev))
+    }
+}
