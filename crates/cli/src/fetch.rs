@@ -110,12 +110,19 @@ fn stamp_path(file: &Path) -> PathBuf {
 
 fn stamp_text(file: &Path, sha256: &str) -> Option<String> {
     let meta = std::fs::metadata(file).ok()?;
-    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
     Some(format!("{sha256} {} {}", meta.len(), mtime.as_nanos()))
 }
 
 fn verified(file: &Path, sha256: &str) -> bool {
-    match (stamp_text(file, sha256), std::fs::read_to_string(stamp_path(file))) {
+    match (
+        stamp_text(file, sha256),
+        std::fs::read_to_string(stamp_path(file)),
+    ) {
         (Some(want), Ok(have)) => want == have,
         _ => false,
     }
