@@ -68,21 +68,30 @@ LOG=${OUT:-/tmp}/gpu-test.log
 : > "$LOG"
 pass=0; fail=0; skip=0
 summary=()
-for t in "$BIN"/test-*; do
-    [[ -x "$t" ]] || continue
-    name=$(basename "$t")
-    out=$("$t" --test-threads=2 --nocapture 2>&1); rc=$?
-    printf '==== %s (exit %d)\n%s\n' "$name" "$rc" "$out" >> "$LOG"
+# run_tests LABEL ENV... -- BINARY: runs one test binary, adds it to the summary.
+run_tests() {
+    local label=$1; shift
+    local envs=()
+    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    local out rc p f s status
+    out=$(env "${envs[@]}" "$1" --test-threads=2 --nocapture 2>&1); rc=$?
+    printf '==== %s (exit %d)\n%s\n' "$label" "$rc" "$out" >> "$LOG"
     p=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' <<< "$out" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
     f=$(grep -oE '[0-9]+ failed' <<< "$out" | tail -1 | grep -oE '[0-9]+' || echo 0)
     s=$(grep -c '^SKIPPED' <<< "$out" || true)
     if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
     pass=$((pass + p - s)); skip=$((skip + s)); fail=$((fail + f))
     status=PASS; [[ $f -gt 0 || $rc -ne 0 ]] && status=FAIL
-    summary+=("$(printf '%-4s %-32s %3d passed %3d failed %3d skipped' "$status" "$name" "$((p - s))" "$f" "$s")")
+    summary+=("$(printf '%-4s %-36s %3d passed %3d failed %3d skipped' "$status" "$label" "$((p - s))" "$f" "$s")")
     grep -E '^(SKIPPED|GPU |synthetic |matmul: |[^ ]+\.gguf: (cpu|cuda) )' <<< "$out" | sed 's/^/     /'
     if [[ $status == FAIL ]]; then grep -E 'panicked|^---- |FAILED|error' <<< "$out" | head -20 | sed 's/^/     /'; fi
+}
+for t in "$BIN"/test-*; do
+    [[ -x "$t" ]] && run_tests "$(basename "$t")" -- "$t"
 done
+# The model once more with every kernel launched directly (no CUDA graphs).
+[[ -x "$BIN/test-model_e2e" ]] && run_tests "test-model_e2e (SMELT_CUDA_GRAPHS=0)" SMELT_CUDA_GRAPHS=0 -- "$BIN/test-model_e2e"
 
 bench=()
 if [[ -x "$BIN/cuda_decode" ]]; then
@@ -91,6 +100,9 @@ if [[ -x "$BIN/cuda_decode" ]]; then
         printf '==== cuda_decode %s (exit %d)\n%s\n' "$m" "$rc" "$o" >> "$LOG"
         bench+=("$(tail -1 <<< "$o")")
     done
+    o=$(SMELT_CUDA_GRAPHS=0 "$BIN/cuda_decode" smollm2 256 2>&1)
+    printf '==== cuda_decode smollm2, SMELT_CUDA_GRAPHS=0\n%s\n' "$o" >> "$LOG"
+    bench+=("$(tail -1 <<< "$o") [SMELT_CUDA_GRAPHS=0]")
     if [[ -n "${SMELT_ASSETS:-}" && -f "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
         o=$("$BIN/cuda_decode" "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" 256 2>&1)
         printf '==== cuda_decode SmolLM2 file\n%s\n' "$o" >> "$LOG"

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use smelt_backend::Backend;
 use smelt_cuda::CudaBackend;
 use smelt_gguf::GgufFile;
 use smelt_model::synthetic::SyntheticSpec;
@@ -138,13 +137,13 @@ fn run() -> Result<(), String> {
         pos += 1;
     }
     let dt = t3.elapsed().as_secs_f64();
+    let (replays, captures) = model.backend.graph_counts();
     println!(
-        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens: {:.1} tok/s ({:.3} ms/token, {} backend)",
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens: {:.1} tok/s ({:.3} ms/token; {replays} graph replays, {captures} captures)",
         prompt.len(),
         t_prefill.as_secs_f64() * 1e3,
         timed as f64 / dt,
         dt * 1e3 / timed as f64,
-        model.backend.name()
     );
     Ok(())
 }

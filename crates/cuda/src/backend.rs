@@ -1,6 +1,8 @@
 //! [`Backend`] for [`CudaBackend`]: buffers, weights and the KV cache in
 //! device memory, each operation one or a few kernel launches on one stream.
 
+use std::sync::Arc;
+
 use cudarc::driver::CudaSlice;
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostTensor, KvLayout, KvType,
@@ -10,6 +12,7 @@ use smelt_tensor::DType;
 
 use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
+use crate::queue::Queue;
 use crate::{CudaBackend, weight_code};
 
 /// A `rows × cols` row-major f32 matrix in device memory. `data` is None for
@@ -19,6 +22,17 @@ pub struct CudaBuf {
     data: Option<CudaSlice<f32>>,
     rows: usize,
     cols: usize,
+    queue: Arc<Queue>,
+}
+
+impl Drop for CudaBuf {
+    fn drop(&mut self) {
+        // To the pool: recorded launches may still use it, and they run
+        // before anything later written to it.
+        if let Some(d) = self.data.take() {
+            self.queue.give_back(d);
+        }
+    }
 }
 
 /// A weight in device memory: its stored bytes (quantized weights stay
@@ -30,6 +44,14 @@ pub struct CudaWeight {
     n_rows: usize,
     row_bytes: usize,
     vector: Option<CudaSlice<f32>>,
+    queue: Arc<Queue>,
+}
+
+impl Drop for CudaWeight {
+    fn drop(&mut self) {
+        // Launches that read the weight go before it is freed.
+        self.queue.flush();
+    }
 }
 
 impl CudaWeight {
@@ -53,6 +75,14 @@ pub struct CudaKv {
     pub layout: KvLayout,
     k: CudaSlice<u8>,
     v: CudaSlice<u8>,
+    queue: Arc<Queue>,
+}
+
+impl Drop for CudaKv {
+    fn drop(&mut self) {
+        // Launches that use the cache go before it is freed.
+        self.queue.flush();
+    }
 }
 
 /// Batch rows per block row of the batched matrix product (`matmul_*_8`).
@@ -61,6 +91,10 @@ const MATMUL_ROWS: usize = 8;
 const MATMUL_WARPS: u32 = 8;
 /// Largest grid y/z dimension.
 const MAX_GRID_Y: usize = 65_535;
+/// Keys per attention block (`ATT_SPAN` in attention.cu).
+const ATT_SPAN: usize = 256;
+/// Threads per attention block (`ATT_THREADS` in attention.cu).
+const ATT_THREADS: u32 = 256;
 
 fn blocks(n: usize, per: u32) -> u32 {
     n.div_ceil(per as usize) as u32
@@ -79,22 +113,6 @@ impl CudaBackend {
             *o = self.buf_addr(b)?;
         }
         Some(out)
-    }
-
-    fn upload_f32(&self, what: &str, data: &[f32]) -> Option<CudaSlice<f32>> {
-        if data.is_empty() {
-            return None;
-        }
-        match self.stream.clone_htod(data) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.fail(format!(
-                    "{what}: cannot copy {} values to the GPU: {e}",
-                    data.len()
-                ));
-                None
-            }
-        }
     }
 
     /// A vector weight's f32 values, checking its length.
@@ -160,7 +178,7 @@ impl CudaBackend {
         );
     }
 
-    fn elementwise(&self, what: &str, x: &mut CudaBuf, y: &CudaBuf, swiglu: bool) {
+    fn elementwise(&self, what: &'static str, x: &mut CudaBuf, y: &CudaBuf, swiglu: bool) {
         if !self.ensure((x.rows, x.cols) == (y.rows, y.cols), || {
             format!("{what}: {}×{} and {}×{}", x.rows, x.cols, y.rows, y.cols)
         }) {
@@ -202,13 +220,15 @@ impl Backend for CudaBackend {
             )));
         }
         let bytes = self
+            .queue
             .stream
             .clone_htod(tensor.bytes())
             .map_err(|e| bad(format!("cannot upload to the GPU: {e}")))?;
         let vector = if tensor.n_rows() == 1 {
             let values = dequantize_all(tensor);
             Some(
-                self.stream
+                self.queue
+                    .stream
                     .clone_htod(&values)
                     .map_err(|e| bad(format!("cannot upload to the GPU: {e}")))?,
             )
@@ -222,6 +242,7 @@ impl Backend for CudaBackend {
             n_rows: tensor.n_rows(),
             row_bytes: tensor.row_bytes(),
             vector,
+            queue: self.queue.clone(),
         })
     }
 
@@ -229,10 +250,12 @@ impl Backend for CudaBackend {
         let n = rows * cols;
         let data = if n == 0 {
             None
+        } else if let Some(d) = self.queue.take_pooled(n) {
+            Some(d)
         } else {
             // SAFETY: the contents are unspecified by the trait's contract;
             // f32 has no invalid bit patterns.
-            match unsafe { self.stream.alloc::<f32>(n) } {
+            match unsafe { self.queue.stream.alloc::<f32>(n) } {
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.fail(format!("cannot allocate {rows}×{cols} activations: {e}"));
@@ -240,31 +263,37 @@ impl Backend for CudaBackend {
                 }
             }
         };
-        CudaBuf { data, rows, cols }
+        CudaBuf {
+            data,
+            rows,
+            cols,
+            queue: self.queue.clone(),
+        }
     }
 
     fn upload(&self, data: &HostBuf) -> CudaBuf {
-        let data_ok = data.data.len() == data.rows * data.cols;
-        if !self.ensure(data_ok, || {
+        let mut buf = self.alloc(data.rows, data.cols);
+        if !self.ensure(data.data.len() == data.rows * data.cols, || {
             "upload: buffer length does not match its shape".into()
         }) {
-            return CudaBuf {
-                data: None,
-                rows: data.rows,
-                cols: data.cols,
-            };
+            return buf;
         }
-        CudaBuf {
-            data: self.upload_f32("upload", &data.data),
-            rows: data.rows,
-            cols: data.cols,
+        // A pooled buffer may still be read by recorded launches: send them
+        // before the copy is queued.
+        self.queue.flush();
+        if let Some(d) = buf.data.as_mut()
+            && let Err(e) = self.queue.stream.memcpy_htod(&data.data, d)
+        {
+            self.fail(format!("upload: {e}"));
         }
+        buf
     }
 
     fn download(&self, buf: &CudaBuf) -> HostBuf {
+        self.queue.flush();
         let mut out = HostBuf::zeros(buf.rows, buf.cols);
         if let Some(d) = &buf.data
-            && let Err(e) = self.stream.memcpy_dtoh(d, &mut out.data)
+            && let Err(e) = self.queue.stream.memcpy_dtoh(d, &mut out.data)
         {
             self.fail(format!("download: {e}"));
         }
@@ -286,9 +315,22 @@ impl Backend for CudaBackend {
         };
         // Zeroed: attention never reads an unwritten slot, but a stray read
         // must not meet NaN bit patterns.
-        let k = self.stream.alloc_zeros::<u8>(bytes / 2).map_err(oom)?;
-        let v = self.stream.alloc_zeros::<u8>(bytes / 2).map_err(oom)?;
-        Ok(CudaKv { layout, k, v })
+        let k = self
+            .queue
+            .stream
+            .alloc_zeros::<u8>(bytes / 2)
+            .map_err(oom)?;
+        let v = self
+            .queue
+            .stream
+            .alloc_zeros::<u8>(bytes / 2)
+            .map_err(oom)?;
+        Ok(CudaKv {
+            layout,
+            k,
+            v,
+            queue: self.queue.clone(),
+        })
     }
 
     fn embed(&self, table: &CudaWeight, tokens: &[u32], scale: f32, out: &mut CudaBuf) {
@@ -578,11 +620,40 @@ impl Backend for CudaBackend {
             KvType::F32 => &self.k.attention_f32,
         };
         let width = l.row_width();
+        // Keys are split in spans of ATT_SPAN; rows with several write
+        // partial results to scratch for attention_merge.
+        let max_spans = positions
+            .iter()
+            .map(|&p| (p as usize + 1).div_ceil(ATT_SPAN))
+            .max()
+            .unwrap_or(1);
+        let mut scratch_guard = self.attn_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let scratch = if max_spans > 1 {
+            let need = rows.len() * geom.n_heads * max_spans * (geom.head_dim + 2);
+            if scratch_guard.as_ref().is_none_or(|s| s.len() < need) {
+                // The old scratch may be used by recorded launches.
+                self.queue.flush();
+                // SAFETY: f32 has no invalid bit patterns; attention writes
+                // every value attention_merge reads.
+                match unsafe { self.queue.stream.alloc::<f32>(need.next_power_of_two()) } {
+                    Ok(s) => *scratch_guard = Some(s),
+                    Err(e) => {
+                        self.fail(format!(
+                            "attention: cannot allocate {need} floats of scratch: {e}"
+                        ));
+                        return;
+                    }
+                }
+            }
+            scratch_guard.as_ref().map_or(0, |s| self.addr(s))
+        } else {
+            0
+        };
         self.launch(
             "attention",
             f,
-            (geom.n_heads as u32, rows.len() as u32, 1),
-            128,
+            (geom.n_heads as u32, rows.len() as u32, max_spans as u32),
+            ATT_THREADS,
             &[
                 Arg::U64(qa),
                 Arg::I32(q.cols as i32),
@@ -600,8 +671,27 @@ impl Backend for CudaBackend {
                 Arg::F32(geom.scale),
                 Arg::U64(oa),
                 Arg::I32(out.cols as i32),
+                Arg::U64(scratch),
+                Arg::I32(max_spans as i32),
             ],
         );
+        if max_spans > 1 {
+            self.launch(
+                "attention_merge",
+                &self.k.attention_merge,
+                (geom.n_heads as u32, rows.len() as u32, 1),
+                128,
+                &[
+                    Arg::U64(pos),
+                    Arg::I32(geom.n_heads as i32),
+                    Arg::I32(geom.head_dim as i32),
+                    Arg::U64(scratch),
+                    Arg::I32(max_spans as i32),
+                    Arg::U64(oa),
+                    Arg::I32(out.cols as i32),
+                ],
+            );
+        }
     }
 
     fn swiglu(&self, gate: &mut CudaBuf, up: &CudaBuf) {
@@ -642,13 +732,14 @@ impl Backend for CudaBackend {
     }
 
     fn finish(&self) -> Result<(), BackendError> {
-        let sync = self.stream.synchronize();
-        let sticky = self.ctx.check_err();
+        self.queue.flush();
+        let sync = self.queue.stream.synchronize();
+        let sticky = self.queue.ctx.check_err();
         let device = |reason: String| BackendError::Device {
             backend: "cuda",
             reason,
         };
-        if let Some(e) = self.take_error() {
+        if let Some(e) = self.queue.take_error() {
             return Err(device(e));
         }
         sync.map_err(|e| device(format!("queued work failed: {e}")))?;

@@ -17,10 +17,11 @@ mod backend;
 pub mod compile;
 mod launch;
 mod meta;
+mod queue;
 
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use smelt_tensor::DType;
 
 pub use backend::{CudaBuf, CudaKv, CudaWeight};
@@ -74,6 +75,7 @@ struct Kernels {
     kv_store_f32: CudaFunction,
     attention_f16: CudaFunction,
     attention_f32: CudaFunction,
+    attention_merge: CudaFunction,
     swiglu: CudaFunction,
     add: CudaFunction,
     add_bias: CudaFunction,
@@ -123,15 +125,15 @@ pub struct DeviceInfo {
 
 /// The CUDA implementation of [`smelt_backend::Backend`].
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    /// Context, stream, recorded launches, the pending error, the buffer pool.
+    queue: Arc<queue::Queue>,
     _module: Arc<CudaModule>,
     k: Kernels,
     info: DeviceInfo,
-    /// The first error an operation met since the last `finish`.
-    error: Mutex<Option<String>>,
     /// The step's small arrays on the device.
     meta: Mutex<meta::MetaCache>,
+    /// Per-span partial results of split attention, grown as needed.
+    attn_scratch: Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -184,13 +186,12 @@ impl CudaBackend {
             kernels,
         };
         Ok(CudaBackend {
-            ctx,
-            stream,
+            queue: Arc::new(queue::Queue::new(ctx, stream)),
             _module: module,
             k,
             info,
-            error: Mutex::new(None),
             meta: Mutex::new(meta::MetaCache::default()),
+            attn_scratch: Mutex::new(None),
         })
     }
 
@@ -199,11 +200,19 @@ impl CudaBackend {
         &self.info
     }
 
-    /// Waits for all queued work.
+    /// Sends the recorded launches and waits for all queued work.
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream
+        self.queue.flush();
+        self.queue
+            .stream
             .synchronize()
             .map_err(driver("finish queued work"))
+    }
+
+    /// How many steps were replayed from a CUDA graph, and how many graphs
+    /// were captured.
+    pub fn graph_counts(&self) -> (u64, u64) {
+        self.queue.graph_counts()
     }
 }
 
@@ -229,6 +238,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         kv_store_f32: f("kv_store_f32")?,
         attention_f16: f("attention_f16")?,
         attention_f32: f("attention_f32")?,
+        attention_merge: f("attention_merge")?,
         swiglu: f("swiglu")?,
         add: f("add")?,
         add_bias: f("add_bias")?,

@@ -31,6 +31,8 @@ const KINDS: usize = 8;
 struct Entry {
     host: Vec<u32>,
     dev: CudaSlice<u32>,
+    /// The queue epoch in which the buffer was last handed to a kernel.
+    used: u64,
 }
 
 /// One entry per [`Meta`] kind.
@@ -49,20 +51,31 @@ impl CudaBackend {
         }
         let mut cache = self.meta.lock().unwrap_or_else(|p| p.into_inner());
         let slot = &mut cache.entries[key as usize];
-        if let Some(e) = slot.as_ref()
+        let epoch = self.queue.epoch();
+        if let Some(e) = slot.as_mut()
             && e.host == data
         {
+            e.used = epoch;
             return Some(self.addr(&e.dev));
         }
+        // New contents: launches recorded since the last flush may read the
+        // old ones, so they go first.
+        let epoch = if slot.as_ref().is_some_and(|e| e.used == epoch) {
+            self.queue.flush();
+            self.queue.epoch()
+        } else {
+            epoch
+        };
         if slot.as_ref().is_none_or(|e| e.dev.len() < data.len()) {
             let want = data.len().max(slot.as_ref().map_or(0, |e| 2 * e.dev.len()));
             // SAFETY: u32 has no invalid bit patterns; the first `data.len()`
             // values are written below before any kernel reads them.
-            match unsafe { self.stream.alloc::<u32>(want) } {
+            match unsafe { self.queue.stream.alloc::<u32>(want) } {
                 Ok(dev) => {
                     *slot = Some(Entry {
                         host: Vec::new(),
                         dev,
+                        used: epoch,
                     })
                 }
                 Err(e) => {
@@ -75,10 +88,10 @@ impl CudaBackend {
             }
         }
         let e = slot.as_mut()?;
-        // Ordered on the stream after every kernel queued so far, so kernels
+        // Ordered on the stream after every kernel sent so far, so kernels
         // still to run on the old contents read the old contents.
         let mut dst = e.dev.slice_mut(..data.len());
-        if let Err(err) = self.stream.memcpy_htod(data, &mut dst) {
+        if let Err(err) = self.queue.stream.memcpy_htod(data, &mut dst) {
             self.fail(format!(
                 "{key:?}: cannot copy {} values to the GPU: {err}",
                 data.len()
@@ -88,6 +101,7 @@ impl CudaBackend {
         }
         e.host.clear();
         e.host.extend_from_slice(data);
+        e.used = epoch;
         Some(self.addr(&e.dev))
     }
 }

@@ -94,8 +94,16 @@ fn synthetic_models_match_the_reference() {
         let file = synthetic(&spec);
         let tokens: Vec<u32> = (0..40u32).map(|t| (t * 37 + 5) % 96).collect();
         let want = teacher_forced(&load(&file, ReferenceBackend), &tokens, 21, kv);
-        let cuda = CudaBackend::new().expect("cuda");
-        let got = teacher_forced(&load(&file, cuda), &tokens, 21, kv);
+        let cuda = load(&file, CudaBackend::new().expect("cuda"));
+        let got = teacher_forced(&cuda, &tokens, 21, kv);
+        // 19 single-row steps: the second is captured as a graph, the rest replay it.
+        let (replays, captures) = cuda.backend.graph_counts();
+        if std::env::var("SMELT_CUDA_GRAPHS").map_or(true, |v| v != "0") {
+            assert!(
+                replays >= 15 && captures >= 1,
+                "graphs: {replays} replays, {captures} captures"
+            );
+        }
         let err = rel_err(&got, &want);
         println!("synthetic {arch} {wt}/{et} kv {kv:?}: relative logit error {err:.2e}");
         // f16 K/V can round a value computed slightly differently to the

@@ -378,3 +378,74 @@ fn backend_reports_its_device() {
     );
     assert!(info.capability.0 >= 5);
 }
+
+/// Contexts longer than one attention span (256 keys): split, then merged.
+#[test]
+fn attention_over_long_contexts_splits_and_merges() {
+    let Some(cuda) = backend("attention_over_long_contexts_splits_and_merges") else {
+        return;
+    };
+    let mut rng = TestRng::new(71);
+    for dtype in [KvType::F16, KvType::F32] {
+        let (n_heads, n_kv_heads, head_dim) = (6, 2, 64);
+        let layout = KvLayout {
+            n_layers: 1,
+            n_blocks: 80,
+            block_size: 16,
+            n_kv_heads,
+            head_dim,
+            dtype,
+        };
+        let width = n_kv_heads * head_dim;
+        let mut kv_ref = ReferenceBackend.alloc_kv(layout).expect("kv");
+        let mut kv_gpu = cuda.alloc_kv(layout).expect("kv");
+        // 70 of the 80 blocks, in a scattered order: 1120 positions.
+        let table: Vec<u32> = (0..70u32).map(|i| (i * 17 + 3) % 80).collect();
+        let len = 1100;
+        let slots: Vec<u32> = (0..len)
+            .map(|p| table[p / 16] * 16 + (p % 16) as u32)
+            .collect();
+        let k = rng.buf(len, width);
+        let v = rng.buf(len, width);
+        ReferenceBackend.kv_store(&mut kv_ref, 0, &k, &v, &slots);
+        cuda.kv_store(&mut kv_gpu, 0, &cuda.upload(&k), &cuda.upload(&v), &slots);
+        let geom = AttnGeometry {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        };
+        let rows: Vec<AttnRow<'_>> = [1099u32, 255, 256, 511, 512, 3, 767, 1000]
+            .iter()
+            .map(|&pos| AttnRow {
+                pos,
+                block_table: &table,
+            })
+            .collect();
+        let q = rng.buf(rows.len(), n_heads * head_dim);
+        let mut want = HostBuf::zeros(rows.len(), n_heads * head_dim);
+        ReferenceBackend.attention(&q, &kv_ref, 0, &rows, &geom, &mut want);
+        let mut got = cuda.alloc(rows.len(), n_heads * head_dim);
+        cuda.attention(&cuda.upload(&q), &kv_gpu, 0, &rows, &geom, &mut got);
+        let got = cuda.download(&got);
+        let what = format!("long attention {dtype:?}");
+        finish(&cuda, &what);
+        let ones = vec![1.0f32; want.data.len()];
+        assert_close(&what, &got.data, &want.data, &ones, 2e-5);
+        // Each row alone gives the same values as in the batch.
+        for (r, row) in rows.iter().enumerate() {
+            let mut one = cuda.alloc(1, n_heads * head_dim);
+            cuda.attention(
+                &cuda.upload(&q.gather(&[r])),
+                &kv_gpu,
+                0,
+                std::slice::from_ref(row),
+                &geom,
+                &mut one,
+            );
+            let one = cuda.download(&one);
+            finish(&cuda, &what);
+            assert_eq!(one.data, got.row(r), "{what}: row {r} alone differs");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The launch queue: kernels are recorded as the model calls the ops and
+//! sent to the GPU at the next point that needs their results (a download,
+//! `finish`, a buffer freed). A list of launches equal to the previous one
+//! (a decode step: same kernels, same shapes, same buffers) is captured once
+//! as a CUDA graph and from then on replayed with one call, so the steady
+//! state of decoding costs no per-kernel host work.
+//!
+//! Buffers return to a pool when dropped and are handed out again for the
+//! same size, so the buffers a step allocates anew (logit rows) keep their
+//! addresses from step to step and the step's launch list repeats.
+//!
+//! Set `SMELT_CUDA_GRAPHS=0` to launch every kernel directly instead.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream};
+
+/// One kernel argument, by value, as the kernel declares it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    /// A device pointer (`T*`) or a `u64`.
+    U64(u64),
+    I32(i32),
+    F32(f32),
+}
+
+impl PartialEq for Arg {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Arg::U64(a), Arg::U64(b)) => a == b,
+            (Arg::I32(a), Arg::I32(b)) => a == b,
+            (Arg::F32(a), Arg::F32(b)) => a.to_bits() == b.to_bits(),
+            _ => false,
+        }
+    }
+}
+
+/// A recorded kernel launch.
+#[derive(Clone)]
+pub(crate) struct Launch {
+    pub what: &'static str,
+    pub func: CudaFunction,
+    pub grid: (u32, u32, u32),
+    pub block: u32,
+    pub args: Vec<Arg>,
+}
+
+impl PartialEq for Launch {
+    fn eq(&self, o: &Self) -> bool {
+        self.func.cu_function() == o.func.cu_function()
+            && self.grid == o.grid
+            && self.block == o.block
+            && self.args == o.args
+    }
+}
+
+/// A captured graph (not thread-safe by itself: only used under the queue's
+/// lock).
+struct Graph(CudaGraph);
+
+// SAFETY: the graph is created, launched and destroyed only while holding
+// `Queue::state`'s mutex, which serialises every access as CUDA requires.
+unsafe impl Send for Graph {}
+
+/// Free buffers kept per length; beyond this many of one length they are freed.
+const POOL_PER_LEN: usize = 8;
+/// Launch lists shorter than this are not worth a graph.
+const MIN_GRAPH_LAUNCHES: usize = 16;
+
+#[derive(Default)]
+struct State {
+    pending: Vec<Launch>,
+    /// The last list flushed without a graph.
+    previous: Vec<Launch>,
+    /// The captured list and its graph.
+    graph: Option<(Vec<Launch>, Graph)>,
+    pool: HashMap<usize, Vec<CudaSlice<f32>>>,
+    /// Replays and captures, for reports.
+    replays: u64,
+    captures: u64,
+    /// Flushes that sent launches so far.
+    epoch: u64,
+}
+
+/// Shared by the backend and every buffer it hands out.
+pub(crate) struct Queue {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    graphs: bool,
+    state: Mutex<State>,
+    /// The first error since the last `take_error`.
+    error: Mutex<Option<String>>,
+}
+
+impl Queue {
+    pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Self {
+        let graphs = std::env::var("SMELT_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        Queue {
+            ctx,
+            stream,
+            graphs,
+            state: Mutex::new(State::default()),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `msg` as the pending error unless one is already kept.
+    pub fn fail(&self, msg: String) {
+        let mut e = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_none() {
+            *e = Some(msg);
+        }
+    }
+
+    pub fn take_error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Records a launch.
+    pub fn push(&self, launch: Launch) {
+        self.state().pending.push(launch);
+    }
+
+    /// Counts the flushes that sent launches: an array handed to kernels in
+    /// the current epoch may still be read by a recorded launch.
+    pub fn epoch(&self) -> u64 {
+        self.state().epoch
+    }
+
+    /// (graph replays, graph captures) so far.
+    pub fn graph_counts(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.replays, s.captures)
+    }
+
+    /// A pooled buffer of exactly `len` values, if one is free.
+    pub fn take_pooled(&self, len: usize) -> Option<CudaSlice<f32>> {
+        self.state().pool.get_mut(&len)?.pop()
+    }
+
+    /// Returns a buffer to the pool (or frees it, after sending what may
+    /// still read it).
+    pub fn give_back(&self, buf: CudaSlice<f32>) {
+        let mut s = self.state();
+        let list = s.pool.entry(buf.len()).or_default();
+        if list.len() < POOL_PER_LEN {
+            list.push(buf);
+            return;
+        }
+        self.flush_locked(&mut s);
+        drop(s);
+        drop(buf);
+    }
+
+    /// Sends every recorded launch to the GPU.
+    pub fn flush(&self) {
+        let mut s = self.state();
+        self.flush_locked(&mut s);
+    }
+
+    fn flush_locked(&self, s: &mut State) {
+        if s.pending.is_empty() {
+            return;
+        }
+        let launches = std::mem::take(&mut s.pending);
+        s.epoch += 1;
+        if let Err(e) = self.ctx.bind_to_thread() {
+            self.fail(format!("cannot use the GPU from this thread: {e}"));
+            return;
+        }
+        if self.graphs && launches.len() >= MIN_GRAPH_LAUNCHES {
+            if let Some((list, graph)) = &s.graph
+                && *list == launches
+            {
+                if let Err(e) = graph.0.launch() {
+                    self.fail(format!("graph replay failed: {e}"));
+                }
+                s.replays += 1;
+                return;
+            }
+            if s.previous == launches {
+                match self.capture(&launches) {
+                    Ok(Some(graph)) => {
+                        if s.graph.is_some() {
+                            // The old graph may still run: let it finish
+                            // before it is destroyed.
+                            if let Err(e) = self.stream.synchronize() {
+                                self.fail(format!("queued work failed: {e}"));
+                            }
+                            s.graph = None;
+                        }
+                        if let Err(e) = graph.launch() {
+                            self.fail(format!("graph launch failed: {e}"));
+                        }
+                        s.captures += 1;
+                        s.graph = Some((launches, Graph(graph)));
+                        s.previous.clear();
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Capture failed: launch directly, remember nothing.
+                        self.fail_soft(&e);
+                    }
+                }
+            }
+        }
+        for l in &launches {
+            self.launch_now(l);
+        }
+        s.previous = launches;
+    }
+
+    /// A capture failure is not the user's error: note it only in debug builds.
+    fn fail_soft(&self, _e: &str) {
+        #[cfg(debug_assertions)]
+        eprintln!("smelt-cuda: graph capture failed, launching directly: {_e}");
+    }
+
+    /// Captures `launches` into a graph (launching nothing).
+    fn capture(&self, launches: &[Launch]) -> Result<Option<CudaGraph>, String> {
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(|e| format!("begin capture: {e}"))?;
+        let mut failed = None;
+        for l in launches {
+            if let Err(e) = self.raw_launch(l) {
+                failed = Some(format!("{}: {e}", l.what));
+                break;
+            }
+        }
+        let graph = self
+            .stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(|e| format!("end capture: {e}"))?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(graph),
+        }
+    }
+
+    fn launch_now(&self, l: &Launch) {
+        if let Err(e) = self.raw_launch(l) {
+            self.fail(format!("{}: launch failed: {e}", l.what));
+        }
+    }
+
+    fn raw_launch(&self, l: &Launch) -> Result<(), cudarc::driver::DriverError> {
+        let mut vals = l.args.clone();
+        let mut params: Vec<*mut c_void> = vals
+            .iter_mut()
+            .map(|a| match a {
+                Arg::U64(v) => (v as *mut u64).cast(),
+                Arg::I32(v) => (v as *mut i32).cast(),
+                Arg::F32(v) => (v as *mut f32).cast(),
+            })
+            .collect();
+        // SAFETY: `params` points at `vals`, which outlive the call, one value
+        // per kernel parameter in the kernel's order and type (each call site
+        // lists them as the .cu signature declares); every pointer argument is
+        // a live device allocation of this context (buffers are pooled, and
+        // freed only after the launches that read them were sent) whose extent
+        // the call site checked against the grid; one stream orders it all.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                l.func.cu_function(),
+                l.grid,
+                (l.block, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+        }
+    }
+}
