@@ -33,13 +33,39 @@ template <> struct Fmt<W_Q4_K> { static const int QK = 256; static const int BYT
 template <> struct Fmt<W_Q5_K> { static const int QK = 256; static const int BYTES = 176; };
 template <> struct Fmt<W_Q6_K> { static const int QK = 256; static const int BYTES = 210; };
 
+// The 8 bytes at p, whose address is a multiple of A (2, 4 or 8), loaded
+// with as few instructions as that alignment allows.
+template <int A>
+__device__ __forceinline__ void load8(const u8* p, u32 w[2]) {
+    if (A >= 8) {
+        const uint2 v = *(const uint2*)p;
+        w[0] = v.x;
+        w[1] = v.y;
+    } else if (A == 4) {
+        w[0] = *(const u32*)p;
+        w[1] = *(const u32*)(p + 4);
+    } else {
+        const u16* q = (const u16*)p;
+        w[0] = (u32)q[0] | ((u32)q[1] << 16);
+        w[1] = (u32)q[2] | ((u32)q[3] << 16);
+    }
+}
+
+// Byte i (0..8) of two loaded words.
+__device__ __forceinline__ int byte_at(const u32 w[2], int i) {
+    return (w[i / 4] >> (8 * (i % 4))) & 0xFF;
+}
+
 // The 4-bit quants of elements e0..e0+8 of a 32-value block: element j is the
-// low nibble of qs[j], element j + 16 its high nibble.
+// low nibble of qs[j], element j + 16 its high nibble. `qs + (e0 & 15)` is a
+// multiple of A.
+template <int A>
 __device__ __forceinline__ void nibbles8(const u8* qs, int e0, int q[8]) {
     const int shift = e0 >= 16 ? 4 : 0;
-    const u8* b = qs + (e0 & 15);
+    u32 w[2];
+    load8<A>(qs + (e0 & 15), w);
 #pragma unroll
-    for (int i = 0; i < 8; i++) q[i] = (b[i] >> shift) & 0x0F;
+    for (int i = 0; i < 8; i++) q[i] = (byte_at(w, i) >> shift) & 0x0F;
 }
 
 // Scale and min of group g (0..8) of Q4_K/Q5_K, from the 12 packed bytes.
@@ -76,41 +102,43 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
     int q[8];
     if (T == W_Q4_0) {
         const float d = ld_half(blk);
-        nibbles8(blk + 2, e, q);
+        nibbles8<2>(blk + 2, e, q);  // 18-byte blocks: 2-aligned
 #pragma unroll
         for (int i = 0; i < 8; i++) v[i] = d * (float)(q[i] - 8);
     } else if (T == W_Q4_1) {
         const float d = ld_half(blk), m = ld_half(blk + 2);
-        nibbles8(blk + 4, e, q);
+        nibbles8<4>(blk + 4, e, q);  // 20-byte blocks: 4-aligned
 #pragma unroll
         for (int i = 0; i < 8; i++) v[i] = d * (float)q[i] + m;
     } else if (T == W_Q5_0) {
         const float d = ld_half(blk);
         const u32 qh = ld_u32_a2(blk + 2);
-        nibbles8(blk + 6, e, q);
+        nibbles8<2>(blk + 6, e, q);  // 22-byte blocks
 #pragma unroll
         for (int i = 0; i < 8; i++) v[i] = d * (float)((int)(q[i] | (((qh >> (e + i)) & 1) << 4)) - 16);
     } else if (T == W_Q5_1) {
         const float d = ld_half(blk), m = ld_half(blk + 2);
         const u32 qh = ld_u32_a2(blk + 4);
-        nibbles8(blk + 8, e, q);
+        nibbles8<8>(blk + 8, e, q);  // 24-byte blocks: 8-aligned
 #pragma unroll
         for (int i = 0; i < 8; i++) v[i] = d * (float)(int)(q[i] | (((qh >> (e + i)) & 1) << 4)) + m;
     } else if (T == W_Q8_0) {
         const float d = ld_half(blk);
-        const i8* qs = (const i8*)(blk + 2) + e;
+        u32 w[2];
+        load8<2>(blk + 2 + e, w);  // 34-byte blocks
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)qs[i];
+        for (int i = 0; i < 8; i++) v[i] = d * (float)(i8)byte_at(w, i);
     } else if (T == W_Q2_K) {
         // scales[16]@0, 2-bit plane qs[64]@16, d@80, dmin@82; groups of 16.
         const int g = e / 16;
         const u8 sm = blk[g];
         const float dl = ld_half(blk + 80) * (float)(sm & 0x0F);
         const float ml = ld_half(blk + 82) * (float)(sm >> 4);
-        const u8* qs = blk + 16 + 32 * (e / 128) + (e % 32);
+        u32 w[2];
+        load8<4>(blk + 16 + 32 * (e / 128) + (e % 32), w);  // 84-byte blocks
         const int shift = 2 * ((e % 128) / 32);
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = dl * (float)((qs[i] >> shift) & 3) - ml;
+        for (int i = 0; i < 8; i++) v[i] = dl * (float)((byte_at(w, i) >> shift) & 3) - ml;
     } else if (T == W_Q3_K) {
         // hmask[32]@0, 2-bit plane qs[64]@32, scales[12]@96, d@108; groups of 16.
         const int g = e / 16;
@@ -118,14 +146,15 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         const int lo = (s[g % 8] >> (4 * (g / 8))) & 0x0F;
         const int hi = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
         const float dl = ld_half(blk + 108) * (float)((lo | (hi << 4)) - 32);
-        const u8* qs = blk + 32 + 32 * (e / 128) + (e % 32);
+        u32 wq[2], wh[2];
+        load8<2>(blk + 32 + 32 * (e / 128) + (e % 32), wq);  // 110-byte blocks
+        load8<2>(blk + (e % 32), wh);
         const int shift = 2 * ((e % 128) / 32);
-        const u8* hm = blk + (e % 32);
         const int hbit = e / 32;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const int low = (qs[i] >> shift) & 3;
-            const int h = (hm[i] >> hbit) & 1;
+            const int low = (byte_at(wq, i) >> shift) & 3;
+            const int h = (byte_at(wh, i) >> hbit) & 1;
             v[i] = dl * (float)(low - (h ? 0 : 4));
         }
     } else if (T == W_Q4_K || T == W_Q5_K) {
@@ -135,18 +164,21 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         scale_min_k4(blk + 4, e / 32, &sc, &mn);
         const float dl = ld_half(blk) * (float)sc;
         const float ml = ld_half(blk + 2) * (float)mn;
+        // 144- and 176-byte blocks: 16-aligned, fields 8-aligned.
         const int qoff = T == W_Q4_K ? 16 : 48;
-        const u8* qs = blk + qoff + 32 * (e / 64) + (e % 32);
+        u32 wq[2];
+        load8<8>(blk + qoff + 32 * (e / 64) + (e % 32), wq);
         const int shift = ((e / 32) & 1) * 4;
         if (T == W_Q4_K) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = dl * (float)((qs[i] >> shift) & 0x0F) - ml;
+            for (int i = 0; i < 8; i++) v[i] = dl * (float)((byte_at(wq, i) >> shift) & 0x0F) - ml;
         } else {
-            const u8* qh = blk + 16 + (e % 32);
+            u32 wh[2];
+            load8<8>(blk + 16 + (e % 32), wh);
             const int hbit = e / 32;
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                const int qv = ((qs[i] >> shift) & 0x0F) | (((qh[i] >> hbit) & 1) << 4);
+                const int qv = ((byte_at(wq, i) >> shift) & 0x0F) | (((byte_at(wh, i) >> hbit) & 1) << 4);
                 v[i] = dl * (float)qv - ml;
             }
         }
@@ -156,13 +188,14 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         // nibble of ql[64 h + w], value w >= 64 the high nibble of ql[64 h + w - 64].
         const float dl = ld_half(blk + 208) * (float)((const i8*)(blk + 192))[e / 16];
         const int h = e / 128, w = e % 128;
-        const u8* ql = blk + 64 * h + (w % 64);
+        u32 wl[2], wh[2];
+        load8<2>(blk + 64 * h + (w % 64), wl);  // 210-byte blocks
+        load8<2>(blk + 128 + 32 * h + (w % 32), wh);
         const int lshift = w >= 64 ? 4 : 0;
-        const u8* qh = blk + 128 + 32 * h + (w % 32);
         const int hshift = 2 * (w / 32);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const int qv = ((ql[i] >> lshift) & 0x0F) | (((qh[i] >> hshift) & 3) << 4);
+            const int qv = ((byte_at(wl, i) >> lshift) & 0x0F) | (((byte_at(wh, i) >> hshift) & 3) << 4);
             v[i] = dl * (float)(qv - 32);
         }
     }
@@ -192,9 +225,16 @@ __device__ __forceinline__ void matmul_body(const u8* w, u64 row_bytes, int n_in
             if (r0 + r < n) {
                 const float* xr = x + (u64)(r0 + r) * n_in + c * 8;
                 float s = 0.0f;
+                if (Fmt<T>::QK > 1) {
+                    // Rows of whole blocks: 32-byte aligned chunks of x.
+                    const float4 a = ((const float4*)xr)[0], b = ((const float4*)xr)[1];
+                    s = wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w +
+                        wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+                } else {
 #pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    if (Fmt<T>::QK > 1 || c * 8 + i < n_in) s += wv[i] * xr[i];
+                    for (int i = 0; i < 8; i++) {
+                        if (c * 8 + i < n_in) s += wv[i] * xr[i];
+                    }
                 }
                 acc[r] += s;
             }
