@@ -8,7 +8,7 @@ use smelt_engine::Session;
 use smelt_text::chat_template::ChatMessage;
 
 use crate::args::{ModelArgs, SamplingArgs};
-use crate::load::{chat_template, load};
+use crate::load::load;
 use crate::run::print_stats;
 
 pub fn chat(
@@ -21,7 +21,7 @@ pub fn chat(
     let request = sargs.request();
     request.sampling.validate().map_err(|e| e.to_string())?;
     let loaded = load(model, margs)?;
-    let template = chat_template(&loaded.file)?;
+    let template = loaded.template.as_ref().map_err(String::clone)?;
     let mut session = Session::with_kv_type(&loaded.model, loaded.ctx, margs.kv_type())
         .map_err(|e| e.to_string())?;
     let mut messages: Vec<ChatMessage> = system

@@ -122,6 +122,21 @@ impl GgufFile {
         &self.header.metadata
     }
 
+    /// Removes a metadata entry and returns its value: frees what the file's
+    /// parse holds once a caller has no more use for it (a 150k-entry
+    /// vocabulary is tens of megabytes as values; the tokenizer keeps its
+    /// own copy). Later `get`s of the key return `None`.
+    pub fn take_metadata(&mut self, key: &str) -> Option<Value> {
+        let index = self.header.key_index.remove(key)?;
+        let (_, value) = self.header.metadata.remove(index);
+        for i in self.header.key_index.values_mut() {
+            if *i > index {
+                *i -= 1;
+            }
+        }
+        Some(value)
+    }
+
     /// The value of a metadata key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         let index = *self.header.key_index.get(key)?;

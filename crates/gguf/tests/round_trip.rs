@@ -202,3 +202,19 @@ fn write_to_a_path_and_open_it() {
     assert_eq!(file.metadata(), w.metadata());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn taken_metadata_is_gone_and_the_rest_stays_reachable() {
+    let mut w = smelt_gguf::GgufWriter::new();
+    w.set("a", smelt_gguf::Value::U32(1));
+    w.set("big", smelt_gguf::Value::Array(vec![smelt_gguf::Value::U8(7); 1000]));
+    w.set("c", smelt_gguf::Value::String("x".into()));
+    let mut f = smelt_gguf::GgufFile::from_bytes(w.to_bytes().expect("write")).expect("read");
+    let big = f.take_metadata("big").expect("present");
+    assert_eq!(big.as_array().map(<[smelt_gguf::Value]>::len), Some(1000));
+    assert!(f.get("big").is_none());
+    assert!(f.take_metadata("big").is_none());
+    assert_eq!(f.get_u64("a"), Some(1));
+    assert_eq!(f.get_str("c"), Some("x"));
+    assert_eq!(f.metadata().len(), 2);
+}
