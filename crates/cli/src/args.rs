@@ -16,6 +16,18 @@ pub struct ModelArgs {
     /// KV cache element type.
     #[arg(long, value_enum, default_value_t = KvTypeArg::F16)]
     pub kv_type: KvTypeArg,
+    /// Where to run: CUDA when a usable GPU is present (auto), or as told.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+/// `--device` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// CUDA if the driver, NVRTC and a GPU are there, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
 }
 
 /// `--kv-type` values.

@@ -4,11 +4,12 @@
 
 use std::io::{BufRead, Write};
 
-use smelt_engine::Session;
-use smelt_text::chat_template::ChatMessage;
+use smelt_backend::Backend;
+use smelt_engine::{GenerateRequest, Session};
+use smelt_text::chat_template::{ChatMessage, ChatTemplate};
 
 use crate::args::{ModelArgs, SamplingArgs};
-use crate::load::load;
+use crate::load::{Loaded, load, with_model};
 use crate::run::print_stats;
 
 pub fn chat(
@@ -22,8 +23,22 @@ pub fn chat(
     request.sampling.validate().map_err(|e| e.to_string())?;
     let loaded = load(model, margs)?;
     let template = loaded.template.as_ref().map_err(String::clone)?;
-    let mut session = Session::with_kv_type(&loaded.model, loaded.ctx, margs.kv_type())
-        .map_err(|e| e.to_string())?;
+    with_model!(&loaded.model, |m| {
+        let session =
+            Session::with_kv_type(m, loaded.ctx, margs.kv_type()).map_err(|e| e.to_string())?;
+        repl(session, &loaded, template, system, &request, verbose)
+    })
+}
+
+/// The read-generate loop on one session.
+fn repl<B: Backend>(
+    mut session: Session<'_, B>,
+    loaded: &Loaded,
+    template: &ChatTemplate,
+    system: Option<&str>,
+    request: &GenerateRequest,
+    verbose: bool,
+) -> Result<(), String> {
     let mut messages: Vec<ChatMessage> = system
         .map(|s| ChatMessage::new("system", s))
         .into_iter()
@@ -51,7 +66,7 @@ pub fn chat(
             .map_err(|e| e.to_string())?;
         let tokens = loaded.tokenizer.encode(&prompt, false, true);
         let mut out = std::io::stdout().lock();
-        let result = session.generate(&tokens, &request, &loaded.tokenizer, &mut |piece| {
+        let result = session.generate(&tokens, request, &loaded.tokenizer, &mut |piece| {
             out.write_all(piece.as_bytes())
                 .and_then(|_| out.flush())
                 .is_ok()

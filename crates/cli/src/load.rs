@@ -4,21 +4,52 @@
 use std::sync::Arc;
 
 use smelt_cpu::CpuBackend;
+use smelt_cuda::CudaBackend;
 use smelt_gguf::GgufFile;
 use smelt_model::Model;
 use smelt_text::chat_template::ChatTemplate;
 use smelt_text::tokenizer::Tokenizer;
 
-use crate::args::ModelArgs;
+use crate::args::{DeviceArg, ModelArgs};
 use crate::fetch;
 
 /// Default context when the user gives none: the model's, capped so the KV
 /// cache of a large-context model stays small.
 const DEFAULT_CTX_CAP: usize = 4096;
 
+/// A model on whichever backend it was placed.
+pub enum AnyModel {
+    Cpu(Box<Model<CpuBackend>>),
+    Cuda(Box<Model<CudaBackend>>),
+}
+
+/// Runs `$body` with `$m` bound to the loaded `Model<B>`, whatever `B` is.
+macro_rules! with_model {
+    ($any:expr, |$m:ident| $body:expr) => {
+        match $any {
+            $crate::load::AnyModel::Cpu(boxed) => {
+                let $m = &**boxed;
+                $body
+            }
+            $crate::load::AnyModel::Cuda(boxed) => {
+                let $m = &**boxed;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_model;
+
+impl AnyModel {
+    /// The context the model was trained for.
+    pub fn context_length(&self) -> usize {
+        with_model!(self, |m| m.config.context_length)
+    }
+}
+
 /// Everything needed to generate from one model file.
 pub struct Loaded {
-    pub model: Model<CpuBackend>,
+    pub model: AnyModel,
     pub tokenizer: Tokenizer,
     /// The chat template (read before the vocabulary was released).
     pub template: Result<ChatTemplate, String>,
@@ -50,11 +81,9 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded, String> {
         Tokenizer::from_gguf(&file).map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
     let template = chat_template(&file);
     release_vocab(&mut file);
-    let backend = CpuBackend::new(args.threads).map_err(|e| e.to_string())?;
-    let model =
-        Model::load(Arc::new(file), backend).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = place(Arc::new(file), args).map_err(|e| format!("{}: {e}", path.display()))?;
     let ctx = if args.ctx == 0 {
-        model.config.context_length.min(DEFAULT_CTX_CAP)
+        model.context_length().min(DEFAULT_CTX_CAP)
     } else {
         args.ctx
     };
@@ -64,6 +93,30 @@ pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded, String> {
         template,
         ctx,
     })
+}
+
+/// Loads the model on the device `--device` names. `auto` takes CUDA when its
+/// libraries and a GPU are there and the model loads on it, else the CPU.
+fn place(file: Arc<GgufFile>, args: &ModelArgs) -> Result<AnyModel, String> {
+    let cpu = |file| -> Result<AnyModel, String> {
+        let backend = CpuBackend::new(args.threads).map_err(|e| e.to_string())?;
+        let model = Model::load(file, backend).map_err(|e| e.to_string())?;
+        Ok(AnyModel::Cpu(Box::new(model)))
+    };
+    let cuda = |file| -> Result<AnyModel, String> {
+        let backend = CudaBackend::new().map_err(|e| format!("--device cuda: {e}"))?;
+        let model = Model::load(file, backend).map_err(|e| format!("on CUDA: {e}"))?;
+        Ok(AnyModel::Cuda(Box::new(model)))
+    };
+    match args.device {
+        DeviceArg::Cpu => cpu(file),
+        DeviceArg::Cuda => cuda(file),
+        DeviceArg::Auto if !smelt_cuda::libraries_present() => cpu(file),
+        DeviceArg::Auto => cuda(file.clone()).or_else(|e| {
+            eprintln!("smelt: not using CUDA ({e}); running on the CPU");
+            cpu(file)
+        }),
+    }
 }
 
 /// The model's chat template, or the ChatML fallback with a note on stderr.

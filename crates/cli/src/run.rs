@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use smelt_engine::{Completion, Session};
 
 use crate::args::{ModelArgs, SamplingArgs};
-use crate::load::load;
+use crate::load::{load, with_model};
 
 pub fn run(
     model: &str,
@@ -27,19 +27,21 @@ pub fn run(
     request.sampling.validate().map_err(|e| e.to_string())?;
     let loaded = load(model, margs)?;
     let tokens = loaded.tokenizer.encode(&prompt, true, true);
-    let mut session = Session::with_kv_type(&loaded.model, loaded.ctx, margs.kv_type())
-        .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{prompt}");
     let _ = out.flush();
-    let done = session
-        .generate(&tokens, &request, &loaded.tokenizer, &mut |piece| {
-            // A closed pipe (e.g. `| head`) ends generation quietly.
-            out.write_all(piece.as_bytes())
-                .and_then(|_| out.flush())
-                .is_ok()
-        })
-        .map_err(|e| e.to_string())?;
+    let done = with_model!(&loaded.model, |m| {
+        let mut session =
+            Session::with_kv_type(m, loaded.ctx, margs.kv_type()).map_err(|e| e.to_string())?;
+        session
+            .generate(&tokens, &request, &loaded.tokenizer, &mut |piece| {
+                // A closed pipe (e.g. `| head`) ends generation quietly.
+                out.write_all(piece.as_bytes())
+                    .and_then(|_| out.flush())
+                    .is_ok()
+            })
+            .map_err(|e| e.to_string())?
+    });
     let _ = writeln!(out);
     print_stats(&done);
     Ok(())
