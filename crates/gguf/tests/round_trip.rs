@@ -207,7 +207,10 @@ fn write_to_a_path_and_open_it() {
 fn taken_metadata_is_gone_and_the_rest_stays_reachable() {
     let mut w = smelt_gguf::GgufWriter::new();
     w.set("a", smelt_gguf::Value::U32(1));
-    w.set("big", smelt_gguf::Value::Array(vec![smelt_gguf::Value::U8(7); 1000]));
+    w.set(
+        "big",
+        smelt_gguf::Value::Array(vec![smelt_gguf::Value::U8(7); 1000]),
+    );
     w.set("c", smelt_gguf::Value::String("x".into()));
     let mut f = smelt_gguf::GgufFile::from_bytes(w.to_bytes().expect("write")).expect("read");
     let big = f.take_metadata("big").expect("present");
