@@ -144,6 +144,39 @@ impl HostBuf {
     }
 }
 
+/// The weights of a layer's attention input: the RMSNorm before it and the
+/// Q/K/V projections with their optional biases.
+pub struct QkvWeights<'a, W> {
+    pub norm: &'a W,
+    pub q: &'a W,
+    pub k: &'a W,
+    pub v: &'a W,
+    pub q_bias: Option<&'a W>,
+    pub k_bias: Option<&'a W>,
+    pub v_bias: Option<&'a W>,
+}
+
+/// Where a step's rows go in the KV cache: each row's position (for RoPE)
+/// and cache slot (`block * block_size + offset`), in `layer`.
+#[derive(Clone, Copy, Debug)]
+pub struct KvWrite<'a> {
+    pub layer: usize,
+    pub positions: &'a [u32],
+    pub slots: &'a [u32],
+}
+
+/// Index of the largest value; the lowest index wins ties (a NaN is never
+/// larger than anything, so a NaN at index 0 wins). The greedy choice.
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 /// The operations of a transformer forward pass over a batch of rows.
 ///
 /// Activations are `Self::Buf` matrices of `rows × cols`; weights are placed
@@ -219,11 +252,120 @@ pub trait Backend: Send + Sync {
     /// Copies the listed rows of `x` into a new buffer, in order.
     fn gather_rows(&self, x: &Self::Buf, rows: &[usize]) -> Self::Buf;
 
+    /// Fused operations. Each has a default in terms of the operations
+    /// above; a device backend overrides them to run fewer, larger kernels.
+    /// Buffers named scratch hold unspecified values afterwards.
+    ///
+    /// `out = W · rms_norm(x)` for every job (`h`: scratch).
+    fn rms_norm_matmuls(
+        &self,
+        x: &Self::Buf,
+        norm: &Self::Weight,
+        eps: f32,
+        h: &mut Self::Buf,
+        jobs: &mut [(&Self::Weight, &mut Self::Buf)],
+    ) {
+        self.rms_norm(x, norm, eps, h);
+        self.matmuls(h, jobs);
+    }
+
+    /// The attention input of a layer: `h = rms_norm(x)`, `q = Wq·h + bq`,
+    /// `k`, `v` likewise, RoPE on `q` and `k`, and `k`, `v` stored into the
+    /// cache at `at`. Afterwards `q` holds the rotated queries; `h`, `k` and
+    /// `v` are scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_qkv_rope_store(
+        &self,
+        x: &Self::Buf,
+        w: &QkvWeights<'_, Self::Weight>,
+        eps: f32,
+        geom: &AttnGeometry,
+        rope: &RopeParams,
+        kv: &mut Self::Kv,
+        at: &KvWrite<'_>,
+        [h, q, k, v]: [&mut Self::Buf; 4],
+    ) {
+        self.rms_norm(x, w.norm, eps, h);
+        self.matmuls(h, &mut [(w.q, &mut *q), (w.k, &mut *k), (w.v, &mut *v)]);
+        for (buf, bias) in [
+            (&mut *q, w.q_bias),
+            (&mut *k, w.k_bias),
+            (&mut *v, w.v_bias),
+        ] {
+            if let Some(b) = bias {
+                self.add_bias(buf, b);
+            }
+        }
+        self.rope(q, geom.n_heads, at.positions, rope);
+        self.rope(k, geom.n_kv_heads, at.positions, rope);
+        self.kv_store(kv, at.layer, k, v, at.slots);
+    }
+
+    /// `acc += W · x` (a projection added to the residual; `t`: scratch of
+    /// `acc`'s shape).
+    fn matmul_add(&self, x: &Self::Buf, w: &Self::Weight, t: &mut Self::Buf, acc: &mut Self::Buf) {
+        self.matmul(x, w, t);
+        self.add(acc, t);
+    }
+
+    /// `gate = silu(W_gate · h) * (W_up · h)` with `h = rms_norm(x)` (`h`
+    /// and `up`: scratch).
+    #[allow(clippy::too_many_arguments)]
+    fn norm_gate_up_swiglu(
+        &self,
+        x: &Self::Buf,
+        norm: &Self::Weight,
+        eps: f32,
+        w_gate: &Self::Weight,
+        w_up: &Self::Weight,
+        h: &mut Self::Buf,
+        gate: &mut Self::Buf,
+        up: &mut Self::Buf,
+    ) {
+        self.rms_norm(x, norm, eps, h);
+        self.matmuls(h, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
+        self.swiglu(gate, up);
+    }
+
+    /// The index of the largest value of each row ([`argmax`]'s rule): the
+    /// greedy token of each logits row. A device backend picks on the device
+    /// and copies back only the indices.
+    fn argmax_rows(&self, x: &Self::Buf) -> Vec<u32> {
+        let host = self.download(x);
+        (0..host.rows).map(|r| argmax(host.row(r))).collect()
+    }
+
     /// Waits for the queued work of a step and reports the first error an
     /// operation met. The operations above return nothing: a device backend
     /// runs them asynchronously and keeps its first failure (a launch error,
     /// a fault, a failed allocation) until this call. Host backends have none.
     fn finish(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_largest_and_a_nan_only_at_index_0() {
+        assert_eq!(argmax(&[0.5, -1.0, 3.0, 2.0]), 2);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 4]), 0);
+        assert_eq!(argmax(&[1.0, f32::NAN, 0.5]), 0);
+        assert_eq!(argmax(&[f32::NAN, 7.0, f32::INFINITY]), 0);
+        assert_eq!(argmax(&[-2.0, f32::NAN, -1.0]), 2);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn argmax_rows_picks_each_row() {
+        let x = HostBuf {
+            data: vec![0.1, 0.9, 0.3, 5.0, -1.0, 5.0],
+            rows: 2,
+            cols: 3,
+        };
+        assert_eq!(ReferenceBackend.argmax_rows(&x), vec![1, 0]);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, RopeParams};
+use smelt_backend::{
+    AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, KvWrite, QkvWeights, RopeParams,
+};
 use smelt_gguf::GgufFile;
 
 use crate::{ModelConfig, ModelError, Weights};
@@ -153,6 +155,31 @@ impl<B: Backend> Model<B> {
     /// Runs every row through the model, writing each row's K/V into `kv`,
     /// and returns the logits of `batch.logits_rows` (`len × vocab`).
     pub fn forward(&self, kv: &mut B::Kv, batch: &Batch<'_>) -> Result<HostBuf, ModelError> {
+        let logits = self.run(kv, batch)?;
+        let logits = match &logits {
+            Some(l) => self.backend.download(l),
+            None => HostBuf::zeros(0, self.config.vocab_size),
+        };
+        self.backend.finish()?;
+        Ok(logits)
+    }
+
+    /// As [`Model::forward`], but returns only the greedy token (the argmax)
+    /// of each of `batch.logits_rows`, picked where the logits are.
+    pub fn forward_greedy(
+        &self,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+    ) -> Result<Vec<u32>, ModelError> {
+        let logits = self.run(kv, batch)?;
+        let tokens = logits.map_or_else(Vec::new, |l| self.backend.argmax_rows(&l));
+        self.backend.finish()?;
+        Ok(tokens)
+    }
+
+    /// The step itself; the logits stay on the backend (None if no row
+    /// wants them).
+    fn run(&self, kv: &mut B::Kv, batch: &Batch<'_>) -> Result<Option<B::Buf>, ModelError> {
         self.check(batch)?;
         let (c, w, be) = (&self.config, &self.weights, &self.backend);
         let n = batch.tokens.len();
@@ -184,49 +211,62 @@ impl<B: Backend> Model<B> {
 
         be.embed(&w.token_embd, batch.tokens, 1.0, &mut a.x);
         for (layer, l) in w.layers.iter().enumerate() {
-            // Attention block.
-            be.rms_norm(&a.x, &l.attn_norm, c.rms_eps, &mut a.h);
-            be.matmuls(
-                &a.h,
-                &mut [(&l.wq, &mut a.q), (&l.wk, &mut a.k), (&l.wv, &mut a.v)],
-            );
-            for (buf, bias) in [(&mut a.q, &l.bq), (&mut a.k, &l.bk), (&mut a.v, &l.bv)] {
-                if let Some(b) = bias {
-                    be.add_bias(buf, b);
-                }
-            }
-            be.rope(&mut a.q, c.n_heads, batch.positions, &self.rope);
-            be.rope(&mut a.k, c.n_kv_heads, batch.positions, &self.rope);
-            be.kv_store(kv, layer, &a.k, &a.v, &slots);
+            // Attention block: RMSNorm, Q/K/V (+ bias), RoPE and K/V into the
+            // cache, attention, then the output projection added to x.
+            let qkv = QkvWeights {
+                norm: &l.attn_norm,
+                q: &l.wq,
+                k: &l.wk,
+                v: &l.wv,
+                q_bias: l.bq.as_ref(),
+                k_bias: l.bk.as_ref(),
+                v_bias: l.bv.as_ref(),
+            };
+            let at = KvWrite {
+                layer,
+                positions: batch.positions,
+                slots: &slots,
+            };
+            let bufs = [&mut a.h, &mut a.q, &mut a.k, &mut a.v];
+            be.norm_qkv_rope_store(&a.x, &qkv, c.rms_eps, &self.geom, &self.rope, kv, &at, bufs);
             be.attention(&a.q, kv, layer, &rows, &self.geom, &mut a.att);
-            be.matmul(&a.att, &l.wo, &mut a.h);
-            be.add(&mut a.x, &a.h);
+            be.matmul_add(&a.att, &l.wo, &mut a.h, &mut a.x);
 
-            // Feed-forward block (SwiGLU).
-            be.rms_norm(&a.x, &l.ffn_norm, c.rms_eps, &mut a.h);
-            be.matmuls(&a.h, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)]);
-            be.swiglu(&mut a.gate, &a.up);
-            be.matmul(&a.gate, &l.w_down, &mut a.h);
-            be.add(&mut a.x, &a.h);
+            // Feed-forward block: RMSNorm, SwiGLU, down projection added to x.
+            be.norm_gate_up_swiglu(
+                &a.x,
+                &l.ffn_norm,
+                c.rms_eps,
+                &l.w_gate,
+                &l.w_up,
+                &mut a.h,
+                &mut a.gate,
+                &mut a.up,
+            );
+            be.matmul_add(&a.gate, &l.w_down, &mut a.h, &mut a.x);
         }
 
-        if batch.logits_rows.is_empty() {
-            *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);
-            be.finish()?;
-            return Ok(HostBuf::zeros(0, c.vocab_size));
-        }
-        let last = be.gather_rows(&a.x, batch.logits_rows);
-        let mut normed = be.alloc(batch.logits_rows.len(), c.d_model);
-        be.rms_norm(&last, &w.output_norm, c.rms_eps, &mut normed);
-        let mut logits = be.alloc(batch.logits_rows.len(), c.vocab_size);
-        be.matmul(
-            &normed,
-            w.output.as_ref().unwrap_or(&w.token_embd),
-            &mut logits,
-        );
-        let logits = be.download(&logits);
+        let logits = if batch.logits_rows.is_empty() {
+            None
+        } else {
+            // Every row in order (a decode step) needs no copy.
+            let every_row = batch.logits_rows.iter().copied().eq(0..n);
+            let gathered = (!every_row).then(|| be.gather_rows(&a.x, batch.logits_rows));
+            let last = gathered.as_ref().unwrap_or(&a.x);
+            let m = batch.logits_rows.len();
+            let mut normed = be.alloc(m, c.d_model);
+            let mut logits = be.alloc(m, c.vocab_size);
+            let output = w.output.as_ref().unwrap_or(&w.token_embd);
+            be.rms_norm_matmuls(
+                last,
+                &w.output_norm,
+                c.rms_eps,
+                &mut normed,
+                &mut [(output, &mut logits)],
+            );
+            Some(logits)
+        };
         *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);
-        be.finish()?;
         Ok(logits)
     }
 }
