@@ -2,12 +2,19 @@
 //! a model, its tokenizer and a stream of text together.
 
 pub mod kv_pool;
+pub mod prefix_cache;
 pub mod rng;
 pub mod sampler;
+pub mod scheduler;
 pub mod session;
 
 pub use kv_pool::{KvFull, KvPool, SeqBlocks};
+pub use prefix_cache::PrefixCache;
 pub use sampler::{BadParam, Sampler, SamplingParams, argmax};
+pub use scheduler::{
+    Scheduler, SchedulerConfig, SchedulerStats, SeqEnd, SeqEvent, SeqRequest, SeqSink, SeqStats,
+    StepReport, SubmitError, TokenLogprob,
+};
 pub use session::{Completion, FinishReason, GenerateRequest, Session};
 
 /// Errors of generation; each says what limit or input was wrong.
