@@ -6,7 +6,7 @@
 //!   FMA lanes, zero padding, the fixed lane tree), whatever the batch size,
 //!   the row's place in the batch, the split of weight rows, or the path;
 //! * it agrees with `smelt_tensor::dot_row` up to f32 rounding;
-//! * the AVX2 and portable paths agree bit for bit.
+//! * the AVX-512, AVX2 and portable paths agree bit for bit.
 
 #![allow(clippy::single_range_in_vec_init)]
 
@@ -34,12 +34,16 @@ fn spec_dot(dtype: DType, row: &[u8], x: &[f32]) -> f32 {
     ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
 }
 
-/// Instruction sets to test: always the portable one, plus the detected one.
+/// Instruction sets to test: always the portable one, plus every SIMD one
+/// this machine has (AVX2 and AVX-512 where both are there).
 fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Portable];
-    if detected_isa() != Isa::Portable {
-        v.push(detected_isa());
-    } else {
+    v.extend(
+        [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.available()),
+    );
+    if detected_isa() == Isa::Portable {
         eprintln!(
             "note: no SIMD instruction set on this machine; testing the portable kernels only"
         );

@@ -65,6 +65,10 @@ pub enum Isa {
     Portable,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// x86-64 with AVX-512 (F, BW, VL) and BMI2 on top of [`Isa::Avx2`]:
+    /// AVX-512 fused decode kernels for the common quantized types, the
+    /// AVX2 kernels for everything else. Same values, bit for bit.
+    Avx512,
 }
 
 impl Isa {
@@ -72,24 +76,44 @@ impl Isa {
     pub fn available(self) -> bool {
         match self {
             Isa::Portable => true,
-            Isa::Avx2 => detected_isa() == Isa::Avx2,
+            Isa::Avx2 => matches!(detected_isa(), Isa::Avx2 | Isa::Avx512),
+            Isa::Avx512 => detected_isa() == Isa::Avx512,
         }
     }
 }
 
-/// The best instruction set of this machine (detected once, then cached).
+/// The best instruction set of this machine (detected once, then cached),
+/// capped by the environment variable `SMELT_CPU_ISA` (`portable`, `avx2`
+/// or `avx512`) when it is set: A/B comparisons of one build.
 pub fn detected_isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
+        let best = best_isa();
+        let cap = match std::env::var("SMELT_CPU_ISA").as_deref() {
+            Ok("portable") => Isa::Portable,
+            Ok("avx2") => Isa::Avx2,
+            _ => return best,
+        };
+        match (best, cap) {
+            (Isa::Portable, _) | (_, Isa::Portable) => Isa::Portable,
+            _ => cap,
+        }
+    })
+}
+
+/// The best instruction set the CPU supports.
+fn best_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") && has!("f16c") {
+            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("bmi2") {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
-        Isa::Portable
-    })
+    }
+    Isa::Portable
 }
 
 /// Reusable per-thread buffers of the kernels (dequantized weight panels,
@@ -322,6 +346,13 @@ unsafe fn run(
         return;
     }
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if Isa::Avx512.available() => {
+            // SAFETY: AVX-512 F/BW/VL, BMI2, AVX2, FMA and F16C are present
+            // (checked just above); the slices are validated; `dst` is the
+            // caller's contract.
+            unsafe { x86::avx512::matmul(dtype, w, n_in, rows, x, n_x, dst, scratch) }
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if Isa::Avx2.available() => {
             // SAFETY: AVX2/FMA/F16C are present (checked just above); the

@@ -55,6 +55,7 @@ macro_rules! for_each_row {
     }};
 }
 
+pub(super) mod avx512;
 mod formats;
 mod kquants;
 
