@@ -8,6 +8,7 @@ mod info;
 mod load;
 mod membw;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +65,8 @@ enum Command {
     },
     /// Measure speed (llama-bench style), TTFT, load time, memory and the bandwidth roofline.
     Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (continuous batching).
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -88,6 +91,7 @@ fn main() {
             metadata,
         } => info::info(model, *tensors, *metadata),
         Command::Bench(args) => bench::bench(args),
+        Command::Serve(args) => serve::serve(args),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");
