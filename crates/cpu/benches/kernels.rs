@@ -11,16 +11,16 @@
 //! `SMELT_BENCH_STREAM_MB=0` benchmarks one copy (weights from cache).
 //!
 //! Run: `cargo bench -p smelt-cpu --bench kernels` (add `-- matvec` or
-//! `-- gemm` to filter). Both instruction sets are measured where available.
+//! `-- gemm` to filter). Every instruction set this machine has is measured
+//! (const 2: AVX-512, 1: AVX2, 0: portable). `matvec_two_threads` runs the
+//! detected one (`SMELT_CPU_ISA=avx2` caps it).
 
 use std::cell::Cell;
 
 use divan::Bencher;
 use divan::counter::{BytesCount, ItemsCount};
 use smelt_backend::testing::{TestRng, random_weight};
-use smelt_cpu::kernels::{
-    Isa, Scratch, detected_isa, matmul_to_ptr, matmul_with_isa, with_thread_scratch,
-};
+use smelt_cpu::kernels::{Isa, Scratch, matmul_to_ptr, matmul_with_isa, with_thread_scratch};
 use smelt_cpu::pool::{Pool, split};
 use smelt_tensor::DType;
 
@@ -57,8 +57,15 @@ impl Weights {
     }
 }
 
-fn isa(simd: bool) -> Isa {
-    if simd { detected_isa() } else { Isa::Portable }
+/// The instruction set of a benchmark's `ISA` constant: 0 portable, 1 AVX2,
+/// 2 AVX-512 (`None` where this machine lacks it: the benchmark is skipped).
+fn isa(n: u8) -> Option<Isa> {
+    let isa = match n {
+        0 => Isa::Portable,
+        1 => Isa::Avx2,
+        _ => Isa::Avx512,
+    };
+    isa.available().then_some(isa)
 }
 
 /// (type, n_in, n_out): SmolLM2 projections (576 ↔ 1536) for the legacy and
@@ -85,8 +92,11 @@ fn shape_name(&(dtype, n_in, n_out): &(DType, usize, usize)) -> String {
     format!("{dtype} {n_in}->{n_out}")
 }
 
-#[divan::bench(args = MATVEC.iter().map(shape_name), consts = [true, false])]
-fn matvec<const SIMD: bool>(bencher: Bencher, shape: &str) {
+#[divan::bench(args = MATVEC.iter().map(shape_name), consts = [2, 1, 0])]
+fn matvec<const ISA: u8>(bencher: Bencher, shape: &str) {
+    let Some(isa) = isa(ISA) else {
+        return;
+    };
     let Some(&(dtype, n_in, n_out)) = MATVEC.iter().find(|s| shape_name(s) == shape) else {
         panic!("unknown shape {shape}");
     };
@@ -103,7 +113,7 @@ fn matvec<const SIMD: bool>(bencher: Bencher, shape: &str) {
         let i = next.get();
         next.set((i + 1) % w.copies.len());
         matmul_with_isa(
-            isa(SIMD),
+            isa,
             w.dtype,
             &w.copies[i],
             w.n_in,
@@ -139,8 +149,11 @@ fn gemm_name(&(dtype, n_in, n_out, n_x): &(DType, usize, usize, usize)) -> Strin
     format!("{dtype} {n_x}x{n_in}->{n_out}")
 }
 
-#[divan::bench(args = GEMM.iter().map(gemm_name))]
-fn gemm(bencher: Bencher, shape: &str) {
+#[divan::bench(args = GEMM.iter().map(gemm_name), consts = [2, 1])]
+fn gemm<const ISA: u8>(bencher: Bencher, shape: &str) {
+    let Some(isa) = isa(ISA) else {
+        return;
+    };
     let Some(&(dtype, n_in, n_out, n_x)) = GEMM.iter().find(|s| gemm_name(s) == shape) else {
         panic!("unknown shape {shape}");
     };
@@ -152,7 +165,7 @@ fn gemm(bencher: Bencher, shape: &str) {
     let flops = 2 * n_x * n_in * n_out;
     bencher.counter(ItemsCount::new(flops)).bench_local(|| {
         matmul_with_isa(
-            detected_isa(),
+            isa,
             w.dtype,
             &w.copies[0],
             w.n_in,

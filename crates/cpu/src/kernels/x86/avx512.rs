@@ -21,13 +21,10 @@ use std::ops::Range;
 
 use smelt_tensor::DType;
 
-use super::formats::{f16_to_f32, launder};
+use super::formats::launder;
 use super::{Args, prefetch_distance, reduce4};
 use crate::kernels::{Dst, Scratch, aligned};
 
-/// Pairs of weight rows per fused tile for one activation row (16 rows:
-/// enough independent accumulator chains and dequantization work in flight).
-const PAIRS_1X: usize = 8;
 /// Pairs per fused tile for two activation rows (2 accumulators per pair).
 const PAIRS_2X: usize = 4;
 
@@ -96,6 +93,10 @@ trait PairFormat {
     const BLOCK_BYTES: usize;
     /// Equal parts of a block, emitted in order by `unit`.
     const UNITS: usize;
+    /// Pairs of weight rows per fused tile for one activation row: enough
+    /// independent accumulator chains and dequantization work in flight,
+    /// few enough that the format's temporaries stay in registers.
+    const PAIRS_1X: usize;
     /// The pair's decoded block scales.
     type Prep: Copy + Default;
 
@@ -117,12 +118,6 @@ trait PairFormat {
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(8))]
 struct Two([f32; 2]);
-
-impl Two {
-    fn new(a: f32, b: f32) -> Two {
-        Two([a, b])
-    }
-}
 
 /// `[a, b, a, b, …]`: one broadcast load (`p` comes through [`launder`], so
 /// the compiler reads it from memory rather than shuffling a register).
@@ -208,16 +203,6 @@ unsafe fn u16_at(p: *const u8) -> u64 {
     u64::from(u16::from_le(unsafe { p.cast::<u16>().read_unaligned() }))
 }
 
-/// The little-endian f16 at `p` as f32 (exact).
-///
-/// # Safety
-/// `p..p + 2` is readable.
-#[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: the contract.
-    f16_to_f32(unsafe { u16_at(p) } as u16)
-}
-
 // ---- legacy 32-element blocks ---------------------------------------------------------
 
 /// A legacy block pair's `d` and the constant `c` of `fma(d, q, c)`.
@@ -285,6 +270,7 @@ impl PairFormat for Q4_0x2 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 18;
     const UNITS: usize = 1;
+    const PAIRS_1X: usize = 8;
     type Prep = LegacyPrep;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
@@ -311,6 +297,7 @@ impl PairFormat for Q4_1x2 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 20;
     const UNITS: usize = 1;
+    const PAIRS_1X: usize = 8;
     type Prep = LegacyPrep;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
@@ -339,6 +326,7 @@ impl PairFormat for Q5_0x2 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 22;
     const UNITS: usize = 1;
+    const PAIRS_1X: usize = 8;
     type Prep = LegacyPrep;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
@@ -375,6 +363,7 @@ impl PairFormat for Q8_0x2 {
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 34;
     const UNITS: usize = 1;
+    const PAIRS_1X: usize = 8;
     type Prep = LegacyPrep;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
@@ -402,6 +391,7 @@ impl PairFormat for Q8_0x2 {
 
 /// Per-group multipliers of a Q4_K block pair (eight groups of 32).
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
 struct Affine8x2 {
     /// `d * scale` per group.
     dl: [Two; 8],
@@ -409,35 +399,29 @@ struct Affine8x2 {
     neg_ml: [Two; 8],
 }
 
-/// A Q4_K/Q5_K block's `d * scale` and `-(dmin * min)` per group: d @0,
-/// dmin @2 and eight 6-bit (scale, min) pairs packed in the 12 bytes @4
-/// (bytes 0..4: scales 0..4 in their low 6 bits, bytes 4..8: mins 0..4;
-/// scales/mins 4..8 take their low 4 bits from the nibbles of bytes 8..12
-/// and their top 2 bits from the top bits of bytes 0..4 / 4..8).
+/// A Q4_K/Q5_K block's eight 6-bit scales and eight 6-bit mins as bytes
+/// (8 each, little-endian in a u64), from the 12 bytes @4: bytes 0..4 hold
+/// scales 0..4 in their low 6 bits, bytes 4..8 mins 0..4; scales/mins 4..8
+/// take their low 4 bits from the nibbles of bytes 8..12 (scale low, min
+/// high) and their top 2 bits from the top bits of bytes 0..4 / 4..8.
+/// Decoded four bytes at a time in general-purpose registers.
 ///
 /// # Safety
 /// `block..block + 16` is readable.
 #[inline(always)]
-unsafe fn affine8(block: *const u8) -> ([f32; 8], [f32; 8]) {
-    // SAFETY: the first 16 bytes of a whole block (the contract).
-    let (d, dmin, s) = unsafe {
-        (
-            f16_at(block),
-            f16_at(block.add(2)),
-            block.add(4).cast::<[u8; 12]>().read_unaligned(),
-        )
-    };
-    let (mut dl, mut neg_ml) = ([0.0f32; 8], [0.0f32; 8]);
-    for j in 0..4 {
-        let (sc_lo, mn_lo) = (s[j] & 0x3F, s[j + 4] & 0x3F);
-        let sc_hi = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
-        let mn_hi = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-        dl[j] = d * f32::from(sc_lo);
-        dl[j + 4] = d * f32::from(sc_hi);
-        neg_ml[j] = -(dmin * f32::from(mn_lo));
-        neg_ml[j + 4] = -(dmin * f32::from(mn_hi));
-    }
-    (dl, neg_ml)
+unsafe fn scales_mins(block: *const u8) -> (u64, u64) {
+    // SAFETY: bytes 4..16 of a whole block (the contract).
+    let [a, b, c] = unsafe { block.add(4).cast::<[u32; 3]>().read_unaligned() }.map(u32::from_le);
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    // Bits 6..8 of each byte moved to bits 4..6 of the same byte.
+    const TOP2: u32 = 0x3030_3030;
+    let sc_hi = (c & LOW4) | ((a >> 2) & TOP2);
+    let mn_hi = ((c >> 4) & LOW4) | ((b >> 2) & TOP2);
+    (
+        u64::from(a & LOW6) | u64::from(sc_hi) << 32,
+        u64::from(b & LOW6) | u64::from(mn_hi) << 32,
+    )
 }
 
 /// Q4_K: d @0, dmin @2, scales @4, qs[128] @16. Element `64 u + 32 n + l`
@@ -449,16 +433,43 @@ impl PairFormat for Q4Kx2 {
     const BLOCK_BYTES: usize = 144;
     /// One unit per 32 quant bytes: two groups (both nibbles).
     const UNITS: usize = 4;
+    const PAIRS_1X: usize = 4;
     type Prep = Affine8x2;
 
-    #[inline(always)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
+    #[inline]
     unsafe fn prep(a: *const u8, b: *const u8) -> Affine8x2 {
-        // SAFETY: whole blocks (the contract).
-        let ((dla, mla), (dlb, mlb)) = unsafe { (affine8(a), affine8(b)) };
-        Affine8x2 {
-            dl: std::array::from_fn(|g| Two::new(dla[g], dlb[g])),
-            neg_ml: std::array::from_fn(|g| Two::new(mla[g], mlb[g])),
+        // SAFETY: whole blocks (the contract): d @0, dmin @2, scales @4.
+        let ((sca, mna), (scb, mnb), halves) = unsafe {
+            (
+                scales_mins(a),
+                scales_mins(b),
+                // dA dB, then -dminA -dminB (the sign flipped in the half:
+                // `(-dmin) * m` is exactly `-(dmin * m)`).
+                u16_at(a)
+                    | u16_at(b) << 16
+                    | (u16_at(a.add(2)) ^ 0x8000) << 32
+                    | (u16_at(b.add(2)) ^ 0x8000) << 48,
+            )
+        };
+        let v = _mm_castps_pd(_mm_cvtph_ps(_mm_cvtsi64_si128(halves as i64)));
+        let d2 = _mm512_castpd_ps(_mm512_broadcastsd_pd(v));
+        let m2 = _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_unpackhi_pd(v, v)));
+        // Group g of row A in lane 2g, of row B in lane 2g + 1.
+        let pair = |x: u64, y: u64| {
+            let q = _mm_unpacklo_epi8(_mm_cvtsi64_si128(x as i64), _mm_cvtsi64_si128(y as i64));
+            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q))
+        };
+        let mut p = Affine8x2::default();
+        // SAFETY: 64-byte stores into the two 64-byte arrays of `p`.
+        unsafe {
+            _mm512_storeu_ps((&raw mut p.dl).cast(), _mm512_mul_ps(d2, pair(sca, scb)));
+            _mm512_storeu_ps(
+                (&raw mut p.neg_ml).cast(),
+                _mm512_mul_ps(m2, pair(mna, mnb)),
+            );
         }
+        p
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
@@ -483,6 +494,7 @@ impl PairFormat for Q4Kx2 {
 
 /// Q6_K's sixteen group multipliers `d * sc` and `-32 d * sc`, for a pair.
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
 struct Q6KPrep2 {
     dl: [Two; 16],
     neg_32dl: [Two; 16],
@@ -499,24 +511,35 @@ impl PairFormat for Q6Kx2 {
     const BLOCK_BYTES: usize = 210;
     /// One unit per half.
     const UNITS: usize = 2;
+    const PAIRS_1X: usize = 4;
     type Prep = Q6KPrep2;
 
-    #[inline(always)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
+    #[inline]
     unsafe fn prep(a: *const u8, b: *const u8) -> Q6KPrep2 {
         // SAFETY: the scales @192..208 and d @208 of whole blocks.
-        let (da, sa, db, sb) = unsafe {
+        let (halves, [s0, s1]) = unsafe {
             (
-                f16_at(a.add(208)),
-                a.add(192).cast::<[i8; 16]>().read_unaligned(),
-                f16_at(b.add(208)),
-                b.add(192).cast::<[i8; 16]>().read_unaligned(),
+                u16_at(a.add(208)) | u16_at(b.add(208)) << 16,
+                interleave16(a.add(192), b.add(192)),
             )
         };
+        let v = _mm_castps_pd(_mm_cvtph_ps(_mm_cvtsi64_si128(halves as i64)));
+        let d2 = _mm512_castpd_ps(_mm512_broadcastsd_pd(v));
+        // Groups 0..8 and 8..16, rows interleaved: `d * sc` and `-32 * (d * sc)`.
+        let dl = [s0, s1].map(|s| _mm512_mul_ps(d2, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s))));
+        let minus32 = _mm512_set1_ps(-32.0);
         let mut p = Q6KPrep2::default();
-        for g in 0..16 {
-            let (la, lb) = (da * f32::from(sa[g]), db * f32::from(sb[g]));
-            p.dl[g] = Two::new(la, lb);
-            p.neg_32dl[g] = Two::new(-32.0 * la, -32.0 * lb);
+        // SAFETY: 64-byte stores into the halves of the 128-byte arrays of `p`.
+        unsafe {
+            let (out_dl, out_neg) = (
+                (&raw mut p.dl).cast::<f32>(),
+                (&raw mut p.neg_32dl).cast::<f32>(),
+            );
+            for (i, dl) in dl.into_iter().enumerate() {
+                _mm512_storeu_ps(out_dl.add(16 * i), dl);
+                _mm512_storeu_ps(out_neg.add(16 * i), _mm512_mul_ps(minus32, dl));
+            }
         }
         p
     }
@@ -617,25 +640,41 @@ fn duplicate_x<'a>(x: &[f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
 /// blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
 unsafe fn fused<F: PairFormat>(a: &Args<'_>, scratch: &mut Scratch) {
-    debug_assert!(a.n_in % F::BLOCK_ELEMS == 0 && a.n_x <= 2);
+    debug_assert!(a.n_in.is_multiple_of(F::BLOCK_ELEMS) && a.n_x <= 2);
     let x2 = duplicate_x(a.x, &mut scratch.x_pad);
     let mut o = a.rows.start;
     // SAFETY (all calls): rows `o..o + n` exist and their outputs are ours.
     unsafe {
         if a.n_x == 1 {
-            while o + 2 * PAIRS_1X <= a.rows.end {
-                tile::<F, PAIRS_1X, 1>(a, x2, o, 2 * PAIRS_1X);
-                o += 2 * PAIRS_1X;
-            }
+            o = match F::PAIRS_1X {
+                8 => full_tiles::<F, 8, 1>(a, x2, o),
+                _ => full_tiles::<F, 4, 1>(a, x2, o),
+            };
             tail::<F, 1>(a, x2, o);
         } else {
-            while o + 2 * PAIRS_2X <= a.rows.end {
-                tile::<F, PAIRS_2X, 2>(a, x2, o, 2 * PAIRS_2X);
-                o += 2 * PAIRS_2X;
-            }
+            o = full_tiles::<F, PAIRS_2X, 2>(a, x2, o);
             tail::<F, 2>(a, x2, o);
         }
     }
+}
+
+/// Tiles of `P` pairs from row `o` while whole ones fit; returns the first
+/// row left.
+///
+/// # Safety
+/// As [`fused`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
+unsafe fn full_tiles<F: PairFormat, const P: usize, const NX: usize>(
+    a: &Args<'_>,
+    x2: &[f32],
+    mut o: usize,
+) -> usize {
+    while o + 2 * P <= a.rows.end {
+        // SAFETY: rows `o..o + 2P` exist and their outputs are ours.
+        unsafe { tile::<F, P, NX>(a, x2, o, 2 * P) };
+        o += 2 * P;
+    }
+    o
 }
 
 /// The last rows `o..a.rows.end` (fewer than a full tile), in tiles of
@@ -669,6 +708,7 @@ unsafe fn tail<F: PairFormat, const NX: usize>(a: &Args<'_>, x2: &[f32], mut o: 
 /// # Safety
 /// As [`fused`]; rows `o0..o0 + n` are in `a.rows`; `x2` is the duplicated
 /// activations.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
 #[inline(never)]
 unsafe fn tile<F: PairFormat, const P: usize, const NX: usize>(
@@ -696,14 +736,17 @@ unsafe fn tile<F: PairFormat, const P: usize, const NX: usize>(
         }
         let off = blk * F::BLOCK_BYTES;
         let mut preps = [F::Prep::default(); P];
-        for (prep, &(pa, pb)) in preps.iter_mut().zip(&pairs) {
+        for_each_row!(P, p => {
+            let (pa, pb) = pairs[p];
             // SAFETY: block `blk` of rows holding `n_blocks` whole blocks.
-            *prep = unsafe { F::prep(pa.add(off), pb.add(off)) };
-        }
+            preps[p] = unsafe { F::prep(pa.add(off), pb.add(off)) };
+        });
         // SAFETY: block `blk` of every duplicated activation row is in bounds.
         let xb = unsafe { x2.as_ptr().add(2 * blk * F::BLOCK_ELEMS) };
         for u in 0..F::UNITS {
-            for p in 0..P {
+            // Straight-line code over the pairs keeps the accumulators in
+            // registers (a loop would keep them in memory).
+            for_each_row!(P, p => {
                 let mut sink = FmaSink {
                     acc: &mut acc[p],
                     // A fresh pointer per pair: the compiler may not keep
@@ -723,7 +766,7 @@ unsafe fn tile<F: PairFormat, const P: usize, const NX: usize>(
                         &mut sink,
                     )
                 };
-            }
+            });
         }
     }
     // De-interleave: row A's lanes to the low half, row B's to the high.
