@@ -110,8 +110,12 @@ impl BenchArgs {
         if self.prompt_lengths().is_empty()
             && self.decode_lengths().is_empty()
             && self.ttft_tokens == 0
+            && self.baseline.is_none()
         {
-            return Err("nothing to time: every -p and -n is 0 and --ttft-tokens is 0".into());
+            return Err(
+                "nothing to time: every -p and -n is 0, --ttft-tokens is 0 and there is no --baseline"
+                    .into(),
+            );
         }
         if self.baseline.is_some() && self.baseline_n == 0 {
             return Err("--baseline-n must be at least 1".into());
@@ -487,6 +491,19 @@ mod tests {
         assert!(zero_reps.validate().unwrap_err().contains("repetitions"));
         let nothing = parse(&["m.gguf", "-p", "0", "-n", "0", "--ttft-tokens", "0"]).unwrap();
         assert!(nothing.validate().unwrap_err().contains("nothing to time"));
+        let only_baseline = parse(&[
+            "m.gguf",
+            "-p",
+            "0",
+            "-n",
+            "0",
+            "--ttft-tokens",
+            "0",
+            "--baseline",
+            "reference",
+        ])
+        .unwrap();
+        only_baseline.validate().unwrap();
         let many = parse(&["m.gguf", "-t", "2,5000"]).unwrap();
         assert!(many.validate().is_err());
     }
