@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_serve;
 mod chat;
 mod fetch;
 mod info;
@@ -67,6 +68,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API (continuous batching).
     Serve(serve::ServeArgs),
+    /// Measure the server: aggregate tok/s and time to first token at several concurrencies.
+    BenchServe(bench_serve::BenchServeArgs),
 }
 
 fn main() {
@@ -92,6 +95,7 @@ fn main() {
         } => info::info(model, *tensors, *metadata),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
+        Command::BenchServe(args) => bench_serve::bench_serve(args),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");
