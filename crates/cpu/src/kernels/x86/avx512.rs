@@ -73,9 +73,7 @@ pub(in crate::kernels) unsafe fn matmul(
     }
 }
 
-/// Fused kernel for one or two activation rows; the AVX2 panels for more
-/// (an AVX-512 panel micro-kernel, two weight rows per register, measured
-/// slower here: 105 vs 137 GFLOP/s on 512 × 576 → 1536 Q4_1).
+/// Fused kernel for one or two activation rows, panels for more.
 ///
 /// # Safety
 /// As [`matmul`], with `F` the format of the weight.
@@ -86,16 +84,7 @@ unsafe fn by_format<F: PairFormat>(a: &Args<'_>, scratch: &mut Scratch) {
         if a.n_x <= 2 {
             fused::<F>(a, scratch)
         } else {
-            super::matmul(
-                F::DTYPE,
-                a.w,
-                a.n_in,
-                a.rows.clone(),
-                a.x,
-                a.n_x,
-                a.dst,
-                scratch,
-            )
+            super::avx512_gemm::panel::<F>(a, scratch)
         }
     }
 }
@@ -103,7 +92,7 @@ unsafe fn by_format<F: PairFormat>(a: &Args<'_>, scratch: &mut Scratch) {
 // ---- the interleaved pair layout ---------------------------------------------------
 
 /// Receives a row pair's dequantized values, sixteen at a time.
-trait Sink {
+pub(super) trait Sink {
     /// Vector `c` of the current block pair: lane `2 j` is row A's element
     /// `8 c + j`, lane `2 j + 1` row B's. Called for `c` in increasing order.
     ///
@@ -113,9 +102,7 @@ trait Sink {
 }
 
 /// A stored format dequantized two rows at a time, interleaved.
-trait PairFormat {
-    /// The type this decodes.
-    const DTYPE: DType;
+pub(super) trait PairFormat {
     const BLOCK_ELEMS: usize;
     const BLOCK_BYTES: usize;
     /// Equal parts of a block, emitted in order by `unit`.
@@ -144,7 +131,7 @@ trait PairFormat {
 /// Two f32 side by side (row A's, row B's), read as one 64-bit value.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(8))]
-struct Two([f32; 2]);
+pub(super) struct Two([f32; 2]);
 
 /// `[a, b, a, b, …]`: one broadcast load (`p` comes through [`launder`], so
 /// the compiler reads it from memory rather than shuffling a register).
@@ -235,7 +222,7 @@ unsafe fn u16_at(p: *const u8) -> u64 {
 /// A legacy block pair's `d` and the constant `c` of `fma(d, q, c)`.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(16))]
-struct LegacyPrep {
+pub(super) struct LegacyPrep {
     d: Two,
     c: Two,
 }
@@ -294,7 +281,6 @@ unsafe fn nibble_pair<S: Sink, const FIFTH: bool>(
 struct Q4_0x2;
 
 impl PairFormat for Q4_0x2 {
-    const DTYPE: DType = DType::Q4_0;
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 18;
     const UNITS: usize = 1;
@@ -322,7 +308,6 @@ impl PairFormat for Q4_0x2 {
 struct Q4_1x2;
 
 impl PairFormat for Q4_1x2 {
-    const DTYPE: DType = DType::Q4_1;
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 20;
     const UNITS: usize = 1;
@@ -352,7 +337,6 @@ impl PairFormat for Q4_1x2 {
 struct Q5_0x2;
 
 impl PairFormat for Q5_0x2 {
-    const DTYPE: DType = DType::Q5_0;
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 22;
     const UNITS: usize = 1;
@@ -390,7 +374,6 @@ impl PairFormat for Q5_0x2 {
 struct Q8_0x2;
 
 impl PairFormat for Q8_0x2 {
-    const DTYPE: DType = DType::Q8_0;
     const BLOCK_ELEMS: usize = 32;
     const BLOCK_BYTES: usize = 34;
     const UNITS: usize = 1;
@@ -423,7 +406,7 @@ impl PairFormat for Q8_0x2 {
 /// Per-group multipliers of a Q4_K block pair (eight groups of 32).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Affine8x2 {
+pub(super) struct Affine8x2 {
     /// `d * scale` per group.
     dl: [Two; 8],
     /// `-(dmin * min)` per group.
@@ -460,7 +443,6 @@ unsafe fn scales_mins(block: *const u8) -> (u64, u64) {
 struct Q4Kx2;
 
 impl PairFormat for Q4Kx2 {
-    const DTYPE: DType = DType::Q4K;
     const BLOCK_ELEMS: usize = 256;
     const BLOCK_BYTES: usize = 144;
     /// One unit per 32 quant bytes: two groups (both nibbles).
@@ -527,7 +509,7 @@ impl PairFormat for Q4Kx2 {
 /// Q6_K's sixteen group multipliers `d * sc` and `-32 d * sc`, for a pair.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Q6KPrep2 {
+pub(super) struct Q6KPrep2 {
     dl: [Two; 16],
     neg_32dl: [Two; 16],
 }
@@ -539,7 +521,6 @@ struct Q6KPrep2 {
 struct Q6Kx2;
 
 impl PairFormat for Q6Kx2 {
-    const DTYPE: DType = DType::Q6K;
     const BLOCK_ELEMS: usize = 256;
     const BLOCK_BYTES: usize = 210;
     /// One unit per half.
@@ -618,6 +599,50 @@ impl PairFormat for Q6Kx2 {
                 unsafe { sink.put(16 * h + 4 * s + t, _mm512_fmadd_ps(dl, q, c)) };
             }
         }
+    }
+}
+
+/// Reduces `P` registers, each holding row A's eight canonical lanes in its
+/// low half and row B's in its high half (rows `o0 + 2 p`, `o0 + 2 p + 1`),
+/// with [`reduce4`], and writes the first `n` of those rows' outputs for
+/// activation row `r`.
+///
+/// The registers go through memory first: [`reduce4`]'s `vhaddps` has no
+/// EVEX form, and fed straight from the accumulators it would confine them
+/// to the 16 registers VEX can name, making the compiler spill them in the
+/// main loop.
+///
+/// # Safety
+/// `P <= 8`, `n <= 2 P`; outputs `(o0..o0 + n, r)` belong to `dst`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,bmi2,avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn store_halves<const P: usize>(
+    halves: [__m512; P],
+    n: usize,
+    dst: Dst,
+    o0: usize,
+    r: usize,
+) {
+    debug_assert!(P <= 8 && n <= 2 * P);
+    let mut buf = [0.0f32; 16 * 8];
+    for (p, v) in halves.into_iter().enumerate() {
+        // SAFETY: 16 values inside `buf` (`p < P <= 8`).
+        unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(16 * p), v) };
+    }
+    let lanes = launder(buf.as_ptr());
+    let mut sums = [0.0f32; 16];
+    for q in 0..P.div_ceil(2) {
+        // SAFETY: rows `4 q .. 4 q + 4` of `buf` (8 values each; `q < 4`).
+        let s = unsafe {
+            let row = |i: usize| _mm256_loadu_ps(lanes.add(8 * (4 * q + i)));
+            reduce4(row(0), row(1), row(2), row(3))
+        };
+        // SAFETY: 4 values inside `sums` (`4 q + 4 <= 16`).
+        unsafe { _mm_storeu_ps(sums.as_mut_ptr().add(4 * q), s) };
+    }
+    for (i, &s) in sums.iter().take(n).enumerate() {
+        // SAFETY: output `(o0 + i, r)` is ours (`i < n`).
+        unsafe { *dst.at(o0 + i, r) = s };
     }
 }
 
@@ -805,26 +830,8 @@ unsafe fn tile<F: PairFormat, const P: usize, const NX: usize>(
     // De-interleave: row A's lanes to the low half, row B's to the high.
     let split = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     for j in 0..NX {
-        let mut lanes = [_mm256_setzero_ps(); 16];
-        for p in 0..P {
-            let v = _mm512_permutexvar_ps(split, acc[p][j]);
-            lanes[2 * p] = _mm512_castps512_ps256(v);
-            lanes[2 * p + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-        }
-        let mut sums = [0.0f32; 16];
-        for q in 0..P.div_ceil(2) {
-            let s = reduce4(
-                lanes[4 * q],
-                lanes[4 * q + 1],
-                lanes[4 * q + 2],
-                lanes[4 * q + 3],
-            );
-            // SAFETY: 4 values inside `sums` (`4 q + 4 <= 16`).
-            unsafe { _mm_storeu_ps(sums.as_mut_ptr().add(4 * q), s) };
-        }
-        for (i, &s) in sums.iter().take(n).enumerate() {
-            // SAFETY: output `(o0 + i, j)` is ours (`i < n`).
-            unsafe { *a.dst.at(o0 + i, j) = s };
-        }
+        let halves: [__m512; P] = std::array::from_fn(|p| _mm512_permutexvar_ps(split, acc[p][j]));
+        // SAFETY: outputs `(o0..o0 + n, j)` are ours.
+        unsafe { store_halves(halves, n, a.dst, o0, j) };
     }
 }
