@@ -13,7 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::Args;
-use super::avx512::{PairFormat, Sink, store_halves};
+use super::avx512::store_halves;
+use super::avx512_formats::{PairFormat, Sink};
 use crate::kernels::{Dst, Scratch, aligned};
 
 /// Weight-row pairs per micro-kernel tile.

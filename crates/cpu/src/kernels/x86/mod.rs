@@ -56,6 +56,7 @@ macro_rules! for_each_row {
 }
 
 pub(super) mod avx512;
+mod avx512_formats;
 mod avx512_gemm;
 mod formats;
 mod kquants;
