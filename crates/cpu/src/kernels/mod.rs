@@ -27,6 +27,13 @@
 //!
 //! # Paths
 //!
+//! * AVX-512 (F, BW, VL) + BMI2 on top of AVX2 (x86-64, detected once at run
+//!   time): for Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K a 512-bit register
+//!   holds two weight rows (interleaved lanes in the fused matrix-vector
+//!   kernel, halves in the panel micro-kernel), each with its own eight
+//!   canonical lanes, so the values are the AVX2 path's bit for bit; every
+//!   other type takes the AVX2 kernels. `SMELT_CPU_ISA=avx2` (or
+//!   `portable`) caps the detected set, to compare paths in one build.
 //! * AVX2 + FMA + F16C (x86-64, detected once at run time): fused
 //!   dequantizing kernels for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
 //!   Q5_K and Q6_K; the other types (Q5_1, Q2_K, Q3_K, Q8_K) dequantize rows
