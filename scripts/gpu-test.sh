@@ -4,7 +4,11 @@
 #   scripts/gpu-test.sh pack   # HERE (no GPU needed): builds the CUDA test
 #                              # binaries and the cuda_decode bench in release
 #                              # mode and copies them, stripped, into .gpu/bin/
-#                              # (ignored through .git/info/exclude).
+#                              # (ignored through .git/info/exclude); where
+#                              # NVRTC is found here, also compiles the kernels
+#                              # into .gpu/cache/ (a GPU machine with the same
+#                              # NVRTC version then loads them instead of
+#                              # compiling; carry .gpu/cache with .gpu/bin).
 #   scripts/gpu-test.sh        # ON THE GPU MACHINE: builds nothing; runs every
 #                              # CUDA test binary from .gpu/bin/ with the GPU
 #                              # required, then the decode bench, and prints a
@@ -15,13 +19,31 @@
 #                 qwen2.5-coder-0.5b-instruct-q4_k_m.gguf); tests whose model is
 #                 missing print SKIPPED (SMELT_ALLOW_MISSING_ASSETS=1 is set here,
 #                 since the models are larger than what one device call carries).
-#   SMELT_GPU_BENCH  space-separated list for cuda_decode (default "smollm2";
-#                 "1b" adds a Llama-3.2-1B-shaped Q4_K model, a real path a file).
+#   SMELT_GPU_BENCH  space-separated list for cuda_decode (default "smollm2 1b";
+#                 "8b" adds a Llama-3.1-8B-shaped Q4_K model, a real path a file).
 # libnvrtc is looked for in the usual CUDA and pip locations when the loader
 # does not already find it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${SMELT_GPU_BIN:-.gpu/bin}
+CACHE=$(dirname "$BIN")/cache
+
+# Puts a directory holding libnvrtc on LD_LIBRARY_PATH unless the loader
+# already finds one.
+find_nvrtc() {
+    ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so' && return 0
+    for d in ${SMELT_NVRTC_DIR:-} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
+             /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
+             /opt/torch/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib \
+             /usr/local/lib/python3*/dist-packages/nvidia/cu13/lib /tmp/nvrtc_whl/x/nvidia/cu13/lib; do
+        if compgen -G "$d/libnvrtc.so*" > /dev/null; then
+            export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            echo "libnvrtc: $d"
+            return 0
+        fi
+    done
+    return 1
+}
 
 if [[ "${1:-}" == "pack" ]]; then
     set -e
@@ -36,32 +58,28 @@ for line in sys.stdin:
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
         print(m["executable"])' > "$BIN/.tests"
-    cargo build -p smelt-cuda --release --example cuda_decode
+    cargo build -p smelt-cuda --release --example cuda_decode --example cuda_precompile
     while read -r exe; do
         name=$(basename "$exe"); name=${name%-*}
         objcopy --strip-debug "$exe" "$BIN/test-$name"
     done < "$BIN/.tests"
     objcopy --strip-debug target/release/examples/cuda_decode "$BIN/cuda_decode"
     rm "$BIN/.tests"
-    ls -la "$BIN"; du -sh "$BIN"
+    rm -rf "$CACHE"
+    if find_nvrtc; then
+        SMELT_CUDA_CACHE="$CACHE" target/release/examples/cuda_precompile sm_90 || true
+    fi
+    ls -la "$BIN" "$CACHE" 2>/dev/null || true; du -sh "$BIN" "$CACHE" 2>/dev/null || true
     exit 0
 fi
 
 # ---- on the GPU machine ---------------------------------------------------
-if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
-             /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
-             /opt/torch/.venv/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib \
-             /usr/local/lib/python3*/dist-packages/nvidia/cu13/lib; do
-        if compgen -G "$d/libnvrtc.so*" > /dev/null; then
-            export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-            echo "libnvrtc: $d"
-            break
-        fi
-    done
-fi
+find_nvrtc || echo "libnvrtc: not found"
 export SMELT_REQUIRE_CUDA=1 SMELT_ALLOW_MISSING_ASSETS=1
 export SMELT_CUDA_CACHE="${SMELT_CUDA_CACHE:-/tmp/smelt-cuda-cache}"
+if compgen -G "$CACHE/*.cubin" > /dev/null; then
+    mkdir -p "$SMELT_CUDA_CACHE" && cp "$CACHE"/*.cubin "$SMELT_CUDA_CACHE"/
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
 
 LOG=${OUT:-/tmp}/gpu-test.log
@@ -94,19 +112,25 @@ done
 [[ -x "$BIN/test-model_e2e" ]] && run_tests "test-model_e2e (SMELT_CUDA_GRAPHS=0)" SMELT_CUDA_GRAPHS=0 -- "$BIN/test-model_e2e"
 
 bench=()
+# bench_one LABEL ENV... -- MODEL: one cuda_decode run of 256 tokens.
+bench_one() {
+    local label=$1; shift
+    local envs=()
+    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    local o rc
+    o=$(env "${envs[@]}" timeout 300 "$BIN/cuda_decode" "$1" 256 2>&1); rc=$?
+    printf '==== cuda_decode %s %s (exit %d)\n%s\n' "$1" "$label" "$rc" "$o" >> "$LOG"
+    bench+=("$(tail -1 <<< "$o")${label:+ [$label]}")
+}
 if [[ -x "$BIN/cuda_decode" ]]; then
-    for m in ${SMELT_GPU_BENCH:-smollm2}; do
-        o=$("$BIN/cuda_decode" "$m" 256 2>&1); rc=$?
-        printf '==== cuda_decode %s (exit %d)\n%s\n' "$m" "$rc" "$o" >> "$LOG"
-        bench+=("$(tail -1 <<< "$o")")
+    for m in ${SMELT_GPU_BENCH:-smollm2 1b}; do
+        bench_one "" -- "$m"
     done
-    o=$(SMELT_CUDA_GRAPHS=0 "$BIN/cuda_decode" smollm2 256 2>&1)
-    printf '==== cuda_decode smollm2, SMELT_CUDA_GRAPHS=0\n%s\n' "$o" >> "$LOG"
-    bench+=("$(tail -1 <<< "$o") [SMELT_CUDA_GRAPHS=0]")
+    bench_one "SMELT_CUDA_PDL=0" SMELT_CUDA_PDL=0 -- smollm2
+    bench_one "SMELT_CUDA_GRAPHS=0" SMELT_CUDA_GRAPHS=0 -- smollm2
     if [[ -n "${SMELT_ASSETS:-}" && -f "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
-        o=$("$BIN/cuda_decode" "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" 256 2>&1)
-        printf '==== cuda_decode SmolLM2 file\n%s\n' "$o" >> "$LOG"
-        bench+=("$(tail -1 <<< "$o")")
+        bench_one "" -- "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf"
     fi
 fi
 

@@ -1,8 +1,10 @@
 //! Decode speed of the CUDA backend: a model file, or a random-weight model
 //! of a known shape, prefilled with a short prompt and then decoded greedily
-//! one token per step. Prints the GPU, load time and decode tokens/s.
+//! one token per step (`Model::forward_greedy`: the argmax is taken on the
+//! GPU and only the token id is copied back). Prints the GPU, load time,
+//! decode tokens/s and kernels per token.
 //!
-//! `cuda_decode [PATH.gguf | smollm2 | 1b] [decode tokens, default 128]`
+//! `cuda_decode [PATH.gguf | smollm2 | 1b | 8b] [decode tokens, default 128]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +47,19 @@ fn shape(name: &str) -> Option<SyntheticSpec> {
             weight_type: DType::Q4K,
             embd_type: DType::Q6K,
             tied_output: true,
+            ..base
+        }),
+        // Llama-3.1-8B's shape, Q4_K weights, Q6_K embedding and output.
+        "8b" => Some(SyntheticSpec {
+            n_layers: 32,
+            d_model: 4096,
+            d_ff: 14_336,
+            n_heads: 32,
+            n_kv_heads: 8,
+            vocab_size: 128_256,
+            weight_type: DType::Q4K,
+            embd_type: DType::Q6K,
+            tied_output: false,
             ..base
         }),
         _ => None,
@@ -110,16 +125,12 @@ fn run() -> Result<(), String> {
             block_tables: &tables,
             logits_rows: &[tokens.len() - 1],
         };
-        let logits = model.forward(&mut kv, &batch).map_err(|e| e.to_string())?;
-        Ok(logits
-            .data
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-            )
-            .0 as u32)
+        let next = model
+            .forward_greedy(&mut kv, &batch)
+            .map_err(|e| e.to_string())?;
+        next.first()
+            .copied()
+            .ok_or_else(|| "no token came back".to_string())
     };
     let t2 = Instant::now();
     let mut next = step(&prompt, 0)?;
@@ -131,19 +142,22 @@ fn run() -> Result<(), String> {
         pos += 1;
     }
     let timed = n_decode.saturating_sub(2).max(1);
+    let launches0 = model.backend.launch_count();
     let t3 = Instant::now();
     for _ in 0..timed {
         next = step(&[next], pos)?;
         pos += 1;
     }
     let dt = t3.elapsed().as_secs_f64();
+    let kernels = (model.backend.launch_count() - launches0) as f64 / timed as f64;
     let (replays, captures) = model.backend.graph_counts();
     println!(
-        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens: {:.1} tok/s ({:.3} ms/token; {replays} graph replays, {captures} captures)",
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens: {:.1} tok/s ({:.3} ms/token, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {})",
         prompt.len(),
         t_prefill.as_secs_f64() * 1e3,
         timed as f64 / dt,
         dt * 1e3 / timed as f64,
+        if model.backend.pdl() { "on" } else { "off" },
     );
     Ok(())
 }

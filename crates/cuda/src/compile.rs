@@ -12,9 +12,11 @@ use sha2::{Digest, Sha256};
 use crate::CudaError;
 
 /// The kernel sources, compiled as one program in this order.
-const SOURCES: [(&str, &str); 4] = [
+const SOURCES: [(&str, &str); 6] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cu", include_str!("kernels/quant.cu")),
+    ("units.cu", include_str!("kernels/units.cu")),
+    ("matvec.cu", include_str!("kernels/matvec.cu")),
     ("ops.cu", include_str!("kernels/ops.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
 ];
@@ -98,6 +100,13 @@ pub(crate) fn kernels_cubin(arch: &str) -> Result<(Vec<u8>, KernelSource), CudaE
     let cubin = compile(&src, arch)?;
     let stored = path.filter(|p| store(p, &cubin).is_ok());
     Ok((cubin, KernelSource::Compiled(stored)))
+}
+
+/// Compiles the kernels for `arch` into the cache (unless already there),
+/// without a GPU: a build machine with NVRTC can fill the cache that a GPU
+/// machine with the same NVRTC version then loads.
+pub fn precompile(arch: &str) -> Result<KernelSource, CudaError> {
+    kernels_cubin(arch).map(|(_, source)| source)
 }
 
 /// Writes the file whole or not at all (a temporary file, then a rename).

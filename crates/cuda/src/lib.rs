@@ -55,20 +55,43 @@ pub fn libraries_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// The kernels that take a stored weight, for one weight type.
-struct WeightKernels {
-    /// Matrix-vector product, one batch row per block row.
-    matmul_1: CudaFunction,
-    /// Matrix product, eight batch rows per block row.
-    matmul_8: CudaFunction,
-    /// Embedding lookup (dequantize rows).
-    embed: CudaFunction,
+/// A fused matrix-product kernel (matvec.cu), for one batch row per block
+/// row (decode) and for eight (prefill): the one that reads any weight type,
+/// and ones for a single type (fewer registers, so more warps in flight).
+struct MvKernels {
+    any: [CudaFunction; 2],
+    /// (weight code, kernels) for the types with their own kernels.
+    typed: Vec<(usize, [CudaFunction; 2])>,
+}
+
+/// Weight types with kernels of their own (`_<suffix>` in matvec.cu).
+const TYPED_MV: [(DType, &str); 4] = [
+    (DType::Q4_1, "q4_1"),
+    (DType::Q4K, "q4_k"),
+    (DType::Q6K, "q6_k"),
+    (DType::Q8_0, "q8_0"),
+];
+
+impl MvKernels {
+    /// The kernel for `n` batch rows of jobs whose weights are all of type
+    /// `code` (None: of several types), and the batch rows each block row
+    /// takes.
+    fn pick(&self, n: usize, code: Option<usize>) -> (&CudaFunction, usize) {
+        let fs = code
+            .and_then(|c| self.typed.iter().find(|(t, _)| *t == c))
+            .map_or(&self.any, |(_, f)| f);
+        if n == 1 { (&fs[0], 1) } else { (&fs[1], 8) }
+    }
 }
 
 /// Every loaded kernel.
 struct Kernels {
-    /// Indexed by [`weight_code`].
-    weights: Vec<WeightKernels>,
+    /// Embedding lookup per weight type, indexed by [`weight_code`].
+    embed: Vec<CudaFunction>,
+    mv_plain: MvKernels,
+    mv_qkv: MvKernels,
+    mv_swiglu: MvKernels,
+    argmax_rows: CudaFunction,
     rms_norm: CudaFunction,
     rope: CudaFunction,
     kv_store_f16: CudaFunction,
@@ -134,6 +157,10 @@ pub struct CudaBackend {
     meta: Mutex<meta::MetaCache>,
     /// Per-span partial results of split attention, grown as needed.
     attn_scratch: Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
+    /// `argmax_rows`' indices, counters and per-block partial results
+    /// (zeroed when allocated), and the rows and blocks per row it is laid
+    /// out for.
+    argmax_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize, usize)>>,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -192,6 +219,7 @@ impl CudaBackend {
             info,
             meta: Mutex::new(meta::MetaCache::default()),
             attn_scratch: Mutex::new(None),
+            argmax_scratch: Mutex::new(None),
         })
     }
 
@@ -214,6 +242,29 @@ impl CudaBackend {
     pub fn graph_counts(&self) -> (u64, u64) {
         self.queue.graph_counts()
     }
+
+    /// Row `slot` of `layer` of the K and V cache, as f32 (for tests and
+    /// debugging: waits for all queued work).
+    pub fn read_kv(
+        &self,
+        kv: &CudaKv,
+        layer: usize,
+        slot: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
+        kv.read_row(self, layer, slot)
+    }
+
+    /// Kernel launches recorded so far (each graph replay counts its
+    /// kernels): the difference over a step is the step's kernel count.
+    pub fn launch_count(&self) -> u64 {
+        self.queue.launch_count()
+    }
+
+    /// Whether kernels are launched with programmatic dependent launch
+    /// (`SMELT_CUDA_PDL=0` turns it off; a driver that refuses it too).
+    pub fn pdl(&self) -> bool {
+        self.queue.pdl()
+    }
 }
 
 fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
@@ -222,16 +273,34 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
             .load_function(name)
             .map_err(|e| CudaError::Compile(format!("kernel {name} missing from the module: {e}")))
     };
-    let mut weights = Vec::with_capacity(WEIGHT_TYPES.len());
+    let mut embed = Vec::with_capacity(WEIGHT_TYPES.len());
     for (_, n) in WEIGHT_TYPES {
-        weights.push(WeightKernels {
-            matmul_1: f(&format!("matmul_{n}_1"))?,
-            matmul_8: f(&format!("matmul_{n}_8"))?,
-            embed: f(&format!("embed_{n}"))?,
-        });
+        embed.push(f(&format!("embed_{n}"))?);
     }
+    let mv = |name: &str| -> Result<MvKernels, CudaError> {
+        let mut typed = Vec::with_capacity(TYPED_MV.len());
+        for (dtype, suffix) in TYPED_MV {
+            if let Some(code) = weight_code(dtype) {
+                typed.push((
+                    code,
+                    [
+                        f(&format!("{name}_1_{suffix}"))?,
+                        f(&format!("{name}_8_{suffix}"))?,
+                    ],
+                ));
+            }
+        }
+        Ok(MvKernels {
+            any: [f(&format!("{name}_1"))?, f(&format!("{name}_8"))?],
+            typed,
+        })
+    };
     Ok(Kernels {
-        weights,
+        embed,
+        mv_plain: mv("mv_plain")?,
+        mv_qkv: mv("mv_qkv")?,
+        mv_swiglu: mv("mv_swiglu")?,
+        argmax_rows: f("argmax_rows")?,
         rms_norm: f("rms_norm")?,
         rope: f("rope")?,
         kv_store_f16: f("kv_store_f16")?,

@@ -9,13 +9,23 @@
 //! same size, so the buffers a step allocates anew (logit rows) keep their
 //! addresses from step to step and the step's launch list repeats.
 //!
-//! Set `SMELT_CUDA_GRAPHS=0` to launch every kernel directly instead.
+//! Kernels are launched with programmatic dependent launch (PDL): each may
+//! start while the previous one runs, fetch its weights, and wait in
+//! `griddepcontrol.wait` for the previous one's results (kernels/common.cuh).
+//! If the driver refuses such a launch, every later launch is a plain one.
+//!
+//! Set `SMELT_CUDA_GRAPHS=0` to launch every kernel directly instead, and
+//! `SMELT_CUDA_PDL=0` to launch without PDL.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{
+    CUgraphInstantiate_flags, CUlaunchAttribute, CUlaunchAttributeID, CUlaunchConfig,
+    CUstreamCaptureMode,
+};
 use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream};
 
 /// One kernel argument, by value, as the kernel declares it.
@@ -25,6 +35,25 @@ pub(crate) enum Arg {
     U64(u64),
     I32(i32),
     F32(f32),
+    /// A `MvJob` struct (matvec.cu).
+    Job(MvJob),
+}
+
+/// One weight of a fused matrix product, laid out as `struct MvJob` in
+/// matvec.cu (40 bytes, 8-byte aligned).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MvJob {
+    /// Device address of the stored rows.
+    pub w: u64,
+    pub row_bytes: u64,
+    /// Device address of the output.
+    pub out: u64,
+    /// Device address of an f32 bias per output row, or 0.
+    pub bias: u64,
+    /// Index into `WEIGHT_TYPES` (`WType` in quant.cu).
+    pub wtype: i32,
+    pub n_rows: i32,
 }
 
 impl PartialEq for Arg {
@@ -33,6 +62,7 @@ impl PartialEq for Arg {
             (Arg::U64(a), Arg::U64(b)) => a == b,
             (Arg::I32(a), Arg::I32(b)) => a == b,
             (Arg::F32(a), Arg::F32(b)) => a.to_bits() == b.to_bits(),
+            (Arg::Job(a), Arg::Job(b)) => a == b,
             _ => false,
         }
     }
@@ -68,7 +98,7 @@ unsafe impl Send for Graph {}
 /// Free buffers kept per length; beyond this many of one length they are freed.
 const POOL_PER_LEN: usize = 8;
 /// Launch lists shorter than this are not worth a graph.
-const MIN_GRAPH_LAUNCHES: usize = 16;
+const MIN_GRAPH_LAUNCHES: usize = 8;
 
 #[derive(Default)]
 struct State {
@@ -78,9 +108,10 @@ struct State {
     /// The captured list and its graph.
     graph: Option<(Vec<Launch>, Graph)>,
     pool: HashMap<usize, Vec<CudaSlice<f32>>>,
-    /// Replays and captures, for reports.
+    /// Replays, captures and recorded launches, for reports.
     replays: u64,
     captures: u64,
+    launches: u64,
     /// Flushes that sent launches so far.
     epoch: u64,
 }
@@ -90,6 +121,8 @@ pub(crate) struct Queue {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     graphs: bool,
+    /// Launch with programmatic dependent launch (cleared if refused).
+    pdl: AtomicBool,
     state: Mutex<State>,
     /// The first error since the last `take_error`.
     error: Mutex<Option<String>>,
@@ -98,10 +131,12 @@ pub(crate) struct Queue {
 impl Queue {
     pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Self {
         let graphs = std::env::var("SMELT_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        let pdl = std::env::var("SMELT_CUDA_PDL").map_or(true, |v| v != "0");
         Queue {
             ctx,
             stream,
             graphs,
+            pdl: AtomicBool::new(pdl),
             state: Mutex::new(State::default()),
             error: Mutex::new(None),
         }
@@ -125,7 +160,14 @@ impl Queue {
 
     /// Records a launch.
     pub fn push(&self, launch: Launch) {
-        self.state().pending.push(launch);
+        let mut s = self.state();
+        s.launches += 1;
+        s.pending.push(launch);
+    }
+
+    /// Kernel launches recorded so far (replayed ones included).
+    pub fn launch_count(&self) -> u64 {
+        self.state().launches
     }
 
     /// Counts the flushes that sent launches: an array handed to kernels in
@@ -206,8 +248,10 @@ impl Queue {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        // Capture failed: launch directly, remember nothing.
+                        // Capture failed: launch directly, remember nothing;
+                        // if PDL was on, capture the next time without it.
                         self.fail_soft(&e);
+                        self.pdl.store(false, Ordering::Relaxed);
                     }
                 }
             }
@@ -260,14 +304,59 @@ impl Queue {
                 Arg::U64(v) => (v as *mut u64).cast(),
                 Arg::I32(v) => (v as *mut i32).cast(),
                 Arg::F32(v) => (v as *mut f32).cast(),
+                Arg::Job(v) => (v as *mut MvJob).cast(),
             })
             .collect();
+        if self.pdl.load(Ordering::Relaxed) {
+            // SAFETY: a zeroed attribute is valid plain data; the id and the
+            // union member it names are set before use.
+            let mut attr: CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let config = CUlaunchConfig {
+                gridDimX: l.grid.0,
+                gridDimY: l.grid.1,
+                gridDimZ: l.grid.2,
+                blockDimX: l.block,
+                blockDimY: 1,
+                blockDimZ: 1,
+                sharedMemBytes: 0,
+                hStream: self.stream.cu_stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            // SAFETY: as for the plain launch below; `config` and `attr`
+            // outlive the call. Every kernel waits (griddepcontrol.wait)
+            // before it reads what an earlier kernel wrote and before it
+            // exits, which PDL needs for stream order to hold.
+            let r = unsafe {
+                cudarc::driver::sys::cuLaunchKernelEx(
+                    &config,
+                    l.func.cu_function(),
+                    params.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+            .result();
+            match r {
+                Ok(()) => return Ok(()),
+                Err(cudarc::driver::DriverError(
+                    cudarc::driver::sys::CUresult::CUDA_ERROR_NOT_SUPPORTED
+                    | cudarc::driver::sys::CUresult::CUDA_ERROR_INVALID_VALUE,
+                )) => {
+                    // This driver or device has no PDL: plain launches from now on.
+                    self.pdl.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // SAFETY: `params` points at `vals`, which outlive the call, one value
         // per kernel parameter in the kernel's order and type (each call site
-        // lists them as the .cu signature declares); every pointer argument is
-        // a live device allocation of this context (buffers are pooled, and
-        // freed only after the launches that read them were sent) whose extent
-        // the call site checked against the grid; one stream orders it all.
+        // lists them as the .cu signature declares; `MvJob` is `repr(C)` as
+        // the struct there); every pointer argument is a live device
+        // allocation of this context (buffers are pooled, and freed only
+        // after the launches that read them were sent) whose extent the call
+        // site checked against the grid; one stream orders it all.
         unsafe {
             cudarc::driver::result::launch_kernel(
                 l.func.cu_function(),
@@ -278,5 +367,10 @@ impl Queue {
                 &mut params,
             )
         }
+    }
+
+    /// Whether launches use programmatic dependent launch.
+    pub fn pdl(&self) -> bool {
+        self.pdl.load(Ordering::Relaxed)
     }
 }

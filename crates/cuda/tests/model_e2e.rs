@@ -139,7 +139,8 @@ fn asset(name: &str) -> Option<PathBuf> {
     panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
 }
 
-/// Greedy decoding of `n` tokens after `prompt`, one row per step.
+/// Greedy decoding of `n` tokens after `prompt`, one row per step
+/// (`Model::forward_greedy`).
 fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize) -> Vec<u32> {
     let total = prompt.len() + n;
     let n_blocks = total.div_ceil(m.kv_block_size());
@@ -158,19 +159,11 @@ fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize) -> Vec<u32> {
             block_tables: &tables,
             logits_rows: &[toks.len() - 1],
         };
-        let logits = match m.forward(&mut cache, &batch) {
-            Ok(l) => l,
+        // The argmax is taken where the logits are (on the GPU for CUDA).
+        let next = match m.forward_greedy(&mut cache, &batch) {
+            Ok(t) => t[0],
             Err(e) => panic!("forward on {}: {e}", m.backend.name()),
         };
-        let next = logits
-            .data
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-            )
-            .0 as u32;
         fed = seq.len();
         seq.push(next);
         out.push(next);

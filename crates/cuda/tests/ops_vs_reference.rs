@@ -379,7 +379,7 @@ fn backend_reports_its_device() {
     assert!(info.capability.0 >= 5);
 }
 
-/// Contexts longer than one attention span (256 keys): split, then merged.
+/// Contexts longer than one attention span (1024 keys): split, then merged.
 #[test]
 fn attention_over_long_contexts_splits_and_merges() {
     let Some(cuda) = backend("attention_over_long_contexts_splits_and_merges") else {
@@ -390,7 +390,7 @@ fn attention_over_long_contexts_splits_and_merges() {
         let (n_heads, n_kv_heads, head_dim) = (6, 2, 64);
         let layout = KvLayout {
             n_layers: 1,
-            n_blocks: 80,
+            n_blocks: 160,
             block_size: 16,
             n_kv_heads,
             head_dim,
@@ -399,9 +399,9 @@ fn attention_over_long_contexts_splits_and_merges() {
         let width = n_kv_heads * head_dim;
         let mut kv_ref = ReferenceBackend.alloc_kv(layout).expect("kv");
         let mut kv_gpu = cuda.alloc_kv(layout).expect("kv");
-        // 70 of the 80 blocks, in a scattered order: 1120 positions.
-        let table: Vec<u32> = (0..70u32).map(|i| (i * 17 + 3) % 80).collect();
-        let len = 1100;
+        // 150 of the 160 blocks, in a scattered order: 2400 positions.
+        let table: Vec<u32> = (0..150u32).map(|i| (i * 17 + 3) % 160).collect();
+        let len = 2300;
         let slots: Vec<u32> = (0..len)
             .map(|p| table[p / 16] * 16 + (p % 16) as u32)
             .collect();
@@ -415,7 +415,7 @@ fn attention_over_long_contexts_splits_and_merges() {
             head_dim,
             scale: 1.0 / (head_dim as f32).sqrt(),
         };
-        let rows: Vec<AttnRow<'_>> = [1099u32, 255, 256, 511, 512, 3, 767, 1000]
+        let rows: Vec<AttnRow<'_>> = [2299u32, 1023, 1024, 2047, 2048, 3, 767, 1500]
             .iter()
             .map(|&pos| AttnRow {
                 pos,

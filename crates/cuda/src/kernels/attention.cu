@@ -3,26 +3,39 @@
 //
 // A row at position `pos` attends to keys 0..=pos. They are cut into spans of
 // ATT_SPAN keys; one block of ATT_THREADS threads handles one (head, row,
-// span): every thread scores one key (q.k over the whole head, K read as
-// whole rows), the block takes the span's softmax max and sum, then threads
-// split the head's values (and the span's keys) to sum the weighted V rows.
-// A row with one span writes its output at once; a row with several writes
-// (max, sum, weighted V) per span to scratch, and `attention_merge` combines
-// them. The number of spans depends only on the row's own position, so a
-// row's result does not depend on the rest of the batch.
+// span): each thread scores ATT_SPAN / ATT_THREADS keys (q.k over the whole
+// head, K read 16 bytes at a time), the block takes the span's softmax max
+// and sum, then thread (g, c) sums chunk c (8 values) of the weighted V rows
+// of keys g, g + G, ..., and the G partial sums of each value are added in a
+// fixed order. A row with one span writes its output at once; a row with
+// several writes (max, sum, weighted V) per span to scratch, and
+// `attention_merge` combines them. The number of spans depends only on the
+// row's own position, so a row's result does not depend on the rest of the
+// batch. Head dimensions are multiples of 8, at most 256.
 //
 // Cache layout (smelt_backend::KvLayout): layer-major, then slot, then the
 // row of all KV heads; slot = block * block_size + offset.
 
 #define ATT_THREADS 256
-#define ATT_SPAN 256
+#define ATT_SPAN 1024
+#define ATT_KEYS (ATT_SPAN / ATT_THREADS)
 
-template <typename KV>
-__device__ __forceinline__ float kv_load(const KV* p);
-template <>
-__device__ __forceinline__ float kv_load<u16>(const u16* p) { return half_to_float(*p); }
-template <>
-__device__ __forceinline__ float kv_load<float>(const float* p) { return *p; }
+// 8 consecutive cached values (16-byte aligned for f16, 32 for f32).
+__device__ __forceinline__ void kv_load8(const u16* p, float v[8]) {
+    const uint4 w = *(const uint4*)p;
+    const u32 u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        v[2 * i] = half_to_float((u16)(u[i] & 0xFFFF));
+        v[2 * i + 1] = half_to_float((u16)(u[i] >> 16));
+    }
+}
+
+__device__ __forceinline__ void kv_load8(const float* p, float v[8]) {
+    const float4 a = ((const float4*)p)[0], b = ((const float4*)p)[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
 
 // Sum (or max) over the block; every thread gets the result. `red` is
 // shared scratch of ATT_THREADS / 32 floats.
@@ -60,8 +73,10 @@ __device__ __forceinline__ void attention_body(
     __shared__ float s_q[256];
     __shared__ float s_p[ATT_SPAN];
     __shared__ float s_red[ATT_THREADS / 32];
-    __shared__ float s_acc[ATT_THREADS];
+    __shared__ float s_acc[ATT_THREADS * 8];
 
+    pdl_trigger();
+    pdl_wait();
     const int h = blockIdx.x, r = blockIdx.y, span = blockIdx.z;
     const int n_pos = (int)positions[r] + 1;
     const int n_spans = (n_pos + ATT_SPAN - 1) / ATT_SPAN;
@@ -70,29 +85,71 @@ __device__ __forceinline__ void attention_body(
     const int n = min(ATT_SPAN, n_pos - p0);
     const int kvh = h / (n_heads / n_kv_heads);
     const u32* table = tables + table_start[r];
+    const KV* kbase = kc + layer_off + (u64)kvh * head_dim;
+    const KV* vbase = vc + layer_off + (u64)kvh * head_dim;
     const int t = threadIdx.x;
 
     for (int d = t; d < head_dim; d += ATT_THREADS) s_q[d] = q[(u64)r * q_cols + h * head_dim + d];
     __syncthreads();
 
-    // Scores: one key per thread.
-    float s = NEG_INF;
-    if (t < n) {
-        const int p = p0 + t;
-        const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
-        const KV* k = kc + layer_off + slot * row_width + (u64)kvh * head_dim;
-        float dot = 0.0f;
-        for (int d = 0; d < head_dim; d++) dot += s_q[d] * kv_load<KV>(k + d);
-        s = dot * scale;
+    // Scores: keys t, t + ATT_THREADS, ...
+    float mloc = NEG_INF;
+#pragma unroll
+    for (int kk = 0; kk < ATT_KEYS; kk++) {
+        const int i = t + kk * ATT_THREADS;
+        if (i < n) {
+            const int p = p0 + i;
+            const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
+            const KV* k = kbase + slot * row_width;
+            float dot = 0.0f;
+#pragma unroll 4
+            for (int d0 = 0; d0 < head_dim; d0 += 8) {
+                float kv8[8];
+                kv_load8(k + d0, kv8);
+#pragma unroll
+                for (int j = 0; j < 8; j++) dot += s_q[d0 + j] * kv8[j];
+            }
+            const float s = dot * scale;
+            s_p[i] = s;
+            mloc = fmaxf(mloc, s);
+        }
     }
-    const float m = block_max(s, s_red);
-    const float e = t < n ? expf(s - m) : 0.0f;
-    if (t < ATT_SPAN) s_p[t] = e;
-    const float l = block_sum(e, s_red);  // (its barriers also publish s_p)
+    const float m = block_max(mloc, s_red);
+    float lsum = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < ATT_KEYS; kk++) {
+        const int i = t + kk * ATT_THREADS;
+        if (i < n) {
+            const float e = expf(s_p[i] - m);
+            s_p[i] = e;
+            lsum += e;
+        }
+    }
+    const float l = block_sum(lsum, s_red);  // (its barriers also publish s_p)
 
-    // Weighted V: thread (g, d) sums keys g, g + G, ... of value d.
-    const int groups = head_dim <= ATT_THREADS ? ATT_THREADS / head_dim : 1;
-    const int g = t / head_dim, d0 = t % head_dim;
+    // Weighted V: thread (g, c) sums chunk c of keys g, g + G, ...
+    const int n_chunks = head_dim / 8;
+    const int groups = ATT_THREADS / n_chunks;
+    const int g = t / n_chunks, c = t % n_chunks;
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    if (g < groups) {
+#pragma unroll 4
+        for (int i = g; i < n; i += groups) {
+            const int p = p0 + i;
+            const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
+            float v8[8];
+            kv_load8(vbase + slot * row_width + c * 8, v8);
+            const float w = s_p[i];
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[j] += w * v8[j];
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) s_acc[g * head_dim + c * 8 + j] = acc[j];
+    }
+    __syncthreads();
+
     float* o = nullptr;
     float norm = 1.0f;
     if (n_spans == 1) {
@@ -106,26 +163,10 @@ __device__ __forceinline__ void attention_body(
         }
         o = sc + 2;
     }
-    for (int d = d0; d < head_dim; d += (groups == 1 ? ATT_THREADS : head_dim)) {
-        float acc = 0.0f;
-        if (g < groups) {
-            for (int i = g; i < n; i += groups) {
-                const int p = p0 + i;
-                const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
-                acc += s_p[i] * kv_load<KV>(vc + layer_off + slot * row_width + (u64)kvh * head_dim + d);
-            }
-        }
-        if (groups == 1) {
-            o[d] = acc * norm;
-        } else {
-            s_acc[t] = acc;
-            __syncthreads();
-            if (g == 0) {
-                float v = 0.0f;
-                for (int j = 0; j < groups; j++) v += s_acc[j * head_dim + d];
-                o[d] = v * norm;
-            }
-        }
+    for (int d = t; d < head_dim; d += ATT_THREADS) {
+        float v = 0.0f;
+        for (int j = 0; j < groups; j++) v += s_acc[j * head_dim + d];
+        o[d] = v * norm;
     }
 }
 
@@ -134,6 +175,8 @@ __device__ __forceinline__ void attention_body(
 extern "C" __global__ void attention_merge(const u32* positions, int n_heads, int head_dim,
                                            const float* scratch, int max_spans, float* out,
                                            int out_cols) {
+    pdl_trigger();
+    pdl_wait();
     const int h = blockIdx.x, r = blockIdx.y;
     const int n_spans = ((int)positions[r] + ATT_SPAN) / ATT_SPAN;
     if (n_spans == 1) return;

@@ -60,3 +60,30 @@ __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+// (float)q for 0 <= q < 2^23, exactly, without the int-to-float converter
+// (a quarter-rate unit on Hopper): q's bits under the exponent of 2^23, then
+// 2^23 taken away.
+__device__ __forceinline__ float u2f(u32 q) {
+    return __int_as_float(0x4B000000u | q) - 8388608.0f;
+}
+
+// Programmatic dependent launch (sm_90). Every kernel calls pdl_trigger()
+// first, which lets the next kernel on the stream start early, and
+// pdl_wait() before it reads anything an earlier kernel wrote, writes
+// anything, or exits; pdl_wait returns once the previous kernel has finished
+// and its writes are visible. A kernel that waits before it exits finishes
+// after its predecessor, so the order holds transitively. Launched without
+// the attribute, both are no-ops. Weight reads (never written by a kernel)
+// may go before the wait: that is what hides their latency.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}

@@ -1,8 +1,11 @@
-// Row-wise and element-wise ops: RMSNorm, RoPE, K/V store, SwiGLU, adds.
+// Row-wise and element-wise ops: RMSNorm, RoPE, K/V store, SwiGLU, adds,
+// gather, argmax. (Each starts with pdl_trigger/pdl_wait: see common.cuh.)
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w. One block per row.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float eps, int cols,
                                     float* out) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ float partial[32];
     const float* xr = x + (u64)blockIdx.x * cols;
     float s = 0.0f;
@@ -27,6 +30,8 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float eps, i
 // reference does. neox: pairs (i, i + n_rot/2), else (2i, 2i+1).
 extern "C" __global__ void rope(float* x, int cols, int n_heads, int head_dim, int n_rot,
                                 int neox, const u32* positions, const float* inv_freq) {
+    pdl_trigger();
+    pdl_wait();
     const int half = n_rot / 2;
     const float pos = (float)positions[blockIdx.x];
     float* xr = x + (u64)blockIdx.x * cols;
@@ -49,6 +54,8 @@ extern "C" __global__ void rope(float* x, int cols, int n_heads, int head_dim, i
 // that starts at element layer_off. F16: rounded to nearest even.
 extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const float* v,
                                         const u32* slots, int width, u64 layer_off) {
+    pdl_trigger();
+    pdl_wait();
     const u64 dst = layer_off + (u64)slots[blockIdx.x] * width;
     const u64 src = (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
@@ -59,6 +66,8 @@ extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const 
 
 extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v,
                                         const u32* slots, int width, u64 layer_off) {
+    pdl_trigger();
+    pdl_wait();
     const u64 dst = layer_off + (u64)slots[blockIdx.x] * width;
     const u64 src = (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
@@ -69,6 +78,8 @@ extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, co
 
 // gate = silu(gate) * up, silu(x) = x / (1 + e^-x).
 extern "C" __global__ void swiglu(float* gate, const float* up, u64 n) {
+    pdl_trigger();
+    pdl_wait();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         const float g = gate[i];
@@ -78,19 +89,103 @@ extern "C" __global__ void swiglu(float* gate, const float* up, u64 n) {
 
 // x += y.
 extern "C" __global__ void add(float* x, const float* y, u64 n) {
+    pdl_trigger();
+    pdl_wait();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
 
 // x[r] += bias, for rows of cols values.
 extern "C" __global__ void add_bias(float* x, const float* bias, int cols, u64 n) {
+    pdl_trigger();
+    pdl_wait();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += bias[i % cols];
 }
 
 // out[i] = x[rows[i]], one block per output row.
 extern "C" __global__ void gather_rows(const float* x, const u32* rows, int cols, float* out) {
+    pdl_trigger();
+    pdl_wait();
     const float* src = x + (u64)rows[blockIdx.x] * cols;
     float* dst = out + (u64)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
+}
+
+// Whether (v, i) goes before (bv, bi): larger, or equal at a lower index.
+__device__ __forceinline__ bool argmax_before(float v, int i, float bv, int bi) {
+    return v > bv || (v == bv && i < bi);
+}
+
+// out[r] = the index of the largest value of row r, the lowest on ties: what
+// a left-to-right scan keeping the first strict maximum returns, NaN
+// included (a NaN at index 0 is never beaten; a NaN elsewhere never wins).
+// Grid (blocks per row, rows): block b takes `chunk` values of the row and
+// leaves its (value, index) in part_v/part_i; the last block of a row to
+// finish (counted in counters[r], which it sets back to 0) combines them.
+// The rule is a total order, so the result does not depend on which block
+// finishes last.
+extern "C" __global__ void argmax_rows(const float* x, int cols, int chunk, u32* out,
+                                       u32* counters, int* part_i, float* part_v) {
+    pdl_trigger();
+    pdl_wait();
+    __shared__ float s_v[32];
+    __shared__ int s_i[32];
+    __shared__ bool s_last;
+    const int r = blockIdx.y, nb = gridDim.x;
+    const float* xr = x + (u64)r * cols;
+    float bv = NEG_INF;
+    int bi = 0x7fffffff;
+    const int end = min(cols, (blockIdx.x + 1) * chunk);
+    for (int i = blockIdx.x * chunk + threadIdx.x; i < end; i += blockDim.x) {
+        float v = xr[i];
+        if (v != v) v = i == 0 ? -NEG_INF : NEG_INF;
+        if (argmax_before(v, i, bv, bi)) {
+            bv = v;
+            bi = i;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (argmax_before(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+        s_v[warp] = bv;
+        s_i[warp] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x / 32); w++) {
+            if (argmax_before(s_v[w], s_i[w], bv, bi)) {
+                bv = s_v[w];
+                bi = s_i[w];
+            }
+        }
+        part_v[(u64)r * nb + blockIdx.x] = bv;
+        part_i[(u64)r * nb + blockIdx.x] = bi;
+        __threadfence();
+        s_last = atomicAdd(&counters[r], 1u) == (u32)(nb - 1);
+    }
+    __syncthreads();
+    if (s_last && threadIdx.x == 0) {
+        __threadfence();
+        bv = NEG_INF;
+        bi = 0x7fffffff;
+        for (int b = 0; b < nb; b++) {
+            const float v = __ldcg(&part_v[(u64)r * nb + b]);
+            const int i = __ldcg(&part_i[(u64)r * nb + b]);
+            if (argmax_before(v, i, bv, bi)) {
+                bv = v;
+                bi = i;
+            }
+        }
+        out[r] = cols > 0 && bi < cols ? (u32)bi : 0u;
+        counters[r] = 0;
+    }
 }

@@ -1,6 +1,6 @@
 // Dequantization of stored weight rows, 8 consecutive values at a time, for
-// every weight type; the fused matrix-vector products and the embedding
-// lookup built on it.
+// every weight type, and the embedding lookup built on it (the matrix
+// products that use it are in matvec.cu).
 //
 // A row is split into chunks of 8 values. Every quantized block holds a whole
 // number of chunks (32 or 256 values), and each chunk lies inside one scale
@@ -10,7 +10,8 @@
 //
 // The formulas and rounding order follow the scalar reference
 // (crates/tensor/src/reference): `d * (q - offset)`, `d * q + m`, and for the
-// K-quants `(d * sc) * q - (dmin * m)`.
+// K-quants `(d * sc) * q - (dmin * m)`. Small integers become floats through
+// `u2f` (exact, and cheaper than a conversion instruction).
 
 enum WType {
     W_F32 = 0, W_F16 = 1, W_BF16 = 2,
@@ -104,48 +105,48 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         const float d = ld_half(blk);
         nibbles8<2>(blk + 2, e, q);  // 18-byte blocks: 2-aligned
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)(q[i] - 8);
+        for (int i = 0; i < 8; i++) v[i] = d * (u2f(q[i]) - 8.0f);
     } else if (T == W_Q4_1) {
         const float d = ld_half(blk), m = ld_half(blk + 2);
         nibbles8<4>(blk + 4, e, q);  // 20-byte blocks: 4-aligned
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)q[i] + m;
+        for (int i = 0; i < 8; i++) v[i] = d * u2f(q[i]) + m;
     } else if (T == W_Q5_0) {
         const float d = ld_half(blk);
         const u32 qh = ld_u32_a2(blk + 2);
         nibbles8<2>(blk + 6, e, q);  // 22-byte blocks
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)((int)(q[i] | (((qh >> (e + i)) & 1) << 4)) - 16);
+        for (int i = 0; i < 8; i++) v[i] = d * (u2f(q[i] | (((qh >> (e + i)) & 1) << 4)) - 16.0f);
     } else if (T == W_Q5_1) {
         const float d = ld_half(blk), m = ld_half(blk + 2);
         const u32 qh = ld_u32_a2(blk + 4);
         nibbles8<8>(blk + 8, e, q);  // 24-byte blocks: 8-aligned
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)(int)(q[i] | (((qh >> (e + i)) & 1) << 4)) + m;
+        for (int i = 0; i < 8; i++) v[i] = d * u2f(q[i] | (((qh >> (e + i)) & 1) << 4)) + m;
     } else if (T == W_Q8_0) {
         const float d = ld_half(blk);
         u32 w[2];
         load8<2>(blk + 2 + e, w);  // 34-byte blocks
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = d * (float)(i8)byte_at(w, i);
+        for (int i = 0; i < 8; i++) v[i] = d * (u2f(byte_at(w, i) ^ 0x80) - 128.0f);  // (i8) byte
     } else if (T == W_Q2_K) {
         // scales[16]@0, 2-bit plane qs[64]@16, d@80, dmin@82; groups of 16.
         const int g = e / 16;
         const u8 sm = blk[g];
-        const float dl = ld_half(blk + 80) * (float)(sm & 0x0F);
-        const float ml = ld_half(blk + 82) * (float)(sm >> 4);
+        const float dl = ld_half(blk + 80) * u2f(sm & 0x0F);
+        const float ml = ld_half(blk + 82) * u2f(sm >> 4);
         u32 w[2];
         load8<4>(blk + 16 + 32 * (e / 128) + (e % 32), w);  // 84-byte blocks
         const int shift = 2 * ((e % 128) / 32);
 #pragma unroll
-        for (int i = 0; i < 8; i++) v[i] = dl * (float)((byte_at(w, i) >> shift) & 3) - ml;
+        for (int i = 0; i < 8; i++) v[i] = dl * u2f((byte_at(w, i) >> shift) & 3) - ml;
     } else if (T == W_Q3_K) {
         // hmask[32]@0, 2-bit plane qs[64]@32, scales[12]@96, d@108; groups of 16.
         const int g = e / 16;
         const u8* s = blk + 96;
         const int lo = (s[g % 8] >> (4 * (g / 8))) & 0x0F;
         const int hi = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
-        const float dl = ld_half(blk + 108) * (float)((lo | (hi << 4)) - 32);
+        const float dl = ld_half(blk + 108) * (u2f(lo | (hi << 4)) - 32.0f);
         u32 wq[2], wh[2];
         load8<2>(blk + 32 + 32 * (e / 128) + (e % 32), wq);  // 110-byte blocks
         load8<2>(blk + (e % 32), wh);
@@ -153,17 +154,18 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         const int hbit = e / 32;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
+            // low - (h ? 0 : 4) == (low | h << 2) - 4, as low < 4.
             const int low = (byte_at(wq, i) >> shift) & 3;
             const int h = (byte_at(wh, i) >> hbit) & 1;
-            v[i] = dl * (float)(low - (h ? 0 : 4));
+            v[i] = dl * (u2f(low | (h << 2)) - 4.0f);
         }
     } else if (T == W_Q4_K || T == W_Q5_K) {
         // d@0, dmin@2, scales[12]@4, (Q5_K: qh[32]@16), 4-bit plane qs[128];
         // groups of 32. Element 64 c + 32 n + l is nibble n of qs[32 c + l].
         int sc, mn;
         scale_min_k4(blk + 4, e / 32, &sc, &mn);
-        const float dl = ld_half(blk) * (float)sc;
-        const float ml = ld_half(blk + 2) * (float)mn;
+        const float dl = ld_half(blk) * u2f(sc);
+        const float ml = ld_half(blk + 2) * u2f(mn);
         // 144- and 176-byte blocks: 16-aligned, fields 8-aligned.
         const int qoff = T == W_Q4_K ? 16 : 48;
         u32 wq[2];
@@ -171,7 +173,7 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
         const int shift = ((e / 32) & 1) * 4;
         if (T == W_Q4_K) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = dl * (float)((byte_at(wq, i) >> shift) & 0x0F) - ml;
+            for (int i = 0; i < 8; i++) v[i] = dl * u2f((byte_at(wq, i) >> shift) & 0x0F) - ml;
         } else {
             u32 wh[2];
             load8<8>(blk + 16 + (e % 32), wh);
@@ -179,14 +181,14 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 const int qv = ((byte_at(wq, i) >> shift) & 0x0F) | (((byte_at(wh, i) >> hbit) & 1) << 4);
-                v[i] = dl * (float)qv - ml;
+                v[i] = dl * u2f(qv) - ml;
             }
         }
     } else if (T == W_Q6_K) {
         // ql[128]@0, qh[64]@128 (2-bit plane), scales[16]@192 (i8), d@208;
         // groups of 16. In each 128-value half, value w < 64 is the low
         // nibble of ql[64 h + w], value w >= 64 the high nibble of ql[64 h + w - 64].
-        const float dl = ld_half(blk + 208) * (float)((const i8*)(blk + 192))[e / 16];
+        const float dl = ld_half(blk + 208) * (u2f(blk[192 + e / 16] ^ 0x80) - 128.0f);
         const int h = e / 128, w = e % 128;
         u32 wl[2], wh[2];
         load8<2>(blk + 64 * h + (w % 64), wl);  // 210-byte blocks
@@ -196,54 +198,8 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             const int qv = ((byte_at(wl, i) >> lshift) & 0x0F) | (((byte_at(wh, i) >> hshift) & 3) << 4);
-            v[i] = dl * (float)(qv - 32);
+            v[i] = dl * (u2f(qv) - 32.0f);
         }
-    }
-}
-
-// out[r][o] = dot(W[o], x[r]) for NR consecutive batch rows per block row:
-// one warp per output row, lanes taking interleaved chunks, so each
-// dequantized weight chunk is used for all NR rows. Every row is reduced in
-// the same order whatever NR and the batch are (batch invariance).
-template <int T, int NR>
-__device__ __forceinline__ void matmul_body(const u8* w, u64 row_bytes, int n_in, int n_out,
-                                            const float* x, int n, float* out) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int o = blockIdx.x * (blockDim.x / 32) + warp;
-    if (o >= n_out) return;
-    const int r0 = blockIdx.y * NR;
-    const u8* row = w + (u64)o * row_bytes;
-    float acc[NR];
-#pragma unroll
-    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-    const int nc = (n_in + 7) / 8;
-    for (int c = lane; c < nc; c += 32) {
-        float wv[8];
-        dequant8<T>(row, c, n_in, wv);
-#pragma unroll
-        for (int r = 0; r < NR; r++) {
-            if (r0 + r < n) {
-                const float* xr = x + (u64)(r0 + r) * n_in + c * 8;
-                float s = 0.0f;
-                if (Fmt<T>::QK > 1) {
-                    // Rows of whole blocks: 32-byte aligned chunks of x.
-                    const float4 a = ((const float4*)xr)[0], b = ((const float4*)xr)[1];
-                    s = wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w +
-                        wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 8; i++) {
-                        if (c * 8 + i < n_in) s += wv[i] * xr[i];
-                    }
-                }
-                acc[r] += s;
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-        const float s = warp_sum(acc[r]);
-        if (lane == 0 && r0 + r < n) out[(u64)(r0 + r) * n_out + o] = s;
     }
 }
 
@@ -251,6 +207,8 @@ __device__ __forceinline__ void matmul_body(const u8* w, u64 row_bytes, int n_in
 template <int T>
 __device__ __forceinline__ void embed_body(const u8* table, u64 row_bytes, int n_in,
                                            const u32* tokens, float scale, float* out) {
+    pdl_trigger();
+    pdl_wait();
     const int r = blockIdx.y;
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c * 8 >= n_in) return;
@@ -263,30 +221,22 @@ __device__ __forceinline__ void embed_body(const u8* table, u64 row_bytes, int n
     }
 }
 
-#define SMELT_WEIGHT_KERNELS(NAME, T)                                                        \
-    extern "C" __global__ void matmul_##NAME##_1(const u8* w, u64 rb, int n_in, int n_out,   \
-                                                 const float* x, int n, float* out) {        \
-        matmul_body<T, 1>(w, rb, n_in, n_out, x, n, out);                                    \
-    }                                                                                        \
-    extern "C" __global__ void matmul_##NAME##_8(const u8* w, u64 rb, int n_in, int n_out,   \
-                                                 const float* x, int n, float* out) {        \
-        matmul_body<T, 8>(w, rb, n_in, n_out, x, n, out);                                    \
-    }                                                                                        \
+#define SMELT_EMBED_KERNEL(NAME, T)                                                          \
     extern "C" __global__ void embed_##NAME(const u8* table, u64 rb, int n_in,               \
                                             const u32* tokens, float scale, float* out) {    \
         embed_body<T>(table, rb, n_in, tokens, scale, out);                                  \
     }
 
-SMELT_WEIGHT_KERNELS(f32, W_F32)
-SMELT_WEIGHT_KERNELS(f16, W_F16)
-SMELT_WEIGHT_KERNELS(bf16, W_BF16)
-SMELT_WEIGHT_KERNELS(q4_0, W_Q4_0)
-SMELT_WEIGHT_KERNELS(q4_1, W_Q4_1)
-SMELT_WEIGHT_KERNELS(q5_0, W_Q5_0)
-SMELT_WEIGHT_KERNELS(q5_1, W_Q5_1)
-SMELT_WEIGHT_KERNELS(q8_0, W_Q8_0)
-SMELT_WEIGHT_KERNELS(q2_k, W_Q2_K)
-SMELT_WEIGHT_KERNELS(q3_k, W_Q3_K)
-SMELT_WEIGHT_KERNELS(q4_k, W_Q4_K)
-SMELT_WEIGHT_KERNELS(q5_k, W_Q5_K)
-SMELT_WEIGHT_KERNELS(q6_k, W_Q6_K)
+SMELT_EMBED_KERNEL(f32, W_F32)
+SMELT_EMBED_KERNEL(f16, W_F16)
+SMELT_EMBED_KERNEL(bf16, W_BF16)
+SMELT_EMBED_KERNEL(q4_0, W_Q4_0)
+SMELT_EMBED_KERNEL(q4_1, W_Q4_1)
+SMELT_EMBED_KERNEL(q5_0, W_Q5_0)
+SMELT_EMBED_KERNEL(q5_1, W_Q5_1)
+SMELT_EMBED_KERNEL(q8_0, W_Q8_0)
+SMELT_EMBED_KERNEL(q2_k, W_Q2_K)
+SMELT_EMBED_KERNEL(q3_k, W_Q3_K)
+SMELT_EMBED_KERNEL(q4_k, W_Q4_K)
+SMELT_EMBED_KERNEL(q5_k, W_Q5_K)
+SMELT_EMBED_KERNEL(q6_k, W_Q6_K)

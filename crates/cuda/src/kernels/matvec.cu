@@ -1,0 +1,366 @@
+// Fused matrix products against stored (quantized) weights, with what comes
+// before and after them in a transformer layer folded in:
+//
+//   mv_plain    out (+)= W · rms_norm?(x) + bias   (a projection; with `acc`
+//               the residual add; with a norm weight the RMSNorm before it)
+//   mv_qkv      Q/K/V of a layer: RMSNorm, three weights, biases, RoPE on Q
+//               and K, K and V written straight into the KV cache
+//   mv_swiglu   silu(W_gate · h) * (W_up · h), h = rms_norm(x)
+//
+// One warp computes two output rows (a RoPE pair, a gate/up pair, or two
+// neighbours) for NR batch rows (`_1`: decode, `_8`: prefill), so each
+// weight byte is read once per NR rows and each x value once per two rows.
+// Lanes take interleaved chunks of 8 values (`dequant8`), or for Q4_1, Q4_K
+// and Q6_K wider units (units.cu); U chunks per lane are loaded before any
+// is used, and the first U are loaded before `pdl_wait`, so a kernel fetches
+// its weights while the previous one runs.
+//
+// The RMSNorm is folded in: each warp sums x^2 over the chunks it reads
+// anyway and scales its dot products by 1/rms at the end, so no kernel
+// writes the normed row. The weight type is read at run time (one switch
+// per warp), so Q, K and V (or gate and up) of different types share a
+// launch.
+//
+// Batch invariance: a row's sums run over the same chunks in the same order
+// whatever NR and its neighbours are.
+
+#define MV_WARPS 4
+
+// One weight of a launch and where its results go.
+struct MvJob {
+    const u8* w;
+    u64 row_bytes;
+    float* out;
+    const float* bias;  // f32 per output row, or null
+    int wtype;          // WType
+    int n_rows;
+};
+
+// Values c*8 .. c*8+8 of a row of f32 (x or a norm weight). For the float
+// weight types rows may end mid-chunk: the missing values read as 0.
+template <int T>
+__device__ __forceinline__ void load_x8(const float* xr, int c, int n_in, float v[8]) {
+    if (Fmt<T>::QK > 1) {
+        // Rows of whole blocks: 32-byte aligned chunks.
+        const float4 a = ((const float4*)(xr + c * 8))[0];
+        const float4 b = ((const float4*)(xr + c * 8))[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = c * 8 + i < n_in ? xr[c * 8 + i] : 0.0f;
+    }
+}
+
+__device__ __forceinline__ float dot8(const float w[8], const float x[8]) {
+    return w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3] +
+           w[4] * x[4] + w[5] * x[5] + w[6] * x[6] + w[7] * x[7];
+}
+
+// Per-lane partial sums for one or two weight rows of type T against nv
+// (<= NR) input rows x[r] = x + r * n_in: a[r] += ra . x[r], b[r] += rb .
+// x[r] (rb may be null); with a norm weight g, x[r] is scaled by g on the
+// fly and ss[r] += x[r]^2.
+template <int T, int NR, int U>
+__device__ __forceinline__ void dot_rows(const u8* ra, const u8* rb, const float* x, int n_in,
+                                         int nv, const float* g, float a[NR], float b[NR],
+                                         float ss[NR]) {
+    const int lane = threadIdx.x & 31;
+    const int nc = (n_in + 7) / 8;
+    bool waited = false;
+    for (int base = 0; base < nc; base += 32 * U) {
+        float wa[U][8], wb[U][8];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = base + 32 * u + lane;
+            if (c < nc) {
+                dequant8<T>(ra, c, n_in, wa[u]);
+                if (rb) dequant8<T>(rb, c, n_in, wb[u]);
+            }
+        }
+        if (!waited) {
+            pdl_wait();
+            waited = true;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = base + 32 * u + lane;
+            if (c < nc) {
+                float gv[8];
+                if (g) load_x8<T>(g, c, n_in, gv);
+#pragma unroll
+                for (int r = 0; r < NR; r++) {
+                    if (r < nv) {
+                        float xv[8];
+                        load_x8<T>(x + (u64)r * n_in, c, n_in, xv);
+                        if (g) {
+                            ss[r] += dot8(xv, xv);
+#pragma unroll
+                            for (int i = 0; i < 8; i++) xv[i] *= gv[i];
+                        }
+                        a[r] += dot8(wa[u], xv);
+                        if (rb) b[r] += dot8(wb[u], xv);
+                    }
+                }
+            }
+        }
+    }
+    if (!waited) pdl_wait();
+}
+
+template <int NR>
+__device__ __forceinline__ void dot_rows_any(int t, const u8* ra, const u8* rb, const float* x,
+                                             int n_in, int nv, const float* g, float a[NR],
+                                             float b[NR], float ss[NR]) {
+    // Chunks (units) in flight per lane: fewer when each is used for 8 rows,
+    // and for Q6_K's large units. The kernel's registers are the most any
+    // type needs, so no type may need many.
+    constexpr int U = NR == 1 ? 2 : 1;
+#define SMELT_DOT_CASE(W) \
+    case W: dot_rows<W, NR, U>(ra, rb, x, n_in, nv, g, a, b, ss); break;
+#define SMELT_UNIT_CASE(W, UW) \
+    case W: dot_rows_units<W, NR, UW>(ra, rb, x, n_in, nv, g, a, b, ss); break;
+    switch (t) {
+        SMELT_DOT_CASE(W_F32)
+        SMELT_DOT_CASE(W_F16)
+        SMELT_DOT_CASE(W_BF16)
+        SMELT_DOT_CASE(W_Q4_0)
+        SMELT_UNIT_CASE(W_Q4_1, U)
+        SMELT_DOT_CASE(W_Q5_0)
+        SMELT_DOT_CASE(W_Q5_1)
+        SMELT_UNIT_CASE(W_Q8_0, U)
+        SMELT_DOT_CASE(W_Q2_K)
+        SMELT_DOT_CASE(W_Q3_K)
+        SMELT_UNIT_CASE(W_Q4_K, U)
+        SMELT_DOT_CASE(W_Q5_K)
+        SMELT_UNIT_CASE(W_Q6_K, 1)
+        default: pdl_wait(); break;
+    }
+#undef SMELT_DOT_CASE
+#undef SMELT_UNIT_CASE
+}
+
+// dot_rows_any for a type fixed at compile time (TT >= 0: one of the unit
+// types, in a kernel of its own, which needs fewer registers than the
+// kernel that reads any type), or read at run time (TT < 0).
+template <int TT, int NR>
+__device__ __forceinline__ void dot_rows_sel(int t, const u8* ra, const u8* rb, const float* x,
+                                             int n_in, int nv, const float* g, float a[NR],
+                                             float b[NR], float ss[NR]) {
+    if constexpr (TT < 0) {
+        dot_rows_any<NR>(t, ra, rb, x, n_in, nv, g, a, b, ss);
+    } else {
+        constexpr int UW = (NR == 1 && TT != W_Q6_K) ? 2 : 1;
+        dot_rows_units<TT, NR, UW>(ra, rb, x, n_in, nv, g, a, b, ss);
+    }
+}
+
+// Whole dot products of row ra (type ta) and row rb (type tb, or null)
+// with nv input rows, in every lane; inv[r] is 1/rms(x[r]) with a norm
+// weight, else 1. SAME: the caller guarantees ta == tb.
+template <int TT, int NR, bool SAME>
+__device__ __forceinline__ void warp_dots(const u8* ra, int ta, const u8* rb, int tb,
+                                          const float* x, int n_in, int nv, const float* g,
+                                          float eps, float a[NR], float b[NR], float inv[NR]) {
+    float ss[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) a[r] = b[r] = ss[r] = 0.0f;
+    if (SAME || rb == nullptr || ta == tb) {
+        // Rows of one type share the loop (and the x loads).
+        dot_rows_sel<TT, NR>(ta, ra, rb, x, n_in, nv, g, a, b, ss);
+    } else {
+        float unused[NR], ss2[NR];
+#pragma unroll
+        for (int r = 0; r < NR; r++) unused[r] = ss2[r] = 0.0f;
+        dot_rows_sel<TT, NR>(ta, ra, nullptr, x, n_in, nv, g, a, unused, ss);
+        dot_rows_sel<TT, NR>(tb, rb, nullptr, x, n_in, nv, g, b, unused, ss2);
+    }
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        a[r] = warp_sum(a[r]);
+        b[r] = warp_sum(b[r]);
+        inv[r] = g ? 1.0f / sqrtf(warp_sum(ss[r]) / (float)n_in + eps) : 1.0f;
+    }
+}
+
+template <int TT, int NR>
+__device__ __forceinline__ void mv_plain_body(MvJob j, const float* x, int n_in, int n,
+                                              const float* g, float eps, int accumulate) {
+    pdl_trigger();
+    const int lane = threadIdx.x & 31;
+    const int item = blockIdx.x * MV_WARPS + threadIdx.x / 32;
+    const int r0 = blockIdx.y * NR;
+    const int oa = 2 * item, ob = 2 * item + 1;
+    if (oa >= j.n_rows) {
+        pdl_wait();
+        return;
+    }
+    const bool has_b = ob < j.n_rows;
+    const int nv = min(NR, n - r0);
+    float a[NR], b[NR], inv[NR];
+    warp_dots<TT, NR, true>(j.w + (u64)oa * j.row_bytes, j.wtype,
+                  has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.wtype, x + (u64)r0 * n_in,
+                  n_in, nv, g, eps, a, b, inv);
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        if (lane == r && r < nv) {
+            float* o = j.out + (u64)(r0 + r) * j.n_rows;
+            float va = a[r] * inv[r], vb = b[r] * inv[r];
+            if (j.bias) {
+                va += j.bias[oa];
+                if (has_b) vb += j.bias[ob];
+            }
+            o[oa] = accumulate ? o[oa] + va : va;
+            if (has_b) o[ob] = accumulate ? o[ob] + vb : vb;
+        }
+    }
+}
+
+// Items (one warp each): the RoPE pairs of Q's heads, then K's, then row
+// pairs of V. Pair jj of a head is rotated when jj < n_rot/2: rows (2jj,
+// 2jj+1), or (jj, jj + n_rot/2) for neox; the rest are neighbours.
+template <int TT, int NR>
+__device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const float* x,
+                                            int n_in, int n, const float* g, float eps,
+                                            const u32* positions, const float* inv_freq,
+                                            int head_dim, int n_rot, int neox, void* kc,
+                                            void* vc, u64 layer_off, const u32* slots,
+                                            int kv_f16) {
+    pdl_trigger();
+    const int lane = threadIdx.x & 31;
+    const int item = blockIdx.x * MV_WARPS + threadIdx.x / 32;
+    const int r0 = blockIdx.y * NR;
+    const int pq = jq.n_rows / 2, pk = jk.n_rows / 2, pv = jv.n_rows / 2;
+    int job, p;
+    if (item < pq) {
+        job = 0;
+        p = item;
+    } else if (item < pq + pk) {
+        job = 1;
+        p = item - pq;
+    } else if (item < pq + pk + pv) {
+        job = 2;
+        p = item - pq - pk;
+    } else {
+        pdl_wait();
+        return;
+    }
+    const u8* w = job == 0 ? jq.w : job == 1 ? jk.w : jv.w;
+    const u64 rbytes = job == 0 ? jq.row_bytes : job == 1 ? jk.row_bytes : jv.row_bytes;
+    const int wt = job == 0 ? jq.wtype : job == 1 ? jk.wtype : jv.wtype;
+    const float* bias = job == 0 ? jq.bias : job == 1 ? jk.bias : jv.bias;
+    const int half_pairs = head_dim / 2, rot_pairs = n_rot / 2;
+    int ra, rb, fi = -1;
+    if (job < 2) {
+        const int h = p / half_pairs, jj = p % half_pairs;
+        if (jj < rot_pairs) {
+            fi = jj;
+            ra = h * head_dim + (neox ? jj : 2 * jj);
+            rb = h * head_dim + (neox ? jj + rot_pairs : 2 * jj + 1);
+        } else {
+            ra = h * head_dim + n_rot + 2 * (jj - rot_pairs);
+            rb = ra + 1;
+        }
+    } else {
+        ra = 2 * p;
+        rb = ra + 1;
+    }
+    const int nv = min(NR, n - r0);
+    float a[NR], b[NR], inv[NR];
+    warp_dots<TT, NR, true>(w + (u64)ra * rbytes, wt, w + (u64)rb * rbytes, wt, x + (u64)r0 * n_in, n_in,
+                  nv, g, eps, a, b, inv);
+    const int width = jk.n_rows;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        if (lane == r && r < nv) {
+            float va = a[r] * inv[r], vb = b[r] * inv[r];
+            if (bias) {
+                va += bias[ra];
+                vb += bias[rb];
+            }
+            if (fi >= 0) {
+                // As the reference: the angle in f32, its cosine and sine in f64.
+                const float theta = (float)positions[r0 + r] * inv_freq[fi];
+                double sn, cs;
+                sincos((double)theta, &sn, &cs);
+                const float c = (float)cs, s = (float)sn;
+                const float x0 = va, x1 = vb;
+                va = x0 * c - x1 * s;
+                vb = x0 * s + x1 * c;
+            }
+            if (job == 0) {
+                float* o = jq.out + (u64)(r0 + r) * jq.n_rows;
+                o[ra] = va;
+                o[rb] = vb;
+            } else {
+                const u64 at = layer_off + (u64)slots[r0 + r] * width;
+                void* cache = job == 1 ? kc : vc;
+                if (kv_f16) {
+                    ((u16*)cache)[at + ra] = float_to_half(va);
+                    ((u16*)cache)[at + rb] = float_to_half(vb);
+                } else {
+                    ((float*)cache)[at + ra] = va;
+                    ((float*)cache)[at + rb] = vb;
+                }
+            }
+        }
+    }
+}
+
+// Item i: gate row i and up row i; gate.out[r][i] = silu(gate) * up.
+template <int TT, int NR>
+__device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* x, int n_in,
+                                               int n, const float* g, float eps) {
+    pdl_trigger();
+    const int lane = threadIdx.x & 31;
+    const int i = blockIdx.x * MV_WARPS + threadIdx.x / 32;
+    const int r0 = blockIdx.y * NR;
+    if (i >= jg.n_rows) {
+        pdl_wait();
+        return;
+    }
+    const int nv = min(NR, n - r0);
+    float a[NR], b[NR], inv[NR];
+    warp_dots<TT, NR, false>(jg.w + (u64)i * jg.row_bytes, jg.wtype, ju.w + (u64)i * ju.row_bytes, ju.wtype,
+                  x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        if (lane == r && r < nv) {
+            const float gate = a[r] * inv[r], up = b[r] * inv[r];
+            jg.out[(u64)(r0 + r) * jg.n_rows + i] = gate / (1.0f + expf(-gate)) * up;
+        }
+    }
+}
+
+// Kernels `mv_<kind>_<NR>` read any weight type; `mv_<kind>_<NR>_<type>`
+// only that type (every job of the launch), with fewer registers.
+#define SMELT_MV_KERNELS(NR, SUFFIX, TT)                                                         \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
+        mv_plain_##NR##SUFFIX(MvJob j, const float* x, int n_in, int n, const float* g,          \
+                              float eps, int accumulate) {                                       \
+        mv_plain_body<TT, NR>(j, x, n_in, n, g, eps, accumulate);                                \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
+        mv_qkv_##NR##SUFFIX(MvJob jq, MvJob jk, MvJob jv, const float* x, int n_in, int n,       \
+                            const float* g, float eps, const u32* positions,                     \
+                            const float* inv_freq, int head_dim, int n_rot, int neox, void* kc,  \
+                            void* vc, u64 layer_off, const u32* slots, int kv_f16) {             \
+        mv_qkv_body<TT, NR>(jq, jk, jv, x, n_in, n, g, eps, positions, inv_freq, head_dim,       \
+                            n_rot, neox, kc, vc, layer_off, slots, kv_f16);                      \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
+        mv_swiglu_##NR##SUFFIX(MvJob jg, MvJob ju, const float* x, int n_in, int n,              \
+                               const float* g, float eps) {                                      \
+        mv_swiglu_body<TT, NR>(jg, ju, x, n_in, n, g, eps);                                      \
+    }
+
+SMELT_MV_KERNELS(1, , -1)
+SMELT_MV_KERNELS(8, , -1)
+SMELT_MV_KERNELS(1, _q4_1, W_Q4_1)
+SMELT_MV_KERNELS(8, _q4_1, W_Q4_1)
+SMELT_MV_KERNELS(1, _q4_k, W_Q4_K)
+SMELT_MV_KERNELS(8, _q4_k, W_Q4_K)
+SMELT_MV_KERNELS(1, _q6_k, W_Q6_K)
+SMELT_MV_KERNELS(8, _q6_k, W_Q6_K)
+SMELT_MV_KERNELS(1, _q8_0, W_Q8_0)
+SMELT_MV_KERNELS(8, _q8_0, W_Q8_0)

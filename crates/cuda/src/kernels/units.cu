@@ -1,0 +1,299 @@
+// Wide dot-product units for the weight types that carry most of the bytes
+// of common models (Q4_1, Q4_K, Q6_K, Q8_0): a lane takes a whole run of 32 or 64
+// values of a block with 16-byte (or 4-byte) loads and decodes the block
+// header once per run, instead of once per 8 values as `dequant8` does. The
+// values are the same as `dequant8`'s (and the scalar reference's): `d * q +
+// m` and `d * q` per value for Q4_1 and Q8_0 (the same rounding); for the
+// K-quants the scales multiply a group's sum instead (rounding differs
+// within float error).
+//
+// A unit's raw bytes are loaded first (`load`), so that a kernel can issue
+// the weight loads of several units before waiting for its input; `dot`
+// then decodes them against one input row. Units are numbered along the row;
+// unit `idx` covers the values `Unit<T>::at(idx, i)` for its runs.
+
+// A float from byte k (0..3) of w: its bits under the exponent of 2^23
+// (2^23 + byte, exact); the caller takes 2^23 (plus any offset) away.
+__device__ __forceinline__ float byte_f(u32 w, int k) {
+    return __int_as_float(__byte_perm(w, 0x4B000000u, 0x7540 + k));
+}
+
+// 16 bytes at a 2-byte-aligned address, as four words (five aligned loads
+// and funnel shifts; the fifth word read lies within the same block).
+__device__ __forceinline__ void load16_a2(const u8* p, u32 out[4]) {
+    const u32* base = (const u32*)((u64)p & ~(u64)3);
+    const u32 sh = (u32)((u64)p & 2) * 8;
+    u32 w[5];
+#pragma unroll
+    for (int i = 0; i < 5; i++) w[i] = base[i];
+#pragma unroll
+    for (int i = 0; i < 4; i++) out[i] = __funnelshift_r(w[i], w[i + 1], sh);
+}
+
+__device__ __forceinline__ float4 ld4(const float* p) { return *(const float4*)p; }
+
+// acc += the 4 values of x (scaled by g when there is a norm; ss += x^2).
+__device__ __forceinline__ float4 x4(const float* x, const float* g, float& ss) {
+    float4 v = ld4(x);
+    if (g) {
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        const float4 s = ld4(g);
+        v.x *= s.x; v.y *= s.y; v.z *= s.z; v.w *= s.w;
+    }
+    return v;
+}
+
+template <int T> struct Unit;
+
+// Q4_1: 32 values (one block of 20 bytes): d, m, 16 bytes of nibbles;
+// element j is the low nibble of byte j, element j + 16 its high nibble.
+template <> struct Unit<W_Q4_1> {
+    static const int VALUES = 32;
+    struct Raw { u32 dm; u32 q[4]; };
+    static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
+        const u8* blk = row + (u64)idx * 20;
+        r.dm = *(const u32*)blk;
+#pragma unroll
+        for (int i = 0; i < 4; i++) r.q[i] = *(const u32*)(blk + 4 + 4 * i);
+    }
+    // a += A . x (and b += B . x when two): x is the input row.
+    static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
+        const float da = half_to_float((u16)(A.dm & 0xFFFF)), ma = half_to_float((u16)(A.dm >> 16));
+        const float db = half_to_float((u16)(B.dm & 0xFFFF)), mb = half_to_float((u16)(B.dm >> 16));
+        const float* xl = x + (u64)idx * 32;
+        const float* gl = g ? g + (u64)idx * 32 : nullptr;
+        float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float4 xv = x4(xl + 16 * half + 4 * i, gl ? gl + 16 * half + 4 * i : nullptr, ss);
+                const u32 qa = half ? (A.q[i] >> 4) & 0x0F0F0F0F : A.q[i] & 0x0F0F0F0F;
+                sa += (da * (byte_f(qa, 0) - 8388608.0f) + ma) * xv.x +
+                      (da * (byte_f(qa, 1) - 8388608.0f) + ma) * xv.y +
+                      (da * (byte_f(qa, 2) - 8388608.0f) + ma) * xv.z +
+                      (da * (byte_f(qa, 3) - 8388608.0f) + ma) * xv.w;
+                if (two) {
+                    const u32 qb = half ? (B.q[i] >> 4) & 0x0F0F0F0F : B.q[i] & 0x0F0F0F0F;
+                    sb += (db * (byte_f(qb, 0) - 8388608.0f) + mb) * xv.x +
+                          (db * (byte_f(qb, 1) - 8388608.0f) + mb) * xv.y +
+                          (db * (byte_f(qb, 2) - 8388608.0f) + mb) * xv.z +
+                          (db * (byte_f(qb, 3) - 8388608.0f) + mb) * xv.w;
+                }
+            }
+        }
+        a += sa;
+        b += sb;
+    }
+};
+
+// Q4_K: 32 values of a 256-value block (144 bytes: d, dmin, 12 bytes of
+// 6-bit scales and mins, 128 bytes of nibbles). Unit k (0..7) of a block
+// reads qs[32c + 16h .. +16] (c = k / 2, h = k % 2): the low nibbles are
+// elements 64c + 16h + i of group 2c, the high ones 64c + 32 + 16h + i of
+// group 2c + 1. The 16-byte header holds d, dmin and every scale. A group's
+// sum is taken as (d sc) sum(q x) - (dmin m) sum(x): fewer operations per
+// value than dequantizing each one (the same value up to rounding).
+template <> struct Unit<W_Q4_K> {
+    static const int VALUES = 32;
+    struct Raw { uint4 h; uint4 q; };
+    static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
+        const u8* blk = row + (u64)(idx >> 3) * 144;
+        const int k = idx & 7;
+        r.h = *(const uint4*)blk;
+        r.q = *(const uint4*)(blk + 16 + 32 * (k >> 1) + 16 * (k & 1));
+    }
+    static __device__ __forceinline__ u32 sbyte(const uint4& h, int j) {
+        const u32 w = j < 4 ? h.y : (j < 8 ? h.z : h.w);
+        return (w >> (8 * (j & 3))) & 0xFF;
+    }
+    // (d * sc, dmin * m) of group gi (0..7), without branches.
+    static __device__ __forceinline__ void scales(const uint4& h, int gi, float& dl, float& ml) {
+        const u32 s_g = sbyte(h, gi), s_g4 = sbyte(h, gi + 4), s_gm4 = sbyte(h, gi & 3);
+        const bool lo = gi < 4;
+        const u32 sc = lo ? (s_g & 63) : ((s_g4 & 0x0F) | ((s_gm4 >> 6) << 4));
+        const u32 mn = lo ? (s_g4 & 63) : ((s_g4 >> 4) | ((s_g >> 6) << 4));
+        dl = half_to_float((u16)(h.x & 0xFFFF)) * u2f(sc);
+        ml = half_to_float((u16)(h.x >> 16)) * u2f(mn);
+    }
+    static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
+        // idx = lane (mod 32), so k, and which scales it needs, are the lane's.
+        const int k = threadIdx.x & 7, c = k >> 1, hf = k & 1;
+        const u64 e0 = (u64)(idx >> 3) * 256 + 64 * c + 16 * hf;
+        const float* xl = x + e0;
+        const float* gl = g ? g + e0 : nullptr;
+        const u32 qa[4] = {A.q.x, A.q.y, A.q.z, A.q.w};
+        const u32 qb[4] = {B.q.x, B.q.y, B.q.z, B.q.w};
+#pragma unroll
+        for (int hi = 0; hi < 2; hi++) {
+            float qxa = 0.0f, qxb = 0.0f, sx = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float4 xv = x4(xl + 32 * hi + 4 * i, gl ? gl + 32 * hi + 4 * i : nullptr, ss);
+                sx += (xv.x + xv.y) + (xv.z + xv.w);
+                const u32 wa = hi ? (qa[i] >> 4) & 0x0F0F0F0F : qa[i] & 0x0F0F0F0F;
+                qxa += (byte_f(wa, 0) - 8388608.0f) * xv.x + (byte_f(wa, 1) - 8388608.0f) * xv.y +
+                       (byte_f(wa, 2) - 8388608.0f) * xv.z + (byte_f(wa, 3) - 8388608.0f) * xv.w;
+                if (two) {
+                    const u32 wb = hi ? (qb[i] >> 4) & 0x0F0F0F0F : qb[i] & 0x0F0F0F0F;
+                    qxb += (byte_f(wb, 0) - 8388608.0f) * xv.x + (byte_f(wb, 1) - 8388608.0f) * xv.y +
+                           (byte_f(wb, 2) - 8388608.0f) * xv.z + (byte_f(wb, 3) - 8388608.0f) * xv.w;
+                }
+            }
+            float dl, ml;
+            scales(A.h, 2 * c + hi, dl, ml);
+            a += dl * qxa - ml * sx;
+            if (two) {
+                scales(B.h, 2 * c + hi, dl, ml);
+                b += dl * qxb - ml * sx;
+            }
+        }
+    }
+};
+
+// Q6_K: 64 values of a 256-value block (210 bytes, 2-byte aligned: ql[128],
+// qh[64], 16 signed scales, d). Unit k (0..3): half hh = k / 2 and l0 =
+// 16 (k % 2); for j = 0..3 and i = 0..15 it holds element 128hh + l0 + 32j +
+// i: the low (j < 2) or high nibble of ql[64hh + 32(j % 2) + l0 + i], bits
+// 2j..2j+1 of qh[32hh + l0 + i] above them, scale 8hh + l0/16 + 2j.
+template <> struct Unit<W_Q6_K> {
+    static const int VALUES = 64;
+    struct Raw { u32 l0[4]; u32 l1[4]; u32 h[4]; u32 sc; u32 d; };
+    static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
+        const u8* blk = row + (u64)(idx >> 2) * 210;
+        const int k = idx & 3, hh = k >> 1, l0 = 16 * (k & 1);
+        load16_a2(blk + 64 * hh + l0, r.l0);
+        load16_a2(blk + 64 * hh + 32 + l0, r.l1);
+        load16_a2(blk + 128 + 32 * hh + l0, r.h);
+        const u8* s = blk + 192 + 8 * hh + l0 / 16;
+        r.sc = (u32)s[0] | ((u32)s[2] << 8) | ((u32)s[4] << 16) | ((u32)s[6] << 24);
+        r.d = ld_u16(blk + 208);
+    }
+    static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
+        // idx = lane (mod 32), so k is the lane's.
+        const int k = threadIdx.x & 3, hh = k >> 1, l0 = 16 * (k & 1);
+        const float da = half_to_float((u16)A.d), db = half_to_float((u16)B.d);
+        const u64 e0 = (u64)(idx >> 2) * 256 + 128 * hh + l0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float* xl = x + e0 + 32 * j;
+            const float* gl = g ? g + e0 + 32 * j : nullptr;
+            float qxa = 0.0f, qxb = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float4 xv = x4(xl + 4 * i, gl ? gl + 4 * i : nullptr, ss);
+                const u32 la = (j & 1) ? A.l1[i] : A.l0[i];
+                const u32 wa = ((j < 2 ? la : la >> 4) & 0x0F0F0F0F) |
+                               (((A.h[i] >> (2 * j)) & 0x03030303) << 4);
+                // 8388640 = 2^23 + 32: the float is q - 32, exactly.
+                qxa += (byte_f(wa, 0) - 8388640.0f) * xv.x + (byte_f(wa, 1) - 8388640.0f) * xv.y +
+                       (byte_f(wa, 2) - 8388640.0f) * xv.z + (byte_f(wa, 3) - 8388640.0f) * xv.w;
+                if (two) {
+                    const u32 lb = (j & 1) ? B.l1[i] : B.l0[i];
+                    const u32 wb = ((j < 2 ? lb : lb >> 4) & 0x0F0F0F0F) |
+                                   (((B.h[i] >> (2 * j)) & 0x03030303) << 4);
+                    qxb += (byte_f(wb, 0) - 8388640.0f) * xv.x + (byte_f(wb, 1) - 8388640.0f) * xv.y +
+                           (byte_f(wb, 2) - 8388640.0f) * xv.z + (byte_f(wb, 3) - 8388640.0f) * xv.w;
+                }
+            }
+            // (i8) scale byte j as a float, exactly; the group's sum is (d sc) sum((q - 32) x).
+            a += da * (u2f(((A.sc >> (8 * j)) & 0xFF) ^ 0x80) - 128.0f) * qxa;
+            if (two) b += db * (u2f(((B.sc >> (8 * j)) & 0xFF) ^ 0x80) - 128.0f) * qxb;
+        }
+    }
+};
+
+// Q8_0: 32 values (one block of 34 bytes, 2-byte aligned): d, then 32
+// signed bytes. Each value is dequantized as `d * q` before the product,
+// as the reference does.
+template <> struct Unit<W_Q8_0> {
+    static const int VALUES = 32;
+    struct Raw { u32 q[8]; u32 d; };
+    // The 32 bytes at p = blk + 2 from the 4-aligned words at or before p;
+    // the last two bytes come from a 2-byte load at p + 30, so nothing past
+    // the block is read.
+    static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
+        const u8* blk = row + (u64)idx * 34;
+        const u8* p = blk + 2;
+        const u32* base = (const u32*)((u64)p & ~(u64)3);
+        const u32 sh = (u32)((u64)p & 2) * 8;
+        u32 w[9];
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = base[i];
+        w[8] = ld_u16(p + 30);
+#pragma unroll
+        for (int i = 0; i < 8; i++) r.q[i] = __funnelshift_r(w[i], w[i + 1], sh);
+        r.d = ld_u16(blk);
+    }
+    static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
+        const float da = half_to_float((u16)A.d), db = half_to_float((u16)B.d);
+        const float* xl = x + (u64)idx * 32;
+        const float* gl = g ? g + (u64)idx * 32 : nullptr;
+        float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float4 xv = x4(xl + 4 * i, gl ? gl + 4 * i : nullptr, ss);
+            // Signed bytes, offset by 128 (flip the top bit), then 2^23 + 128 taken away.
+            const u32 wa = A.q[i] ^ 0x80808080u;
+            sa += (da * (byte_f(wa, 0) - 8388736.0f)) * xv.x + (da * (byte_f(wa, 1) - 8388736.0f)) * xv.y +
+                  (da * (byte_f(wa, 2) - 8388736.0f)) * xv.z + (da * (byte_f(wa, 3) - 8388736.0f)) * xv.w;
+            if (two) {
+                const u32 wb = B.q[i] ^ 0x80808080u;
+                sb += (db * (byte_f(wb, 0) - 8388736.0f)) * xv.x + (db * (byte_f(wb, 1) - 8388736.0f)) * xv.y +
+                      (db * (byte_f(wb, 2) - 8388736.0f)) * xv.z + (db * (byte_f(wb, 3) - 8388736.0f)) * xv.w;
+            }
+        }
+        a += sa;
+        b += sb;
+    }
+};
+
+// Per-lane partial sums as `dot_rows` (matvec.cu), one unit per lane at a
+// time, U units per lane loaded before the first is used.
+template <int T, int NR, int U>
+__device__ __forceinline__ void dot_rows_units(const u8* ra, const u8* rb, const float* x,
+                                               int n_in, int nv, const float* g, float a[NR],
+                                               float b[NR], float ss[NR]) {
+    const int lane = threadIdx.x & 31;
+    const int nu = n_in / Unit<T>::VALUES;
+    const bool two = rb != nullptr;
+    bool waited = false;
+    for (int base = 0; base < nu; base += 32 * U) {
+        typename Unit<T>::Raw wa[U], wb[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int idx = base + 32 * u + lane;
+            if (idx < nu) {
+                Unit<T>::load(ra, idx, wa[u]);
+                if (two) Unit<T>::load(rb, idx, wb[u]);
+            }
+        }
+        if (!waited) {
+            pdl_wait();
+            waited = true;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int idx = base + 32 * u + lane;
+            if (idx < nu) {
+#pragma unroll
+                for (int r = 0; r < NR; r++) {
+                    if (r < nv) {
+                        // (wb[u] is read only when two.)
+                        Unit<T>::dot(wa[u], wb[u], two, idx, x + (u64)r * n_in, g, a[r], b[r],
+                                     ss[r]);
+                    }
+                }
+            }
+        }
+    }
+    if (!waited) pdl_wait();
+}
