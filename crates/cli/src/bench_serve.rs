@@ -58,6 +58,9 @@ pub struct Level {
     pub ttft_p99: Duration,
     /// Median over requests of the mean time between tokens.
     pub tpot_p50: Duration,
+    /// The engine's time in steps, and in forward passes, during the level.
+    pub step_secs: f64,
+    pub forward_secs: f64,
 }
 
 impl Level {
@@ -141,14 +144,15 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
         args.model, args.prompt_tokens, args.gen_tokens
     );
     println!(
-        "| streams | requests | output tok/s | TTFT p50 (ms) | TTFT p99 (ms) | ms/token p50 | decode tok/s |"
+        "| streams | requests | output tok/s | TTFT p50 (ms) | TTFT p99 (ms) | ms/token p50 | decode tok/s | engine busy | forward share |"
     );
     println!(
-        "|--------:|---------:|-------------:|--------------:|--------------:|-------------:|-------------:|"
+        "|--------:|---------:|-------------:|--------------:|--------------:|-------------:|-------------:|------------:|--------------:|"
     );
     for l in &levels {
+        let wall = l.wall.as_secs_f64().max(1e-9);
         println!(
-            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} % | {:.0} % |",
             l.concurrency,
             l.requests,
             l.tok_per_s(),
@@ -156,6 +160,8 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
             l.ttft_p99.as_secs_f64() * 1e3,
             l.tpot_p50.as_secs_f64() * 1e3,
             l.decode_tok_per_s(),
+            100.0 * l.step_secs / wall,
+            100.0 * l.forward_secs / l.step_secs.max(1e-9),
         );
     }
     if let Some(one) = levels.iter().find(|l| l.concurrency == 1) {
@@ -214,6 +220,7 @@ async fn run_levels(addr: &str, args: &BenchServeArgs) -> Result<Vec<Level>, Str
         }
         let prompts = Arc::new(prompts);
         let next = Arc::new(AtomicUsize::new(0));
+        let before = engine_seconds(addr).await?;
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..c {
@@ -236,6 +243,7 @@ async fn run_levels(addr: &str, args: &BenchServeArgs) -> Result<Vec<Level>, Str
             samples.extend(t.await.map_err(|e| format!("client task: {e}"))??);
         }
         let wall = t0.elapsed();
+        let after = engine_seconds(addr).await?;
         let mut ttfts: Vec<Duration> = samples.iter().map(|s| s.ttft).collect();
         ttfts.sort();
         let mut tpots: Vec<Duration> = samples.iter().map(|s| s.tpot).collect();
@@ -248,6 +256,8 @@ async fn run_levels(addr: &str, args: &BenchServeArgs) -> Result<Vec<Level>, Str
             ttft_p50: quantile(&ttfts, 0.5),
             ttft_p99: quantile(&ttfts, 0.99),
             tpot_p50: quantile(&tpots, 0.5),
+            step_secs: after.0 - before.0,
+            forward_secs: after.1 - before.1,
         };
         eprintln!(
             "bench-serve: {c} streams: {:.1} tok/s, TTFT p50 {:.0} ms",
@@ -386,12 +396,26 @@ async fn post(
     }
 }
 
-/// The served model's id.
-async fn model_id(addr: &str) -> Result<String, String> {
+/// The engine's step and forward seconds so far, from `/metrics`.
+async fn engine_seconds(addr: &str) -> Result<(f64, f64), String> {
+    let text = get(addr, "/metrics").await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        value("smelt_step_seconds_total"),
+        value("smelt_forward_seconds_total"),
+    ))
+}
+
+/// The body of a GET (read to the end of the connection).
+async fn get(addr: &str, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    let req = format!("GET /v1/models HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("send: {e}"))?;
@@ -399,7 +423,12 @@ async fn model_id(addr: &str) -> Result<String, String> {
     s.read_to_end(&mut resp)
         .await
         .map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&resp);
+    Ok(String::from_utf8_lossy(&resp).into_owned())
+}
+
+/// The served model's id.
+async fn model_id(addr: &str) -> Result<String, String> {
+    let text = get(addr, "/v1/models").await?;
     let id = text
         .split("\"id\":\"")
         .nth(1)

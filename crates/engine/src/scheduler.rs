@@ -216,6 +216,14 @@ impl Seq {
     fn prefilling(&self) -> bool {
         self.n_done < self.prompt_len
     }
+    /// Greedy with nothing that needs the logits on the host: the argmax
+    /// of the raw logits is the sampler's choice.
+    fn plain_greedy(&self) -> bool {
+        let p = self.sampler.params();
+        let no_penalties = p.penalty_last_n == 0
+            || (p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0);
+        p.is_greedy() && no_penalties && self.logprobs.is_none()
+    }
 }
 
 /// Many sequences on one model: the continuous-batching loop.
@@ -387,6 +395,10 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         }
         report.rows = tokens.len();
 
+        // When every sequence that samples this step picks greedily without
+        // penalties or logprobs, the backend picks the tokens where the
+        // logits are (the same first-largest argmax) and only ids come back.
+        let greedy = logits_seq.iter().all(|&i| self.running[i].plain_greedy());
         let t0 = Instant::now();
         let forward = {
             let tables: Vec<&[u32]> = owner
@@ -399,10 +411,18 @@ impl<'m, B: Backend> Scheduler<'m, B> {
                 block_tables: &tables,
                 logits_rows: &logits_rows,
             };
-            self.model.forward(&mut self.kv, &batch)
+            if greedy {
+                self.model
+                    .forward_greedy(&mut self.kv, &batch)
+                    .map(StepOutput::Tokens)
+            } else {
+                self.model
+                    .forward(&mut self.kv, &batch)
+                    .map(|l| StepOutput::Logits(l.data, l.cols))
+            }
         };
         report.forward_time = t0.elapsed();
-        let mut logits = match forward {
+        let mut output = match forward {
             Ok(l) => l,
             Err(e) => {
                 // The step is lost for everyone: end each sequence with the
@@ -425,14 +445,19 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         self.publish_prompts();
 
         // Sample, decode, stop, deliver.
-        let vocab = logits.cols;
         let mut done = vec![false; self.running.len()];
         for (k, &i) in logits_seq.iter().enumerate() {
-            let Some(row) = logits.data.get_mut(k * vocab..(k + 1) * vocab) else {
+            let seq = &mut self.running[i];
+            let token = match &mut output {
+                StepOutput::Tokens(ids) => ids.get(k).copied(),
+                StepOutput::Logits(data, vocab) => data
+                    .get_mut(k * *vocab..(k + 1) * *vocab)
+                    .map(|row| sample(seq, row)),
+            };
+            let Some(token) = token else {
                 continue;
             };
-            let seq = &mut self.running[i];
-            let outcome = advance(seq, row, self.tokenizer);
+            let outcome = advance(seq, token, self.tokenizer);
             if seq.first_token.is_none() {
                 let now = Instant::now();
                 seq.first_token = Some(now);
@@ -634,9 +659,15 @@ enum Advance {
     Finished(FinishReason),
 }
 
-/// Samples a sequence's next token from `logits` and runs it through the
-/// stream decoder and stop matcher, as `Session::generate` does.
-fn advance(seq: &mut Seq, logits: &mut [f32], tok: &Tokenizer) -> Advance {
+/// What a forward pass gave back: each sampling row's logits (`vocab`
+/// wide), or, for an all-greedy step, the chosen tokens.
+enum StepOutput {
+    Logits(Vec<f32>, usize),
+    Tokens(Vec<u32>),
+}
+
+/// Picks a sequence's next token from its `logits` (noting logprobs).
+fn sample(seq: &mut Seq, logits: &mut [f32]) -> u32 {
     // The sampler applies penalties in place: keep the model's own logits
     // for the reported log-probabilities.
     let raw = seq.logprobs.map(|n| (n, logits.to_vec()));
@@ -644,6 +675,12 @@ fn advance(seq: &mut Seq, logits: &mut [f32], tok: &Tokenizer) -> Advance {
     if let Some((n, raw)) = raw {
         seq.pending.logprobs.push(token_logprob(&raw, token, n));
     }
+    token
+}
+
+/// Runs a sequence's next token through the stream decoder and stop
+/// matcher, as `Session::generate` does.
+fn advance(seq: &mut Seq, token: u32, tok: &Tokenizer) -> Advance {
     seq.tokens.push(token);
     seq.pending.tokens.push(token);
     if tok.is_end_of_generation(token) {

@@ -68,6 +68,9 @@ struct Inner {
     cancelled: u64,
     steps: u64,
     step_rows: u64,
+    /// Seconds in forward passes, and in whole steps (forward + sampling + delivery).
+    forward_seconds: f64,
+    step_seconds: f64,
     ttft: Histogram,
     tpot: Histogram,
     engine: SchedulerStats,
@@ -91,6 +94,8 @@ impl Default for Metrics {
                 cancelled: 0,
                 steps: 0,
                 step_rows: 0,
+                forward_seconds: 0.0,
+                step_seconds: 0.0,
                 ttft: Histogram::new(TTFT_BUCKETS),
                 tpot: Histogram::new(TPOT_BUCKETS),
                 engine: SchedulerStats::default(),
@@ -130,6 +135,8 @@ impl Metrics {
         if report.rows > 0 {
             m.steps += 1;
             m.step_rows += report.rows as u64;
+            m.forward_seconds += report.forward_time.as_secs_f64();
+            m.step_seconds += step_time.as_secs_f64();
         }
         // Every decode row waited one step for its token.
         m.tpot
@@ -198,6 +205,18 @@ impl Metrics {
             "counter",
             "Rows (tokens) in all forward passes.",
             m.step_rows.to_string(),
+        );
+        metric(
+            "smelt_forward_seconds_total",
+            "counter",
+            "Time in forward passes.",
+            m.forward_seconds.to_string(),
+        );
+        metric(
+            "smelt_step_seconds_total",
+            "counter",
+            "Time in engine steps (forward pass, sampling, detokenizing, delivery).",
+            m.step_seconds.to_string(),
         );
         metric(
             "smelt_queue_depth",
