@@ -151,6 +151,24 @@ fn blocks(n: usize, per: u32) -> u32 {
     n.div_ceil(per as usize) as u32
 }
 
+/// Warps that share one item of a fused matrix product (`kw` in matvec.cu):
+/// long rows are split over 2 or 4 warps so that a weight with few rows
+/// still has warps enough in flight. A function of the row only (its
+/// length and type), so every launch on a weight splits its rows alike.
+fn warps_per_item(n_in: usize, dtype: DType) -> u32 {
+    // Values each thread takes at a time (units.cu, or dequant8's chunks).
+    let unit = match dtype {
+        DType::Q4_1 | DType::Q8_0 | DType::Q4K => 32,
+        DType::Q6K => 64,
+        _ => 8,
+    };
+    match n_in / unit {
+        u if u >= 256 => 4,
+        u if u >= 96 => 2,
+        _ => 1,
+    }
+}
+
 impl CudaBackend {
     /// The address of a buffer's data, if it has any.
     fn buf_addr(&self, b: &CudaBuf) -> Option<u64> {
@@ -252,10 +270,11 @@ impl CudaBackend {
         let Some(grid_y) = self.batch_blocks(what, n, per) else {
             return;
         };
+        let kw = warps_per_item(x.cols, w.dtype);
         self.launch(
             what,
             f,
-            (blocks(w.n_rows.div_ceil(2), MV_WARPS), grid_y, 1),
+            (blocks(w.n_rows.div_ceil(2), MV_WARPS / kw), grid_y, 1),
             MV_WARPS * 32,
             &[
                 Arg::Job(job),
@@ -265,6 +284,7 @@ impl CudaBackend {
                 Arg::U64(g),
                 Arg::F32(eps),
                 Arg::I32(i32::from(accumulate)),
+                Arg::I32(kw as i32),
             ],
         );
     }
@@ -933,10 +953,11 @@ impl Backend for CudaBackend {
             return;
         };
         let items = (w.q.n_rows + 2 * width) / 2;
+        let kw = warps_per_item(x.cols, w.q.dtype);
         self.launch(
             WHAT,
             f,
-            (blocks(items, MV_WARPS), grid_y, 1),
+            (blocks(items, MV_WARPS / kw), grid_y, 1),
             MV_WARPS * 32,
             &[
                 Arg::Job(jq),
@@ -957,6 +978,7 @@ impl Backend for CudaBackend {
                 Arg::U64((at.layer * n_slots * width) as u64),
                 Arg::U64(sl),
                 Arg::I32(i32::from(l.dtype == KvType::F16)),
+                Arg::I32(kw as i32),
             ],
         );
     }
@@ -1014,10 +1036,11 @@ impl Backend for CudaBackend {
         let Some(grid_y) = self.batch_blocks(WHAT, n, per) else {
             return;
         };
+        let kw = warps_per_item(x.cols, w_gate.dtype);
         self.launch(
             WHAT,
             f,
-            (blocks(w_gate.n_rows, MV_WARPS), grid_y, 1),
+            (blocks(w_gate.n_rows, MV_WARPS / kw), grid_y, 1),
             MV_WARPS * 32,
             &[
                 Arg::Job(jg),
@@ -1027,6 +1050,7 @@ impl Backend for CudaBackend {
                 Arg::I32(n as i32),
                 Arg::U64(g),
                 Arg::F32(eps),
+                Arg::I32(kw as i32),
             ],
         );
     }

@@ -70,6 +70,11 @@ fn rms_norm_matmuls_and_matmul_add() {
         (DType::Q8_0, 96, 33),
         (DType::F32, 250, 9),
         (DType::F16, 13, 5),
+        // Long rows, split over 2 or 4 warps per output pair.
+        (DType::Q4K, 8192, 9),
+        (DType::Q6K, 8192, 5),
+        (DType::Q8_0, 4096, 3),
+        (DType::F16, 2100, 4),
     ] {
         let w = random_weight(&mut rng, dtype, n_in, n_out);
         let wc = place(&cuda, &w);
@@ -460,6 +465,28 @@ fn fused_rows_do_not_depend_on_the_batch() {
                 o.data,
                 a.row(r),
                 "{name}: row {r} alone differs from row {r} of 11"
+            );
+        }
+    }
+    // Long rows (several warps per output pair), with the residual add.
+    for (dtype, n_in) in [(DType::Q4K, 8192), (DType::Q6K, 8192), (DType::F32, 1000)] {
+        let w = place(&cuda, &random_weight(&mut rng, dtype, n_in, 7));
+        let x = rng.buf(11, n_in);
+        let acc0 = rng.buf(11, 7);
+        let mut t = cuda.alloc(11, 7);
+        let mut all = cuda.upload(&acc0);
+        cuda.matmul_add(&cuda.upload(&x), &w, &mut t, &mut all);
+        let all = cuda.download(&all);
+        for r in [0, 9] {
+            let mut one = cuda.upload(&acc0.gather(&[r]));
+            let mut t = cuda.alloc(1, 7);
+            cuda.matmul_add(&cuda.upload(&x.gather(&[r])), &w, &mut t, &mut one);
+            let one = cuda.download(&one);
+            finish(&cuda, "batch invariance, long rows");
+            assert_eq!(
+                one.data,
+                all.row(r),
+                "{dtype} rows of {n_in}: row {r} alone differs"
             );
         }
     }

@@ -75,8 +75,7 @@ __device__ __forceinline__ void attention_body(
     __shared__ float s_red[ATT_THREADS / 32];
     __shared__ float s_acc[ATT_THREADS * 8];
 
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const int h = blockIdx.x, r = blockIdx.y, span = blockIdx.z;
     const int n_pos = (int)positions[r] + 1;
     const int n_spans = (n_pos + ATT_SPAN - 1) / ATT_SPAN;
@@ -175,8 +174,7 @@ __device__ __forceinline__ void attention_body(
 extern "C" __global__ void attention_merge(const u32* positions, int n_heads, int head_dim,
                                            const float* scratch, int max_spans, float* out,
                                            int out_cols) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const int h = blockIdx.x, r = blockIdx.y;
     const int n_spans = ((int)positions[r] + ATT_SPAN) / ATT_SPAN;
     if (n_spans == 1) return;

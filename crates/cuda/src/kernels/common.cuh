@@ -68,14 +68,15 @@ __device__ __forceinline__ float u2f(u32 q) {
     return __int_as_float(0x4B000000u | q) - 8388608.0f;
 }
 
-// Programmatic dependent launch (sm_90). Every kernel calls pdl_trigger()
-// first, which lets the next kernel on the stream start early, and
-// pdl_wait() before it reads anything an earlier kernel wrote, writes
-// anything, or exits; pdl_wait returns once the previous kernel has finished
-// and its writes are visible. A kernel that waits before it exits finishes
-// after its predecessor, so the order holds transitively. Launched without
-// the attribute, both are no-ops. Weight reads (never written by a kernel)
-// may go before the wait: that is what hides their latency.
+// Programmatic dependent launch (sm_90). pdl_wait() returns once the
+// previous kernel on the stream has finished and its writes are visible;
+// pdl_trigger() lets the next kernel start (its blocks then run up to their
+// own wait). Every kernel calls pdl_wait_then_trigger() before it reads
+// anything an earlier kernel wrote, writes anything, or exits: so a kernel
+// finishes after its predecessor (the order holds transitively), and at most
+// one kernel waits while another runs. Weight reads (never written by a
+// kernel) may go before the wait: that is what hides their latency. Launched
+// without the attribute, both are no-ops.
 __device__ __forceinline__ void pdl_trigger() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -86,4 +87,9 @@ __device__ __forceinline__ void pdl_wait() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+__device__ __forceinline__ void pdl_wait_then_trigger() {
+    pdl_wait();
+    pdl_trigger();
 }

@@ -7,9 +7,11 @@
 //               and K, K and V written straight into the KV cache
 //   mv_swiglu   silu(W_gate · h) * (W_up · h), h = rms_norm(x)
 //
-// One warp computes two output rows (a RoPE pair, a gate/up pair, or two
+// One item computes two output rows (a RoPE pair, a gate/up pair, or two
 // neighbours) for NR batch rows (`_1`: decode, `_8`: prefill), so each
 // weight byte is read once per NR rows and each x value once per two rows.
+// An item is one warp, or for long rows 2 or 4 warps that split the row
+// and add their sums in a fixed order (`kw`, chosen from the row length).
 // Lanes take interleaved chunks of 8 values (`dequant8`), or for Q4_1, Q4_K
 // and Q6_K wider units (units.cu); U chunks per lane are loaded before any
 // is used, and the first U are loaded before `pdl_wait`, so a kernel fetches
@@ -57,34 +59,34 @@ __device__ __forceinline__ float dot8(const float w[8], const float x[8]) {
            w[4] * x[4] + w[5] * x[5] + w[6] * x[6] + w[7] * x[7];
 }
 
-// Per-lane partial sums for one or two weight rows of type T against nv
+// Per-thread partial sums for one or two weight rows of type T against nv
 // (<= NR) input rows x[r] = x + r * n_in: a[r] += ra . x[r], b[r] += rb .
 // x[r] (rb may be null); with a norm weight g, x[r] is scaled by g on the
-// fly and ss[r] += x[r]^2.
+// fly and ss[r] += x[r]^2. The nt threads of an item (a multiple of 32)
+// take chunks tid, tid + nt, ...
 template <int T, int NR, int U>
-__device__ __forceinline__ void dot_rows(const u8* ra, const u8* rb, const float* x, int n_in,
-                                         int nv, const float* g, float a[NR], float b[NR],
-                                         float ss[NR]) {
-    const int lane = threadIdx.x & 31;
+__device__ __forceinline__ void dot_rows(int tid, int nt, const u8* ra, const u8* rb,
+                                         const float* x, int n_in, int nv, const float* g,
+                                         float a[NR], float b[NR], float ss[NR]) {
     const int nc = (n_in + 7) / 8;
     bool waited = false;
-    for (int base = 0; base < nc; base += 32 * U) {
+    for (int base = 0; base < nc; base += nt * U) {
         float wa[U][8], wb[U][8];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int c = base + 32 * u + lane;
+            const int c = base + nt * u + tid;
             if (c < nc) {
                 dequant8<T>(ra, c, n_in, wa[u]);
                 if (rb) dequant8<T>(rb, c, n_in, wb[u]);
             }
         }
         if (!waited) {
-            pdl_wait();
+            pdl_wait_then_trigger();
             waited = true;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int c = base + 32 * u + lane;
+            const int c = base + nt * u + tid;
             if (c < nc) {
                 float gv[8];
                 if (g) load_x8<T>(g, c, n_in, gv);
@@ -105,21 +107,21 @@ __device__ __forceinline__ void dot_rows(const u8* ra, const u8* rb, const float
             }
         }
     }
-    if (!waited) pdl_wait();
+    if (!waited) pdl_wait_then_trigger();
 }
 
 template <int NR>
-__device__ __forceinline__ void dot_rows_any(int t, const u8* ra, const u8* rb, const float* x,
-                                             int n_in, int nv, const float* g, float a[NR],
-                                             float b[NR], float ss[NR]) {
+__device__ __forceinline__ void dot_rows_any(int tid, int nt, int t, const u8* ra, const u8* rb,
+                                             const float* x, int n_in, int nv, const float* g,
+                                             float a[NR], float b[NR], float ss[NR]) {
     // Chunks (units) in flight per lane: fewer when each is used for 8 rows,
     // and for Q6_K's large units. The kernel's registers are the most any
     // type needs, so no type may need many.
     constexpr int U = NR == 1 ? 2 : 1;
 #define SMELT_DOT_CASE(W) \
-    case W: dot_rows<W, NR, U>(ra, rb, x, n_in, nv, g, a, b, ss); break;
+    case W: dot_rows<W, NR, U>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss); break;
 #define SMELT_UNIT_CASE(W, UW) \
-    case W: dot_rows_units<W, NR, UW>(ra, rb, x, n_in, nv, g, a, b, ss); break;
+    case W: dot_rows_units<W, NR, UW>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss); break;
     switch (t) {
         SMELT_DOT_CASE(W_F32)
         SMELT_DOT_CASE(W_F16)
@@ -134,7 +136,7 @@ __device__ __forceinline__ void dot_rows_any(int t, const u8* ra, const u8* rb, 
         SMELT_UNIT_CASE(W_Q4_K, U)
         SMELT_DOT_CASE(W_Q5_K)
         SMELT_UNIT_CASE(W_Q6_K, 1)
-        default: pdl_wait(); break;
+        default: pdl_wait_then_trigger(); break;
     }
 #undef SMELT_DOT_CASE
 #undef SMELT_UNIT_CASE
@@ -144,63 +146,111 @@ __device__ __forceinline__ void dot_rows_any(int t, const u8* ra, const u8* rb, 
 // types, in a kernel of its own, which needs fewer registers than the
 // kernel that reads any type), or read at run time (TT < 0).
 template <int TT, int NR>
-__device__ __forceinline__ void dot_rows_sel(int t, const u8* ra, const u8* rb, const float* x,
-                                             int n_in, int nv, const float* g, float a[NR],
-                                             float b[NR], float ss[NR]) {
+__device__ __forceinline__ void dot_rows_sel(int tid, int nt, int t, const u8* ra, const u8* rb,
+                                             const float* x, int n_in, int nv, const float* g,
+                                             float a[NR], float b[NR], float ss[NR]) {
     if constexpr (TT < 0) {
-        dot_rows_any<NR>(t, ra, rb, x, n_in, nv, g, a, b, ss);
+        dot_rows_any<NR>(tid, nt, t, ra, rb, x, n_in, nv, g, a, b, ss);
     } else {
         constexpr int UW = (NR == 1 && TT != W_Q6_K) ? 2 : 1;
-        dot_rows_units<TT, NR, UW>(ra, rb, x, n_in, nv, g, a, b, ss);
+        dot_rows_units<TT, NR, UW>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss);
     }
 }
 
+// The threads of one item: kw warps of the block (kw = 1, 2 or 4, the same
+// for every launch of a weight, so a row's sums never depend on the batch)
+// split a row's chunks; warp `part` of the item is warp `warp % kw`.
+struct Item {
+    int index;  // which item of the launch
+    int part;   // 0..kw
+    int tid;    // thread within the item
+    int nt;     // threads per item
+};
+
+__device__ __forceinline__ Item item_of(int kw) {
+    const int warp = threadIdx.x / 32;
+    Item it;
+    it.index = blockIdx.x * (MV_WARPS / kw) + warp / kw;
+    it.part = warp % kw;
+    it.tid = it.part * 32 + (threadIdx.x & 31);
+    it.nt = kw * 32;
+    return it;
+}
+
 // Whole dot products of row ra (type ta) and row rb (type tb, or null)
-// with nv input rows, in every lane; inv[r] is 1/rms(x[r]) with a norm
-// weight, else 1. SAME: the caller guarantees ta == tb.
+// with nv input rows, in lane 0.. of the item's first warp; inv[r] is
+// 1/rms(x[r]) with a norm weight, else 1. SAME: the caller guarantees
+// ta == tb. Every thread of the block must call this (it may hold a
+// barrier); inactive items pass active = false.
 template <int TT, int NR, bool SAME>
-__device__ __forceinline__ void warp_dots(const u8* ra, int ta, const u8* rb, int tb,
-                                          const float* x, int n_in, int nv, const float* g,
-                                          float eps, float a[NR], float b[NR], float inv[NR]) {
+__device__ __forceinline__ void item_dots(const Item& it, int kw, bool active, const u8* ra,
+                                          int ta, const u8* rb, int tb, const float* x,
+                                          int n_in, int nv, const float* g, float eps,
+                                          float a[NR], float b[NR], float inv[NR]) {
+    __shared__ float s_part[MV_WARPS][3][NR];
     float ss[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) a[r] = b[r] = ss[r] = 0.0f;
-    if (SAME || rb == nullptr || ta == tb) {
+    if (!active) {
+        pdl_wait_then_trigger();
+    } else if (SAME || rb == nullptr || ta == tb) {
         // Rows of one type share the loop (and the x loads).
-        dot_rows_sel<TT, NR>(ta, ra, rb, x, n_in, nv, g, a, b, ss);
+        dot_rows_sel<TT, NR>(it.tid, it.nt, ta, ra, rb, x, n_in, nv, g, a, b, ss);
     } else {
         float unused[NR], ss2[NR];
 #pragma unroll
         for (int r = 0; r < NR; r++) unused[r] = ss2[r] = 0.0f;
-        dot_rows_sel<TT, NR>(ta, ra, nullptr, x, n_in, nv, g, a, unused, ss);
-        dot_rows_sel<TT, NR>(tb, rb, nullptr, x, n_in, nv, g, b, unused, ss2);
+        dot_rows_sel<TT, NR>(it.tid, it.nt, ta, ra, nullptr, x, n_in, nv, g, a, unused, ss);
+        dot_rows_sel<TT, NR>(it.tid, it.nt, tb, rb, nullptr, x, n_in, nv, g, b, unused, ss2);
     }
 #pragma unroll
     for (int r = 0; r < NR; r++) {
         a[r] = warp_sum(a[r]);
         b[r] = warp_sum(b[r]);
-        inv[r] = g ? 1.0f / sqrtf(warp_sum(ss[r]) / (float)n_in + eps) : 1.0f;
+        ss[r] = warp_sum(ss[r]);
     }
+    if (kw > 1) {
+        // The item's warps, added in order.
+        const int warp = threadIdx.x / 32;
+        if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                s_part[warp][0][r] = a[r];
+                s_part[warp][1][r] = b[r];
+                s_part[warp][2][r] = ss[r];
+            }
+        }
+        __syncthreads();
+        if (it.part == 0) {
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                for (int p = 1; p < kw; p++) {
+                    a[r] += s_part[warp + p][0][r];
+                    b[r] += s_part[warp + p][1][r];
+                    ss[r] += s_part[warp + p][2][r];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < NR; r++) inv[r] = g ? 1.0f / sqrtf(ss[r] / (float)n_in + eps) : 1.0f;
 }
 
 template <int TT, int NR>
 __device__ __forceinline__ void mv_plain_body(MvJob j, const float* x, int n_in, int n,
-                                              const float* g, float eps, int accumulate) {
-    pdl_trigger();
+                                              const float* g, float eps, int accumulate, int kw) {
+    const Item it = item_of(kw);
     const int lane = threadIdx.x & 31;
-    const int item = blockIdx.x * MV_WARPS + threadIdx.x / 32;
     const int r0 = blockIdx.y * NR;
-    const int oa = 2 * item, ob = 2 * item + 1;
-    if (oa >= j.n_rows) {
-        pdl_wait();
-        return;
-    }
+    const int oa = 2 * it.index, ob = 2 * it.index + 1;
+    const bool active = oa < j.n_rows;
     const bool has_b = ob < j.n_rows;
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    warp_dots<TT, NR, true>(j.w + (u64)oa * j.row_bytes, j.wtype,
-                  has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.wtype, x + (u64)r0 * n_in,
-                  n_in, nv, g, eps, a, b, inv);
+    item_dots<TT, NR, true>(it, kw, active, j.w + (u64)oa * j.row_bytes, j.wtype,
+                            has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.wtype,
+                            x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
+    if (!active || it.part != 0) return;
 #pragma unroll
     for (int r = 0; r < NR; r++) {
         if (lane == r && r < nv) {
@@ -225,26 +275,21 @@ __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const 
                                             const u32* positions, const float* inv_freq,
                                             int head_dim, int n_rot, int neox, void* kc,
                                             void* vc, u64 layer_off, const u32* slots,
-                                            int kv_f16) {
-    pdl_trigger();
+                                            int kv_f16, int kw) {
+    const Item it = item_of(kw);
+    const int item = it.index;
     const int lane = threadIdx.x & 31;
-    const int item = blockIdx.x * MV_WARPS + threadIdx.x / 32;
     const int r0 = blockIdx.y * NR;
     const int pq = jq.n_rows / 2, pk = jk.n_rows / 2, pv = jv.n_rows / 2;
-    int job, p;
-    if (item < pq) {
-        job = 0;
-        p = item;
-    } else if (item < pq + pk) {
-        job = 1;
-        p = item - pq;
-    } else if (item < pq + pk + pv) {
+    int job = 0, p = item;
+    if (item >= pq + pk) {
         job = 2;
         p = item - pq - pk;
-    } else {
-        pdl_wait();
-        return;
+    } else if (item >= pq) {
+        job = 1;
+        p = item - pq;
     }
+    const bool active = item < pq + pk + pv;
     const u8* w = job == 0 ? jq.w : job == 1 ? jk.w : jv.w;
     const u64 rbytes = job == 0 ? jq.row_bytes : job == 1 ? jk.row_bytes : jv.row_bytes;
     const int wt = job == 0 ? jq.wtype : job == 1 ? jk.wtype : jv.wtype;
@@ -267,8 +312,9 @@ __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const 
     }
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    warp_dots<TT, NR, true>(w + (u64)ra * rbytes, wt, w + (u64)rb * rbytes, wt, x + (u64)r0 * n_in, n_in,
-                  nv, g, eps, a, b, inv);
+    item_dots<TT, NR, true>(it, kw, active, w + (u64)ra * rbytes, wt, w + (u64)rb * rbytes, wt,
+                            x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
+    if (!active || it.part != 0) return;
     const int width = jk.n_rows;
 #pragma unroll
     for (int r = 0; r < NR; r++) {
@@ -310,19 +356,18 @@ __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const 
 // Item i: gate row i and up row i; gate.out[r][i] = silu(gate) * up.
 template <int TT, int NR>
 __device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* x, int n_in,
-                                               int n, const float* g, float eps) {
-    pdl_trigger();
+                                               int n, const float* g, float eps, int kw) {
+    const Item it = item_of(kw);
     const int lane = threadIdx.x & 31;
-    const int i = blockIdx.x * MV_WARPS + threadIdx.x / 32;
+    const int i = it.index;
     const int r0 = blockIdx.y * NR;
-    if (i >= jg.n_rows) {
-        pdl_wait();
-        return;
-    }
+    const bool active = i < jg.n_rows;
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    warp_dots<TT, NR, false>(jg.w + (u64)i * jg.row_bytes, jg.wtype, ju.w + (u64)i * ju.row_bytes, ju.wtype,
-                  x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
+    item_dots<TT, NR, false>(it, kw, active, jg.w + (u64)i * jg.row_bytes, jg.wtype,
+                             ju.w + (u64)i * ju.row_bytes, ju.wtype, x + (u64)r0 * n_in, n_in,
+                             nv, g, eps, a, b, inv);
+    if (!active || it.part != 0) return;
 #pragma unroll
     for (int r = 0; r < NR; r++) {
         if (lane == r && r < nv) {
@@ -337,21 +382,21 @@ __device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* 
 #define SMELT_MV_KERNELS(NR, SUFFIX, TT)                                                         \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
         mv_plain_##NR##SUFFIX(MvJob j, const float* x, int n_in, int n, const float* g,          \
-                              float eps, int accumulate) {                                       \
-        mv_plain_body<TT, NR>(j, x, n_in, n, g, eps, accumulate);                                \
+                              float eps, int accumulate, int kw) {                               \
+        mv_plain_body<TT, NR>(j, x, n_in, n, g, eps, accumulate, kw);                            \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
         mv_qkv_##NR##SUFFIX(MvJob jq, MvJob jk, MvJob jv, const float* x, int n_in, int n,       \
                             const float* g, float eps, const u32* positions,                     \
                             const float* inv_freq, int head_dim, int n_rot, int neox, void* kc,  \
-                            void* vc, u64 layer_off, const u32* slots, int kv_f16) {             \
+                            void* vc, u64 layer_off, const u32* slots, int kv_f16, int kw) {     \
         mv_qkv_body<TT, NR>(jq, jk, jv, x, n_in, n, g, eps, positions, inv_freq, head_dim,       \
-                            n_rot, neox, kc, vc, layer_off, slots, kv_f16);                      \
+                            n_rot, neox, kc, vc, layer_off, slots, kv_f16, kw);                  \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
         mv_swiglu_##NR##SUFFIX(MvJob jg, MvJob ju, const float* x, int n_in, int n,              \
-                               const float* g, float eps) {                                      \
-        mv_swiglu_body<TT, NR>(jg, ju, x, n_in, n, g, eps);                                      \
+                               const float* g, float eps, int kw) {                              \
+        mv_swiglu_body<TT, NR>(jg, ju, x, n_in, n, g, eps, kw);                                  \
     }
 
 SMELT_MV_KERNELS(1, , -1)

@@ -1,11 +1,10 @@
 // Row-wise and element-wise ops: RMSNorm, RoPE, K/V store, SwiGLU, adds,
-// gather, argmax. (Each starts with pdl_trigger/pdl_wait: see common.cuh.)
+// gather, argmax. (Each starts with pdl_wait_then_trigger: see common.cuh.)
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w. One block per row.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float eps, int cols,
                                     float* out) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     __shared__ float partial[32];
     const float* xr = x + (u64)blockIdx.x * cols;
     float s = 0.0f;
@@ -30,8 +29,7 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, float eps, i
 // reference does. neox: pairs (i, i + n_rot/2), else (2i, 2i+1).
 extern "C" __global__ void rope(float* x, int cols, int n_heads, int head_dim, int n_rot,
                                 int neox, const u32* positions, const float* inv_freq) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const int half = n_rot / 2;
     const float pos = (float)positions[blockIdx.x];
     float* xr = x + (u64)blockIdx.x * cols;
@@ -54,8 +52,7 @@ extern "C" __global__ void rope(float* x, int cols, int n_heads, int head_dim, i
 // that starts at element layer_off. F16: rounded to nearest even.
 extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const float* v,
                                         const u32* slots, int width, u64 layer_off) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const u64 dst = layer_off + (u64)slots[blockIdx.x] * width;
     const u64 src = (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
@@ -66,8 +63,7 @@ extern "C" __global__ void kv_store_f16(u16* kc, u16* vc, const float* k, const 
 
 extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, const float* v,
                                         const u32* slots, int width, u64 layer_off) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const u64 dst = layer_off + (u64)slots[blockIdx.x] * width;
     const u64 src = (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
@@ -78,8 +74,7 @@ extern "C" __global__ void kv_store_f32(float* kc, float* vc, const float* k, co
 
 // gate = silu(gate) * up, silu(x) = x / (1 + e^-x).
 extern "C" __global__ void swiglu(float* gate, const float* up, u64 n) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         const float g = gate[i];
@@ -89,24 +84,21 @@ extern "C" __global__ void swiglu(float* gate, const float* up, u64 n) {
 
 // x += y.
 extern "C" __global__ void add(float* x, const float* y, u64 n) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
 
 // x[r] += bias, for rows of cols values.
 extern "C" __global__ void add_bias(float* x, const float* bias, int cols, u64 n) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += bias[i % cols];
 }
 
 // out[i] = x[rows[i]], one block per output row.
 extern "C" __global__ void gather_rows(const float* x, const u32* rows, int cols, float* out) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const float* src = x + (u64)rows[blockIdx.x] * cols;
     float* dst = out + (u64)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
@@ -127,8 +119,7 @@ __device__ __forceinline__ bool argmax_before(float v, int i, float bv, int bi) 
 // finishes last.
 extern "C" __global__ void argmax_rows(const float* x, int cols, int chunk, u32* out,
                                        u32* counters, int* part_i, float* part_v) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     __shared__ float s_v[32];
     __shared__ int s_i[32];
     __shared__ bool s_last;

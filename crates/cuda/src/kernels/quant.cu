@@ -207,8 +207,7 @@ __device__ __forceinline__ void dequant8(const u8* row, int c, int n, float v[8]
 template <int T>
 __device__ __forceinline__ void embed_body(const u8* table, u64 row_bytes, int n_in,
                                            const u32* tokens, float scale, float* out) {
-    pdl_trigger();
-    pdl_wait();
+    pdl_wait_then_trigger();
     const int r = blockIdx.y;
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c * 8 >= n_in) return;

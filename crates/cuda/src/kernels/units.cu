@@ -121,7 +121,7 @@ template <> struct Unit<W_Q4_K> {
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
-        // idx = lane (mod 32), so k, and which scales it needs, are the lane's.
+        // idx = threadIdx.x (mod 32): k, and which scales it needs, are the thread's.
         const int k = threadIdx.x & 7, c = k >> 1, hf = k & 1;
         const u64 e0 = (u64)(idx >> 3) * 256 + 64 * c + 16 * hf;
         const float* xl = x + e0;
@@ -176,7 +176,7 @@ template <> struct Unit<W_Q6_K> {
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
-        // idx = lane (mod 32), so k is the lane's.
+        // idx = threadIdx.x (mod 32): k is the thread's.
         const int k = threadIdx.x & 3, hh = k >> 1, l0 = 16 * (k & 1);
         const float da = half_to_float((u16)A.d), db = half_to_float((u16)B.d);
         const u64 e0 = (u64)(idx >> 2) * 256 + 128 * hh + l0;
@@ -256,33 +256,34 @@ template <> struct Unit<W_Q8_0> {
     }
 };
 
-// Per-lane partial sums as `dot_rows` (matvec.cu), one unit per lane at a
-// time, U units per lane loaded before the first is used.
+// Per-thread partial sums as `dot_rows` (matvec.cu), one unit per thread at
+// a time, U units per thread loaded before the first is used. Units tid,
+// tid + nt, ...: nt is a multiple of 32, so a thread's units are all at the
+// same position (mod 8) of their blocks, which `dot` relies on.
 template <int T, int NR, int U>
-__device__ __forceinline__ void dot_rows_units(const u8* ra, const u8* rb, const float* x,
-                                               int n_in, int nv, const float* g, float a[NR],
-                                               float b[NR], float ss[NR]) {
-    const int lane = threadIdx.x & 31;
+__device__ __forceinline__ void dot_rows_units(int tid, int nt, const u8* ra, const u8* rb,
+                                               const float* x, int n_in, int nv, const float* g,
+                                               float a[NR], float b[NR], float ss[NR]) {
     const int nu = n_in / Unit<T>::VALUES;
     const bool two = rb != nullptr;
     bool waited = false;
-    for (int base = 0; base < nu; base += 32 * U) {
+    for (int base = 0; base < nu; base += nt * U) {
         typename Unit<T>::Raw wa[U], wb[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int idx = base + 32 * u + lane;
+            const int idx = base + nt * u + tid;
             if (idx < nu) {
                 Unit<T>::load(ra, idx, wa[u]);
                 if (two) Unit<T>::load(rb, idx, wb[u]);
             }
         }
         if (!waited) {
-            pdl_wait();
+            pdl_wait_then_trigger();
             waited = true;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int idx = base + 32 * u + lane;
+            const int idx = base + nt * u + tid;
             if (idx < nu) {
 #pragma unroll
                 for (int r = 0; r < NR; r++) {
@@ -295,5 +296,5 @@ __device__ __forceinline__ void dot_rows_units(const u8* ra, const u8* rb, const
             }
         }
     }
-    if (!waited) pdl_wait();
+    if (!waited) pdl_wait_then_trigger();
 }
