@@ -102,3 +102,18 @@ def test_sigterm_cuts_streams_after_the_grace_period():
     # The stream was cut: it never finished with a reason.
     assert "length" not in finishes
     assert s.proc.wait(60) == 0
+
+
+def test_kv_memory_smaller_than_one_sequence_is_refused_at_start():
+    from conftest import binary, model_path
+    import subprocess
+
+    proc = subprocess.run(
+        [binary(), "serve", model_path(), "--port", "0", "--ctx", "512", "--kv-memory", "1M"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "--kv-memory 1M" in proc.stderr
+    assert "--ctx 512" in proc.stderr
