@@ -15,6 +15,7 @@
 
 mod backend;
 pub mod compile;
+mod fused;
 mod launch;
 mod meta;
 mod queue;

@@ -1,0 +1,396 @@
+//! The fused operations of the CUDA backend (the `Backend` methods that
+//! replace several plain ones): matrix products with the RMSNorm before them
+//! and the residual add after (`mv_plain`), the attention input (`mv_qkv`),
+//! the SwiGLU block input (`mv_swiglu`), and the greedy argmax. The kernels
+//! are in kernels/matvec.cu, kernels/units.cu and kernels/ops.cu.
+
+use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
+use smelt_tensor::DType;
+
+use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks};
+use crate::launch::Arg;
+use crate::meta::Meta;
+use crate::queue::MvJob;
+use crate::{CudaBackend, weight_code};
+
+/// Warps per block of the fused matrix products (`MV_WARPS` in matvec.cu);
+/// each warp takes two output rows (one gate/up pair for `mv_swiglu`).
+const MV_WARPS: u32 = 4;
+/// Threads per block of `argmax_rows`, values per block (about), and the
+/// most blocks one row is split over.
+const ARGMAX_THREADS: u32 = 256;
+const ARGMAX_PER_BLOCK: usize = 4096;
+const ARGMAX_MAX_BLOCKS: usize = 64;
+/// Warps that share one item of a fused matrix product (`kw` in matvec.cu):
+/// long rows are split over 2 or 4 warps so that a weight with few rows
+/// still has warps enough in flight. A function of the row only (its
+/// length and type), so every launch on a weight splits its rows alike.
+fn warps_per_item(n_in: usize, dtype: DType) -> u32 {
+    // Values each thread takes at a time (units.cu, or dequant8's chunks).
+    let unit = match dtype {
+        DType::Q4_1 | DType::Q8_0 | DType::Q4K => 32,
+        DType::Q6K => 64,
+        _ => 8,
+    };
+    match n_in / unit {
+        u if u >= 256 => 4,
+        u if u >= 96 => 2,
+        _ => 1,
+    }
+}
+
+impl CudaBackend {
+    /// A weight as a `MvJob` writing to `out`, with an optional bias.
+    fn mv_job(
+        &self,
+        what: &str,
+        w: &CudaWeight,
+        out: u64,
+        bias: Option<&CudaWeight>,
+    ) -> Option<MvJob> {
+        let Some(code) = weight_code(w.dtype) else {
+            self.fail(format!("{what}: the GPU cannot read {} weights", w.dtype));
+            return None;
+        };
+        let bias = match bias {
+            Some(b) => self.vector_addr(what, b, w.n_rows)?,
+            None => 0,
+        };
+        Some(MvJob {
+            w: self.addr(&w.bytes),
+            row_bytes: w.row_bytes as u64,
+            out,
+            bias,
+            wtype: code as i32,
+            n_rows: w.n_rows as i32,
+        })
+    }
+
+    /// The grid's y size for `n` batch rows, `per` to a block row.
+    fn batch_blocks(&self, what: &str, n: usize, per: usize) -> Option<u32> {
+        let y = n.div_ceil(per);
+        self.ensure(y <= MAX_GRID_Y, || format!("{what}: {n} rows is too many"))
+            .then_some(y as u32)
+    }
+
+    /// `out (+)= W · x`, x first RMS-normed with `norm` if given.
+    pub(crate) fn mv_plain(
+        &self,
+        what: &'static str,
+        x: &CudaBuf,
+        w: &CudaWeight,
+        norm: Option<(&CudaWeight, f32)>,
+        out: &mut CudaBuf,
+        accumulate: bool,
+    ) {
+        let n = x.rows;
+        if !self.ensure(
+            x.cols == w.row_len && out.rows == n && out.cols == w.n_rows,
+            || {
+                format!(
+                    "{what}: x {}×{}, weight {}×{}, out {}×{}",
+                    x.rows, x.cols, w.n_rows, w.row_len, out.rows, out.cols
+                )
+            },
+        ) {
+            return;
+        }
+        let (g, eps) = match norm {
+            Some((nw, eps)) => match self.vector_addr(what, nw, x.cols) {
+                Some(g) => (g, eps),
+                None => return,
+            },
+            None => (0, 0.0),
+        };
+        let Some([xa, oa]) = self.addrs([x, out]) else {
+            return;
+        };
+        let Some(job) = self.mv_job(what, w, oa, None) else {
+            return;
+        };
+        let (f, per) = self.k.mv_plain.pick(n, Some(job.wtype as usize));
+        let Some(grid_y) = self.batch_blocks(what, n, per) else {
+            return;
+        };
+        let kw = warps_per_item(x.cols, w.dtype);
+        self.launch(
+            what,
+            f,
+            (blocks(w.n_rows.div_ceil(2), MV_WARPS / kw), grid_y, 1),
+            MV_WARPS * 32,
+            &[
+                Arg::Job(job),
+                Arg::U64(xa),
+                Arg::I32(x.cols as i32),
+                Arg::I32(n as i32),
+                Arg::U64(g),
+                Arg::F32(eps),
+                Arg::I32(i32::from(accumulate)),
+                Arg::I32(kw as i32),
+            ],
+        );
+    }
+
+    /// `Backend::norm_qkv_rope_store` as one `mv_qkv` launch (K and V go
+    /// straight into the cache; the k, v and h buffers are not used).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn qkv_fused(
+        &self,
+        x: &CudaBuf,
+        w: &QkvWeights<'_, CudaWeight>,
+        eps: f32,
+        geom: &AttnGeometry,
+        rope: &RopeParams,
+        kv: &mut CudaKv,
+        at: &KvWrite<'_>,
+        q: &mut CudaBuf,
+    ) {
+        const WHAT: &str = "norm_qkv_rope_store";
+        let l = kv.layout;
+        let (n, hd) = (x.rows, geom.head_dim);
+        let width = l.row_width();
+        let n_slots = l.n_blocks * l.block_size;
+        let ok = [w.q, w.k, w.v].iter().all(|m| m.row_len == x.cols)
+            && w.q.n_rows == geom.n_heads * hd
+            && w.k.n_rows == width
+            && w.v.n_rows == width
+            && geom.n_kv_heads == l.n_kv_heads
+            && hd == l.head_dim
+            && hd.is_multiple_of(2)
+            && rope.head_dim == hd
+            && rope.n_rot <= hd
+            && rope.n_rot.is_multiple_of(2)
+            && rope.inv_freq.len() == rope.n_rot / 2
+            && (q.rows, q.cols) == (n, w.q.n_rows)
+            && at.positions.len() == n
+            && at.slots.len() == n
+            && at.layer < l.n_layers
+            && at.slots.iter().all(|&s| (s as usize) < n_slots);
+        if !self.ensure(ok, || {
+            format!(
+                "{WHAT}: x {}×{}, q {}×{} k {}×{} v {}×{} weights, q out {}×{}, {} heads / {} KV \
+                 heads of {hd} (rope {} of {}), cache {} KV heads of {}, layer {} of {}, {} \
+                 positions, {} slots",
+                x.rows,
+                x.cols,
+                w.q.n_rows,
+                w.q.row_len,
+                w.k.n_rows,
+                w.k.row_len,
+                w.v.n_rows,
+                w.v.row_len,
+                q.rows,
+                q.cols,
+                geom.n_heads,
+                geom.n_kv_heads,
+                rope.n_rot,
+                rope.head_dim,
+                l.n_kv_heads,
+                l.head_dim,
+                at.layer,
+                l.n_layers,
+                at.positions.len(),
+                at.slots.len()
+            )
+        }) {
+            return;
+        }
+        let Some(g) = self.vector_addr(WHAT, w.norm, x.cols) else {
+            return;
+        };
+        let Some([xa, qa]) = self.addrs([x, q]) else {
+            return;
+        };
+        let (Some(jq), Some(jk), Some(jv)) = (
+            self.mv_job(WHAT, w.q, qa, w.q_bias),
+            self.mv_job(WHAT, w.k, 0, w.k_bias),
+            self.mv_job(WHAT, w.v, 0, w.v_bias),
+        ) else {
+            return;
+        };
+        let bits: Vec<u32> = rope.inv_freq.iter().map(|f| f.to_bits()).collect();
+        let freq = if bits.is_empty() {
+            Some(0)
+        } else {
+            self.meta(Meta::InvFreq, &bits)
+        };
+        let (Some(pos), Some(freq), Some(sl)) = (
+            self.meta(Meta::Positions, at.positions),
+            freq,
+            self.meta(Meta::Slots, at.slots),
+        ) else {
+            return;
+        };
+        let same = jq.wtype == jk.wtype && jq.wtype == jv.wtype;
+        let (f, per) = self.k.mv_qkv.pick(n, same.then_some(jq.wtype as usize));
+        let Some(grid_y) = self.batch_blocks(WHAT, n, per) else {
+            return;
+        };
+        let items = (w.q.n_rows + 2 * width) / 2;
+        let kw = warps_per_item(x.cols, w.q.dtype);
+        self.launch(
+            WHAT,
+            f,
+            (blocks(items, MV_WARPS / kw), grid_y, 1),
+            MV_WARPS * 32,
+            &[
+                Arg::Job(jq),
+                Arg::Job(jk),
+                Arg::Job(jv),
+                Arg::U64(xa),
+                Arg::I32(x.cols as i32),
+                Arg::I32(n as i32),
+                Arg::U64(g),
+                Arg::F32(eps),
+                Arg::U64(pos),
+                Arg::U64(freq),
+                Arg::I32(hd as i32),
+                Arg::I32(rope.n_rot as i32),
+                Arg::I32(i32::from(rope.style == RopeStyle::Neox)),
+                Arg::U64(self.addr(&kv.k)),
+                Arg::U64(self.addr(&kv.v)),
+                Arg::U64((at.layer * n_slots * width) as u64),
+                Arg::U64(sl),
+                Arg::I32(i32::from(l.dtype == KvType::F16)),
+                Arg::I32(kw as i32),
+            ],
+        );
+    }
+
+    /// `Backend::norm_gate_up_swiglu` as one `mv_swiglu` launch.
+    pub(crate) fn gate_up_swiglu_fused(
+        &self,
+        x: &CudaBuf,
+        norm: &CudaWeight,
+        eps: f32,
+        w_gate: &CudaWeight,
+        w_up: &CudaWeight,
+        gate: &mut CudaBuf,
+    ) {
+        const WHAT: &str = "norm_gate_up_swiglu";
+        let n = x.rows;
+        if !self.ensure(
+            w_gate.row_len == x.cols
+                && w_up.row_len == x.cols
+                && w_gate.n_rows == w_up.n_rows
+                && (gate.rows, gate.cols) == (n, w_gate.n_rows),
+            || {
+                format!(
+                    "{WHAT}: x {}×{}, gate {}×{}, up {}×{}, out {}×{}",
+                    x.rows,
+                    x.cols,
+                    w_gate.n_rows,
+                    w_gate.row_len,
+                    w_up.n_rows,
+                    w_up.row_len,
+                    gate.rows,
+                    gate.cols
+                )
+            },
+        ) {
+            return;
+        }
+        let Some(g) = self.vector_addr(WHAT, norm, x.cols) else {
+            return;
+        };
+        let Some([xa, ga]) = self.addrs([x, gate]) else {
+            return;
+        };
+        let (Some(jg), Some(ju)) = (
+            self.mv_job(WHAT, w_gate, ga, None),
+            self.mv_job(WHAT, w_up, 0, None),
+        ) else {
+            return;
+        };
+        let (f, per) = self
+            .k
+            .mv_swiglu
+            .pick(n, (jg.wtype == ju.wtype).then_some(jg.wtype as usize));
+        let Some(grid_y) = self.batch_blocks(WHAT, n, per) else {
+            return;
+        };
+        let kw = warps_per_item(x.cols, w_gate.dtype);
+        self.launch(
+            WHAT,
+            f,
+            (blocks(w_gate.n_rows, MV_WARPS / kw), grid_y, 1),
+            MV_WARPS * 32,
+            &[
+                Arg::Job(jg),
+                Arg::Job(ju),
+                Arg::U64(xa),
+                Arg::I32(x.cols as i32),
+                Arg::I32(n as i32),
+                Arg::U64(g),
+                Arg::F32(eps),
+                Arg::I32(kw as i32),
+            ],
+        );
+    }
+
+    /// `Backend::argmax_rows`: one launch, then only the indices are copied.
+    pub(crate) fn argmax_on_device(&self, x: &CudaBuf) -> Vec<u32> {
+        let mut ids = vec![0u32; x.rows];
+        let Some(xa) = self.buf_addr(x) else {
+            return ids;
+        };
+        let (rows, cols) = (x.rows, x.cols);
+        if !self.ensure(rows <= MAX_GRID_Y, || {
+            format!("argmax_rows: {rows} rows is too many")
+        }) {
+            return ids;
+        }
+        // Blocks per row: about ARGMAX_PER_BLOCK values each.
+        let nb = cols.div_ceil(ARGMAX_PER_BLOCK).clamp(1, ARGMAX_MAX_BLOCKS);
+        let chunk = cols.div_ceil(nb);
+        let mut guard = self
+            .argmax_scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|(_, r, b)| *r < rows || *b < nb) {
+            // The old scratch may be used by recorded launches.
+            self.queue.flush();
+            let (r, b) = (rows.next_power_of_two(), ARGMAX_MAX_BLOCKS);
+            match self.queue.stream.alloc_zeros::<u32>(r * (2 + 2 * b)) {
+                Ok(s) => *guard = Some((s, r, b)),
+                Err(e) => {
+                    self.fail(format!("argmax_rows: cannot allocate scratch: {e}"));
+                    return ids;
+                }
+            }
+        }
+        let Some((scratch, r, b)) = guard.as_ref() else {
+            return ids;
+        };
+        // Layout: indices [r], counters [r], partial indices [r × b],
+        // partial values [r × b] (f32 bits).
+        let base = self.addr(scratch);
+        let (out, counters) = (base, base + 4 * *r as u64);
+        let part_i = counters + 4 * *r as u64;
+        let part_v = part_i + 4 * (*r * *b) as u64;
+        self.launch(
+            "argmax_rows",
+            &self.k.argmax_rows,
+            (nb as u32, rows as u32, 1),
+            ARGMAX_THREADS,
+            &[
+                Arg::U64(xa),
+                Arg::I32(cols as i32),
+                Arg::I32(chunk as i32),
+                Arg::U64(out),
+                Arg::U64(counters),
+                Arg::U64(part_i),
+                Arg::U64(part_v),
+            ],
+        );
+        self.queue.flush();
+        if let Err(e) = self
+            .queue
+            .stream
+            .memcpy_dtoh(&scratch.slice(..rows), &mut ids)
+        {
+            self.fail(format!("argmax_rows: {e}"));
+        }
+        ids
+    }
+}
