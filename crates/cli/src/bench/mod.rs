@@ -221,7 +221,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let load_avg_before = system::load_average();
     let path = fetch::resolve(&args.model)?;
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let file = Arc::new(GgufFile::open(&path).map_err(|e| at(&e))?);
+    let mut file = GgufFile::open(&path).map_err(|e| at(&e))?;
     let config = ModelConfig::from_gguf(&file).map_err(|e| at(&e))?;
     let token_bytes = footprint::bytes_per_token(&file, &config).map_err(|e| at(&e))?;
     let (tokenizer, tokenizer_load_ms) =
@@ -230,6 +230,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         0 => None,
         n => Some(ttft_prompt(&file, &tokenizer, n)?),
     };
+    // As `smelt run` does: the parsed vocabulary is dead weight from here on.
+    load::release_vocab(&mut file);
+    let file = Arc::new(file);
     let ttft_prompt_tokens = ttft.as_ref().map_or(0, |p| p.prompt_tokens);
     let ttft_message_tokens = ttft.as_ref().map_or(0, |p| p.message_tokens);
     let ctx = match args.ctx {
