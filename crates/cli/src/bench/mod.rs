@@ -360,7 +360,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
                 .zip(system::CpuTimes::now())
                 .and_then(|(a, b)| b.others_since(&a));
             say(format!(
-                "memory read, {} threads: {:.1} GB/s",
+                "memory read, {}t: {:.1} GB/s",
                 run.threads, bw.gb_per_s
             ));
             run.membw = Some(bw);
