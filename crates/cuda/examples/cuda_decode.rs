@@ -4,7 +4,7 @@
 //! GPU and only the token id is copied back). Prints the GPU, load time,
 //! decode tokens/s and kernels per token.
 //!
-//! `cuda_decode [PATH.gguf | smollm2 | 1b | 8b] [decode tokens, default 128]`
+//! `cuda_decode [PATH.gguf | smollm2 | 1b-q4_k_m | 8b-q4_k_m | 8b-bf16] [decode tokens, default 128]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,58 +13,6 @@ use smelt_cuda::CudaBackend;
 use smelt_gguf::GgufFile;
 use smelt_model::synthetic::SyntheticSpec;
 use smelt_model::{Batch, KvType, Model};
-use smelt_tensor::DType;
-
-fn shape(name: &str) -> Option<SyntheticSpec> {
-    let base = SyntheticSpec {
-        arch: "llama".into(),
-        context_length: 4096,
-        seed: 7,
-        ..SyntheticSpec::default()
-    };
-    match name {
-        // SmolLM2-135M's shape, Q4_1 weights.
-        "smollm2" => Some(SyntheticSpec {
-            n_layers: 30,
-            d_model: 576,
-            d_ff: 1536,
-            n_heads: 9,
-            n_kv_heads: 3,
-            vocab_size: 49_152,
-            weight_type: DType::Q4_1,
-            embd_type: DType::Q8_0,
-            tied_output: true,
-            ..base
-        }),
-        // Llama-3.2-1B's shape, Q4_K weights.
-        "1b" => Some(SyntheticSpec {
-            n_layers: 16,
-            d_model: 2048,
-            d_ff: 8192,
-            n_heads: 32,
-            n_kv_heads: 8,
-            vocab_size: 128_256,
-            weight_type: DType::Q4K,
-            embd_type: DType::Q6K,
-            tied_output: true,
-            ..base
-        }),
-        // Llama-3.1-8B's shape, Q4_K weights, Q6_K embedding and output.
-        "8b" => Some(SyntheticSpec {
-            n_layers: 32,
-            d_model: 4096,
-            d_ff: 14_336,
-            n_heads: 32,
-            n_kv_heads: 8,
-            vocab_size: 128_256,
-            weight_type: DType::Q4K,
-            embd_type: DType::Q6K,
-            tied_output: false,
-            ..base
-        }),
-        _ => None,
-    }
-}
 
 fn main() {
     if let Err(e) = run() {
@@ -81,7 +29,7 @@ fn run() -> Result<(), String> {
         None => 128,
     };
     let t0 = Instant::now();
-    let file = match shape(what) {
+    let file = match SyntheticSpec::preset(what) {
         Some(spec) => {
             let mut bytes = Vec::new();
             spec.writer()
