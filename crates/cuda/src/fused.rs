@@ -16,6 +16,9 @@ use crate::{CudaBackend, weight_code};
 /// Warps per block of the fused matrix products (`MV_WARPS` in matvec.cu);
 /// each warp takes two output rows (one gate/up pair for `mv_swiglu`).
 const MV_WARPS: u32 = 4;
+/// Warps per block of the q8 products (`MVQ_WARPS` in matvec_q8.cu).
+const MVQ_WARPS: u32 = 8;
+
 /// Threads per block of `argmax_rows`, values per block (about), and the
 /// most blocks one row is split over.
 const ARGMAX_THREADS: u32 = 256;
@@ -39,7 +42,59 @@ fn warps_per_item(n_in: usize, dtype: DType) -> u32 {
     }
 }
 
+/// How one fused product is launched: kernel, rows of the batch per block
+/// row, threads, blocks for `items` items, dynamic shared memory.
+struct MvLaunch<'a> {
+    f: &'a cudarc::driver::CudaFunction,
+    per: usize,
+    block: u32,
+    grid_x: u32,
+    shared: u32,
+}
+
 impl CudaBackend {
+    /// The launch of a product over `items` items (`kw` warps each) of `n`
+    /// rows of `n_in` inputs against weights of type `code`: the q8 kernel
+    /// when there is one for the type and its staged input fits in shared
+    /// memory (judged at 8 rows, so a weight takes the same path for every
+    /// batch size: batch invariance), else the f32 one.
+    #[allow(clippy::too_many_arguments)]
+    fn mv_launch<'a>(
+        &self,
+        q8: &'a crate::Q8Kernels,
+        f32: &'a crate::MvKernels,
+        n: usize,
+        n_in: usize,
+        code: Option<usize>,
+        items: usize,
+        kw: u32,
+    ) -> MvLaunch<'a> {
+        let staged = |rows: usize| rows * n_in + rows * (n_in / 32) * 4;
+        let q8_kernel = code
+            .filter(|_| self.q8.enabled && n_in.is_multiple_of(32))
+            .filter(|_| staged(8) <= self.q8.max_shared)
+            .and_then(|c| q8.pick(n, c));
+        match q8_kernel {
+            Some((f, per)) => MvLaunch {
+                f,
+                per,
+                block: MVQ_WARPS * 32,
+                grid_x: blocks(items, MVQ_WARPS / kw).min(self.q8.sm_count * self.q8.blocks_per_sm),
+                shared: staged(per) as u32,
+            },
+            None => {
+                let (f, per) = f32.pick(n, code);
+                MvLaunch {
+                    f,
+                    per,
+                    block: MV_WARPS * 32,
+                    grid_x: blocks(items, MV_WARPS / kw),
+                    shared: 0,
+                }
+            }
+        }
+    }
+
     /// A weight as a `MvJob` writing to `out`, with an optional bias.
     fn mv_job(
         &self,
@@ -108,16 +163,25 @@ impl CudaBackend {
         let Some(job) = self.mv_job(what, w, oa, None) else {
             return;
         };
-        let (f, per) = self.k.mv_plain.pick(n, Some(job.wtype as usize));
-        let Some(grid_y) = self.batch_blocks(what, n, per) else {
+        let kw = warps_per_item(x.cols, w.dtype);
+        let l = self.mv_launch(
+            &self.k.mvq_plain,
+            &self.k.mv_plain,
+            n,
+            x.cols,
+            Some(job.wtype as usize),
+            w.n_rows.div_ceil(2),
+            kw,
+        );
+        let Some(grid_y) = self.batch_blocks(what, n, l.per) else {
             return;
         };
-        let kw = warps_per_item(x.cols, w.dtype);
-        self.launch(
+        self.launch_shared(
             what,
-            f,
-            (blocks(w.n_rows.div_ceil(2), MV_WARPS / kw), grid_y, 1),
-            MV_WARPS * 32,
+            l.f,
+            (l.grid_x, grid_y, 1),
+            l.block,
+            l.shared,
             &[
                 Arg::Job(job),
                 Arg::U64(xa),
@@ -222,17 +286,26 @@ impl CudaBackend {
             return;
         };
         let same = jq.wtype == jk.wtype && jq.wtype == jv.wtype;
-        let (f, per) = self.k.mv_qkv.pick(n, same.then_some(jq.wtype as usize));
-        let Some(grid_y) = self.batch_blocks(WHAT, n, per) else {
-            return;
-        };
         let items = (w.q.n_rows + 2 * width) / 2;
         let kw = warps_per_item(x.cols, w.q.dtype);
-        self.launch(
+        let lc = self.mv_launch(
+            &self.k.mvq_qkv,
+            &self.k.mv_qkv,
+            n,
+            x.cols,
+            same.then_some(jq.wtype as usize),
+            items,
+            kw,
+        );
+        let Some(grid_y) = self.batch_blocks(WHAT, n, lc.per) else {
+            return;
+        };
+        self.launch_shared(
             WHAT,
-            f,
-            (blocks(items, MV_WARPS / kw), grid_y, 1),
-            MV_WARPS * 32,
+            lc.f,
+            (lc.grid_x, grid_y, 1),
+            lc.block,
+            lc.shared,
             &[
                 Arg::Job(jq),
                 Arg::Job(jk),
@@ -302,19 +375,25 @@ impl CudaBackend {
         ) else {
             return;
         };
-        let (f, per) = self
-            .k
-            .mv_swiglu
-            .pick(n, (jg.wtype == ju.wtype).then_some(jg.wtype as usize));
-        let Some(grid_y) = self.batch_blocks(WHAT, n, per) else {
+        let kw = warps_per_item(x.cols, w_gate.dtype);
+        let l = self.mv_launch(
+            &self.k.mvq_swiglu,
+            &self.k.mv_swiglu,
+            n,
+            x.cols,
+            (jg.wtype == ju.wtype).then_some(jg.wtype as usize),
+            w_gate.n_rows,
+            kw,
+        );
+        let Some(grid_y) = self.batch_blocks(WHAT, n, l.per) else {
             return;
         };
-        let kw = warps_per_item(x.cols, w_gate.dtype);
-        self.launch(
+        self.launch_shared(
             WHAT,
-            f,
-            (blocks(w_gate.n_rows, MV_WARPS / kw), grid_y, 1),
-            MV_WARPS * 32,
+            l.f,
+            (l.grid_x, grid_y, 1),
+            l.block,
+            l.shared,
             &[
                 Arg::Job(jg),
                 Arg::Job(ju),

@@ -41,6 +41,19 @@ impl CudaBackend {
         block: u32,
         args: &[Arg],
     ) {
+        self.launch_shared(what, f, grid, block, 0, args);
+    }
+
+    /// As [`CudaBackend::launch`], with `shared` bytes of dynamic shared memory.
+    pub(crate) fn launch_shared(
+        &self,
+        what: &'static str,
+        f: &CudaFunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        args: &[Arg],
+    ) {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return;
         }
@@ -49,6 +62,7 @@ impl CudaBackend {
             func: f.clone(),
             grid,
             block,
+            shared,
             args: args.to_vec(),
         });
     }

@@ -59,7 +59,7 @@ pub fn libraries_present() -> bool {
 /// A fused matrix-product kernel (matvec.cu), for one batch row per block
 /// row (decode) and for eight (prefill): the one that reads any weight type,
 /// and ones for a single type (fewer registers, so more warps in flight).
-struct MvKernels {
+pub(crate) struct MvKernels {
     any: [CudaFunction; 2],
     /// (weight code, kernels) for the types with their own kernels.
     typed: Vec<(usize, [CudaFunction; 2])>,
@@ -77,7 +77,7 @@ impl MvKernels {
     /// The kernel for `n` batch rows of jobs whose weights are all of type
     /// `code` (None: of several types), and the batch rows each block row
     /// takes.
-    fn pick(&self, n: usize, code: Option<usize>) -> (&CudaFunction, usize) {
+    pub(crate) fn pick(&self, n: usize, code: Option<usize>) -> (&CudaFunction, usize) {
         let fs = code
             .and_then(|c| self.typed.iter().find(|(t, _)| *t == c))
             .map_or(&self.any, |(_, f)| f);
@@ -86,9 +86,47 @@ impl MvKernels {
 }
 
 /// Every loaded kernel.
+/// The 8-bit-activation versions of one fused product (matvec_q8.cu), per
+/// weight type: `[decode, prefill]`.
+pub(crate) struct Q8Kernels {
+    typed: Vec<(usize, [CudaFunction; 2])>,
+}
+
+impl Q8Kernels {
+    /// The kernel for `n` batch rows of weights of type `code` (and its rows
+    /// per block row), if there is one.
+    pub(crate) fn pick(&self, n: usize, code: usize) -> Option<(&CudaFunction, usize)> {
+        let (_, fs) = self.typed.iter().find(|(t, _)| *t == code)?;
+        Some(if n == 1 { (&fs[0], 1) } else { (&fs[1], 8) })
+    }
+}
+
+/// Static shared memory a q8 kernel may hold besides its staged input
+/// (matvec_q8.cu: the warps' partial sums and the norm's reduction).
+const Q8_STATIC_SHARED: i32 = 1024;
+
+/// Blocks per SM of a q8 grid: each block stages its input once and then
+/// loops over items, so the grid is a few blocks per SM, not one per item.
+const Q8_BLOCKS_PER_SM: u32 = 4;
+
+/// Where the q8 products apply and how their grids are sized.
+pub(crate) struct Q8Config {
+    /// `SMELT_CUDA_Q8=1` turns the q8 path on (else f32 activations everywhere).
+    pub enabled: bool,
+    /// Most dynamic shared memory a block may use (opt-in limit).
+    pub max_shared: usize,
+    /// Streaming multiprocessors: the q8 grids are a few blocks per SM.
+    pub sm_count: u32,
+    /// Blocks per SM of a q8 grid (`SMELT_CUDA_Q8_BLOCKS` overrides).
+    pub blocks_per_sm: u32,
+}
+
 struct Kernels {
     /// Embedding lookup per weight type, indexed by [`weight_code`].
     embed: Vec<CudaFunction>,
+    mvq_plain: Q8Kernels,
+    mvq_qkv: Q8Kernels,
+    mvq_swiglu: Q8Kernels,
     mv_plain: MvKernels,
     mv_qkv: MvKernels,
     mv_swiglu: MvKernels,
@@ -153,6 +191,7 @@ pub struct CudaBackend {
     queue: Arc<queue::Queue>,
     _module: Arc<CudaModule>,
     k: Kernels,
+    q8: Q8Config,
     info: DeviceInfo,
     /// The step's small arrays on the device.
     meta: Mutex<meta::MetaCache>,
@@ -205,6 +244,38 @@ impl CudaBackend {
             .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
             .map_err(driver("load the kernels"))?;
         let k = load_kernels(&module)?;
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let max_shared = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(driver("read the shared memory size"))?;
+        let sm_count = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("read the SM count"))?;
+        // Dynamic shared memory the q8 kernels may ask for: the opt-in
+        // limit less their static shared memory (under 1 KiB).
+        let dynamic_limit = (max_shared - Q8_STATIC_SHARED).max(0);
+        for q in [&k.mvq_plain, &k.mvq_qkv, &k.mvq_swiglu] {
+            for f in q.typed.iter().flat_map(|(_, fs)| fs) {
+                use cudarc::driver::sys::CUfunction_attribute as FA;
+                f.set_attribute(
+                    FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    dynamic_limit,
+                )
+                .map_err(driver("allow the q8 kernels their shared memory"))?;
+            }
+        }
+        let q8 = Q8Config {
+            // Off by default: measured on an H200 it is no faster than the
+            // f32 path (docs/CUDA.md), and it rounds activations.
+            enabled: std::env::var("SMELT_CUDA_Q8").is_ok_and(|v| v == "1"),
+            max_shared: dynamic_limit as usize,
+            sm_count: sm_count.max(1) as u32,
+            blocks_per_sm: std::env::var("SMELT_CUDA_Q8_BLOCKS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&b: &u32| b > 0)
+                .unwrap_or(Q8_BLOCKS_PER_SM),
+        };
         let info = DeviceInfo {
             ordinal,
             name,
@@ -217,6 +288,7 @@ impl CudaBackend {
             queue: Arc::new(queue::Queue::new(ctx, stream)),
             _module: module,
             k,
+            q8,
             info,
             meta: Mutex::new(meta::MetaCache::default()),
             attn_scratch: Mutex::new(None),
@@ -263,6 +335,18 @@ impl CudaBackend {
 
     /// Whether kernels are launched with programmatic dependent launch
     /// (`SMELT_CUDA_PDL=0` turns it off; a driver that refuses it too).
+    /// Turns the 8-bit-activation products (matvec_q8.cu) on or off for
+    /// the weight types that have them; off by default (`SMELT_CUDA_Q8=1`
+    /// starts with them on). Off, every product takes f32 activations.
+    pub fn set_q8(&mut self, on: bool) {
+        self.q8.enabled = on;
+    }
+
+    /// Whether the 8-bit-activation products are used.
+    pub fn q8(&self) -> bool {
+        self.q8.enabled
+    }
+
     pub fn pdl(&self) -> bool {
         self.queue.pdl()
     }
@@ -296,8 +380,26 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
             typed,
         })
     };
+    let q8 = |name: &str| -> Result<Q8Kernels, CudaError> {
+        let mut typed = Vec::with_capacity(TYPED_MV.len());
+        for (dtype, suffix) in TYPED_MV {
+            if let Some(code) = weight_code(dtype) {
+                typed.push((
+                    code,
+                    [
+                        f(&format!("{name}_1_{suffix}"))?,
+                        f(&format!("{name}_8_{suffix}"))?,
+                    ],
+                ));
+            }
+        }
+        Ok(Q8Kernels { typed })
+    };
     Ok(Kernels {
         embed,
+        mvq_plain: q8("mvq_plain")?,
+        mvq_qkv: q8("mvq_qkv")?,
+        mvq_swiglu: q8("mvq_swiglu")?,
         mv_plain: mv("mv_plain")?,
         mv_qkv: mv("mv_qkv")?,
         mv_swiglu: mv("mv_swiglu")?,

@@ -75,6 +75,8 @@ pub(crate) struct Launch {
     pub func: CudaFunction,
     pub grid: (u32, u32, u32),
     pub block: u32,
+    /// Dynamic shared memory, bytes.
+    pub shared: u32,
     pub args: Vec<Arg>,
 }
 
@@ -83,6 +85,7 @@ impl PartialEq for Launch {
         self.func.cu_function() == o.func.cu_function()
             && self.grid == o.grid
             && self.block == o.block
+            && self.shared == o.shared
             && self.args == o.args
     }
 }
@@ -320,7 +323,7 @@ impl Queue {
                 blockDimX: l.block,
                 blockDimY: 1,
                 blockDimZ: 1,
-                sharedMemBytes: 0,
+                sharedMemBytes: l.shared,
                 hStream: self.stream.cu_stream(),
                 attrs: &mut attr,
                 numAttrs: 1,
@@ -362,7 +365,7 @@ impl Queue {
                 l.func.cu_function(),
                 l.grid,
                 (l.block, 1, 1),
-                0,
+                l.shared,
                 self.stream.cu_stream(),
                 &mut params,
             )

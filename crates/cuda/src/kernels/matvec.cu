@@ -236,21 +236,16 @@ __device__ __forceinline__ void item_dots(const Item& it, int kw, bool active, c
     for (int r = 0; r < NR; r++) inv[r] = g ? 1.0f / sqrtf(ss[r] / (float)n_in + eps) : 1.0f;
 }
 
-template <int TT, int NR>
-__device__ __forceinline__ void mv_plain_body(MvJob j, const float* x, int n_in, int n,
-                                              const float* g, float eps, int accumulate, int kw) {
-    const Item it = item_of(kw);
+// Writes one item's results (lanes 0..nv of its first warp): rows oa and
+// oa + 1 of a plain product, scaled by inv, plus the bias, added to the
+// output when accumulating.
+template <int NR>
+__device__ __forceinline__ void plain_store(const MvJob& j, int oa, int r0, int nv,
+                                            const float a[NR], const float b[NR],
+                                            const float inv[NR], int accumulate) {
     const int lane = threadIdx.x & 31;
-    const int r0 = blockIdx.y * NR;
-    const int oa = 2 * it.index, ob = 2 * it.index + 1;
-    const bool active = oa < j.n_rows;
+    const int ob = oa + 1;
     const bool has_b = ob < j.n_rows;
-    const int nv = min(NR, n - r0);
-    float a[NR], b[NR], inv[NR];
-    item_dots<TT, NR, true>(it, kw, active, j.w + (u64)oa * j.row_bytes, j.wtype,
-                            has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.wtype,
-                            x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
-    if (!active || it.part != 0) return;
 #pragma unroll
     for (int r = 0; r < NR; r++) {
         if (lane == r && r < nv) {
@@ -266,9 +261,122 @@ __device__ __forceinline__ void mv_plain_body(MvJob j, const float* x, int n_in,
     }
 }
 
-// Items (one warp each): the RoPE pairs of Q's heads, then K's, then row
-// pairs of V. Pair jj of a head is rotated when jj < n_rot/2: rows (2jj,
+template <int TT, int NR>
+__device__ __forceinline__ void mv_plain_body(MvJob j, const float* x, int n_in, int n,
+                                              const float* g, float eps, int accumulate, int kw) {
+    const Item it = item_of(kw);
+    const int r0 = blockIdx.y * NR;
+    const int oa = 2 * it.index, ob = 2 * it.index + 1;
+    const bool active = oa < j.n_rows;
+    const bool has_b = ob < j.n_rows;
+    const int nv = min(NR, n - r0);
+    float a[NR], b[NR], inv[NR];
+    item_dots<TT, NR, true>(it, kw, active, j.w + (u64)oa * j.row_bytes, j.wtype,
+                            has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.wtype,
+                            x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
+    if (!active || it.part != 0) return;
+    plain_store<NR>(j, oa, r0, nv, a, b, inv, accumulate);
+}
+
+// One item of a Q/K/V launch: the RoPE pairs of Q's heads, then K's, then
+// row pairs of V. Pair jj of a head is rotated when jj < n_rot/2: rows (2jj,
 // 2jj+1), or (jj, jj + n_rot/2) for neox; the rest are neighbours.
+struct QkvItem {
+    bool active;
+    int job;  // 0 Q, 1 K, 2 V
+    const u8* w;
+    u64 row_bytes;
+    int wtype;
+    const float* bias;
+    int ra, rb;
+    int fi;   // RoPE frequency index, or -1
+};
+
+__device__ __forceinline__ QkvItem qkv_item(const MvJob& jq, const MvJob& jk, const MvJob& jv,
+                                            int item, int head_dim, int n_rot, int neox) {
+    const int pq = jq.n_rows / 2, pk = jk.n_rows / 2, pv = jv.n_rows / 2;
+    QkvItem q;
+    int p = item;
+    q.job = 0;
+    if (item >= pq + pk) {
+        q.job = 2;
+        p = item - pq - pk;
+    } else if (item >= pq) {
+        q.job = 1;
+        p = item - pq;
+    }
+    q.active = item < pq + pk + pv;
+    const MvJob& j = q.job == 0 ? jq : q.job == 1 ? jk : jv;
+    q.w = j.w;
+    q.row_bytes = j.row_bytes;
+    q.wtype = j.wtype;
+    q.bias = j.bias;
+    const int half_pairs = head_dim / 2, rot_pairs = n_rot / 2;
+    q.fi = -1;
+    if (q.job < 2) {
+        const int h = p / half_pairs, jj = p % half_pairs;
+        if (jj < rot_pairs) {
+            q.fi = jj;
+            q.ra = h * head_dim + (neox ? jj : 2 * jj);
+            q.rb = h * head_dim + (neox ? jj + rot_pairs : 2 * jj + 1);
+        } else {
+            q.ra = h * head_dim + n_rot + 2 * (jj - rot_pairs);
+            q.rb = q.ra + 1;
+        }
+    } else {
+        q.ra = 2 * p;
+        q.rb = q.ra + 1;
+    }
+    return q;
+}
+
+// Writes one Q/K/V item's results: bias, RoPE, then Q to its output or K / V
+// into the cache.
+template <int NR>
+__device__ __forceinline__ void qkv_store(const QkvItem& q, const MvJob& jq, const MvJob& jk,
+                                          int r0, int nv, const float a[NR], const float b[NR],
+                                          const float inv[NR], const u32* positions,
+                                          const float* inv_freq, void* kc, void* vc,
+                                          u64 layer_off, const u32* slots, int kv_f16) {
+    const int lane = threadIdx.x & 31;
+    const int width = jk.n_rows;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        if (lane == r && r < nv) {
+            float va = a[r] * inv[r], vb = b[r] * inv[r];
+            if (q.bias) {
+                va += q.bias[q.ra];
+                vb += q.bias[q.rb];
+            }
+            if (q.fi >= 0) {
+                // As the reference: the angle in f32, its cosine and sine in f64.
+                const float theta = (float)positions[r0 + r] * inv_freq[q.fi];
+                double sn, cs;
+                sincos((double)theta, &sn, &cs);
+                const float c = (float)cs, s = (float)sn;
+                const float x0 = va, x1 = vb;
+                va = x0 * c - x1 * s;
+                vb = x0 * s + x1 * c;
+            }
+            if (q.job == 0) {
+                float* o = jq.out + (u64)(r0 + r) * jq.n_rows;
+                o[q.ra] = va;
+                o[q.rb] = vb;
+            } else {
+                const u64 at = layer_off + (u64)slots[r0 + r] * width;
+                void* cache = q.job == 1 ? kc : vc;
+                if (kv_f16) {
+                    ((u16*)cache)[at + q.ra] = float_to_half(va);
+                    ((u16*)cache)[at + q.rb] = float_to_half(vb);
+                } else {
+                    ((float*)cache)[at + q.ra] = va;
+                    ((float*)cache)[at + q.rb] = vb;
+                }
+            }
+        }
+    }
+}
+
 template <int TT, int NR>
 __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const float* x,
                                             int n_in, int n, const float* g, float eps,
@@ -277,88 +385,38 @@ __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const 
                                             void* vc, u64 layer_off, const u32* slots,
                                             int kv_f16, int kw) {
     const Item it = item_of(kw);
-    const int item = it.index;
-    const int lane = threadIdx.x & 31;
     const int r0 = blockIdx.y * NR;
-    const int pq = jq.n_rows / 2, pk = jk.n_rows / 2, pv = jv.n_rows / 2;
-    int job = 0, p = item;
-    if (item >= pq + pk) {
-        job = 2;
-        p = item - pq - pk;
-    } else if (item >= pq) {
-        job = 1;
-        p = item - pq;
-    }
-    const bool active = item < pq + pk + pv;
-    const u8* w = job == 0 ? jq.w : job == 1 ? jk.w : jv.w;
-    const u64 rbytes = job == 0 ? jq.row_bytes : job == 1 ? jk.row_bytes : jv.row_bytes;
-    const int wt = job == 0 ? jq.wtype : job == 1 ? jk.wtype : jv.wtype;
-    const float* bias = job == 0 ? jq.bias : job == 1 ? jk.bias : jv.bias;
-    const int half_pairs = head_dim / 2, rot_pairs = n_rot / 2;
-    int ra, rb, fi = -1;
-    if (job < 2) {
-        const int h = p / half_pairs, jj = p % half_pairs;
-        if (jj < rot_pairs) {
-            fi = jj;
-            ra = h * head_dim + (neox ? jj : 2 * jj);
-            rb = h * head_dim + (neox ? jj + rot_pairs : 2 * jj + 1);
-        } else {
-            ra = h * head_dim + n_rot + 2 * (jj - rot_pairs);
-            rb = ra + 1;
-        }
-    } else {
-        ra = 2 * p;
-        rb = ra + 1;
-    }
+    const QkvItem q = qkv_item(jq, jk, jv, it.index, head_dim, n_rot, neox);
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    item_dots<TT, NR, true>(it, kw, active, w + (u64)ra * rbytes, wt, w + (u64)rb * rbytes, wt,
-                            x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
-    if (!active || it.part != 0) return;
-    const int width = jk.n_rows;
+    item_dots<TT, NR, true>(it, kw, q.active, q.w + (u64)q.ra * q.row_bytes, q.wtype,
+                            q.w + (u64)q.rb * q.row_bytes, q.wtype, x + (u64)r0 * n_in, n_in, nv,
+                            g, eps, a, b, inv);
+    if (!q.active || it.part != 0) return;
+    qkv_store<NR>(q, jq, jk, r0, nv, a, b, inv, positions, inv_freq, kc, vc, layer_off, slots,
+                  kv_f16);
+}
+
+// Writes one gate/up item's result: gate.out[r][i] = silu(gate) * up.
+template <int NR>
+__device__ __forceinline__ void swiglu_store(const MvJob& jg, int i, int r0, int nv,
+                                             const float a[NR], const float b[NR],
+                                             const float inv[NR]) {
+    const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int r = 0; r < NR; r++) {
         if (lane == r && r < nv) {
-            float va = a[r] * inv[r], vb = b[r] * inv[r];
-            if (bias) {
-                va += bias[ra];
-                vb += bias[rb];
-            }
-            if (fi >= 0) {
-                // As the reference: the angle in f32, its cosine and sine in f64.
-                const float theta = (float)positions[r0 + r] * inv_freq[fi];
-                double sn, cs;
-                sincos((double)theta, &sn, &cs);
-                const float c = (float)cs, s = (float)sn;
-                const float x0 = va, x1 = vb;
-                va = x0 * c - x1 * s;
-                vb = x0 * s + x1 * c;
-            }
-            if (job == 0) {
-                float* o = jq.out + (u64)(r0 + r) * jq.n_rows;
-                o[ra] = va;
-                o[rb] = vb;
-            } else {
-                const u64 at = layer_off + (u64)slots[r0 + r] * width;
-                void* cache = job == 1 ? kc : vc;
-                if (kv_f16) {
-                    ((u16*)cache)[at + ra] = float_to_half(va);
-                    ((u16*)cache)[at + rb] = float_to_half(vb);
-                } else {
-                    ((float*)cache)[at + ra] = va;
-                    ((float*)cache)[at + rb] = vb;
-                }
-            }
+            const float gate = a[r] * inv[r], up = b[r] * inv[r];
+            jg.out[(u64)(r0 + r) * jg.n_rows + i] = gate / (1.0f + expf(-gate)) * up;
         }
     }
 }
 
-// Item i: gate row i and up row i; gate.out[r][i] = silu(gate) * up.
+// Item i: gate row i and up row i.
 template <int TT, int NR>
 __device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* x, int n_in,
                                                int n, const float* g, float eps, int kw) {
     const Item it = item_of(kw);
-    const int lane = threadIdx.x & 31;
     const int i = it.index;
     const int r0 = blockIdx.y * NR;
     const bool active = i < jg.n_rows;
@@ -368,13 +426,7 @@ __device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* 
                              ju.w + (u64)i * ju.row_bytes, ju.wtype, x + (u64)r0 * n_in, n_in,
                              nv, g, eps, a, b, inv);
     if (!active || it.part != 0) return;
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-        if (lane == r && r < nv) {
-            const float gate = a[r] * inv[r], up = b[r] * inv[r];
-            jg.out[(u64)(r0 + r) * jg.n_rows + i] = gate / (1.0f + expf(-gate)) * up;
-        }
-    }
+    swiglu_store<NR>(jg, i, r0, nv, a, b, inv);
 }
 
 // Kernels `mv_<kind>_<NR>` read any weight type; `mv_<kind>_<NR>_<type>`

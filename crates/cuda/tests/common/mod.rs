@@ -4,7 +4,9 @@
 
 use smelt_cuda::{CudaBackend, CudaError};
 
-/// The CUDA backend, or None after printing why the test is skipped.
+/// The CUDA backend with f32 activations everywhere (the exact path the
+/// reference comparisons hold to 1e-5), or None after printing why the test
+/// is skipped.
 ///
 /// Without CUDA (CI has no GPU) the tests skip with a notice. Where
 /// `SMELT_REQUIRE_CUDA=1` (scripts/gpu-test.sh sets it on the GPU machine),
@@ -12,7 +14,10 @@ use smelt_cuda::{CudaBackend, CudaError};
 pub fn backend(test: &str) -> Option<CudaBackend> {
     let required = std::env::var("SMELT_REQUIRE_CUDA").is_ok_and(|v| v == "1");
     match CudaBackend::new() {
-        Ok(b) => Some(b),
+        Ok(mut b) => {
+            b.set_q8(false);
+            Some(b)
+        }
         Err(e) if required => {
             panic!("{test}: SMELT_REQUIRE_CUDA=1 but the CUDA backend failed: {e}")
         }
@@ -22,6 +27,14 @@ pub fn backend(test: &str) -> Option<CudaBackend> {
         }
         Err(e) => panic!("{test}: {e}"),
     }
+}
+
+/// The CUDA backend as models get it: 8-bit activations for the weight
+/// types that have q8 kernels (Q4_1, Q8_0, Q4_K, Q6_K).
+pub fn backend_q8(test: &str) -> Option<CudaBackend> {
+    let mut b = backend(test)?;
+    b.set_q8(true);
+    Some(b)
 }
 
 /// Prints a line past the test harness's output capture, so a skip is seen
@@ -62,4 +75,35 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
         den += (*w as f64).powi(2);
     }
     (num / den.max(1e-30)).sqrt()
+}
+
+/// Whether the GPU multiplies weights of this type with 8-bit activations.
+pub fn q8_type(dtype: smelt_tensor::DType) -> bool {
+    use smelt_tensor::DType;
+    matches!(dtype, DType::Q4_1 | DType::Q8_0 | DType::Q4K | DType::Q6K)
+}
+
+/// For each (row r, output o): `sum_k |w[o][k]| * dx(r, k) / 2`, where dx is
+/// the int8 step (amax / 127) of the 32-value block of input row r holding
+/// k: the most rounding the input to int8 can move that dot product.
+pub fn q8_allowance(w: &smelt_backend::HostTensor, h: &smelt_backend::HostBuf) -> Vec<f32> {
+    let wd = smelt_backend::dequantize_all(w);
+    let n_in = w.row_len();
+    let mut out = Vec::with_capacity(h.rows * w.n_rows());
+    for r in 0..h.rows {
+        let steps: Vec<f32> = h
+            .row(r)
+            .chunks(32)
+            .map(|b| b.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0)
+            .collect();
+        for row in wd.chunks_exact(n_in) {
+            let a: f32 = row
+                .iter()
+                .enumerate()
+                .map(|(k, v)| v.abs() * steps[k / 32] / 2.0)
+                .sum();
+            out.push(a);
+        }
+    }
+    out
 }
