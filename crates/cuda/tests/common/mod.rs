@@ -29,8 +29,8 @@ pub fn backend(test: &str) -> Option<CudaBackend> {
     }
 }
 
-/// The CUDA backend as models get it: 8-bit activations for the weight
-/// types that have q8 kernels (Q4_1, Q8_0, Q4_K, Q6_K).
+/// The CUDA backend with 8-bit activations for the weight types that have
+/// q8 kernels (Q4_1, Q8_0, Q4_K, Q6_K).
 pub fn backend_q8(test: &str) -> Option<CudaBackend> {
     let mut b = backend(test)?;
     b.set_q8(true);
