@@ -93,12 +93,21 @@ pub enum QuantizeError {
 
 impl QuantizeError {
     /// The row the error is about, if it is about one.
-    fn row(&self) -> Option<usize> {
+    pub fn row(&self) -> Option<usize> {
         match self {
             QuantizeError::NonFinite { row, .. } | QuantizeError::OutOfRange { row, .. } => {
                 Some(*row)
             }
             _ => None,
+        }
+    }
+
+    /// The same error with its row moved down by `rows`: for callers that
+    /// quantize a tensor in pieces, so the error names the tensor's row.
+    pub fn offset_rows(self, rows: usize) -> QuantizeError {
+        match self.row() {
+            Some(r) => self.in_row(r + rows),
+            None => self,
         }
     }
 
