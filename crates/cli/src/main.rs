@@ -8,6 +8,7 @@ mod fetch;
 mod info;
 mod load;
 mod membw;
+mod quantize;
 mod run;
 mod serve;
 
@@ -70,6 +71,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure the server: aggregate tok/s and time to first token at several concurrencies.
     BenchServe(bench_serve::BenchServeArgs),
+    /// Requantize a GGUF file: `smelt quantize IN.gguf OUT.gguf --type q4_k_m`.
+    #[command(alias = "convert")]
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() {
@@ -96,6 +100,7 @@ fn main() {
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
         Command::BenchServe(args) => bench_serve::bench_serve(args),
+        Command::Quantize(args) => quantize::quantize(args),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");
