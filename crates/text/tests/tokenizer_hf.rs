@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use smelt_gguf::GgufFile;
-use smelt_text::hf::HfTextConfig;
+use smelt_gguf::{GgufFile, GgufWriter};
+use smelt_text::hf::{HfTextConfig, gguf_tokenizer_metadata};
 use smelt_text::stream::Utf8Stream;
 use smelt_text::tokenizer::{TokenType, Tokenizer};
 
@@ -223,4 +223,66 @@ fn llama3_bos_from_tokenizer_config() {
     assert!(!tok.add_bos());
     assert_eq!(tok.encode("Hello", true, false), [9906]);
     assert!(tok.is_end_of_generation(128009), "<|eot_id|>");
+}
+
+/// The GGUF metadata of an HF tokenizer, written and read back by Smelt's GGUF
+/// tokenizer, tokenizes every vector as the HF tokenizer does.
+#[test]
+fn exported_gguf_tokenizer_matches_hf() {
+    for &(hf, vocab) in PAIRS {
+        let config = HfTextConfig::from_dir(&hf_dir(hf)).expect("read HF tokenizer");
+        let meta = gguf_tokenizer_metadata(&config).expect("export");
+        let mut writer = GgufWriter::new();
+        for (key, value) in meta {
+            writer.set(key, value);
+        }
+        let file = GgufFile::from_bytes(writer.to_bytes().expect("write")).expect("read back");
+        let gguf = Tokenizer::from_gguf(&file).expect("GGUF tokenizer");
+        let want_pre = if hf == "qwen3" { "qwen2" } else { "llama-bpe" };
+        assert_eq!(gguf.pre_tokenizer(), Some(want_pre));
+        assert_eq!(file.get_str("tokenizer.ggml.model"), Some("gpt2"));
+        let hf_tok = &config.tokenizer;
+        assert_eq!(gguf.vocab_size(), hf_tok.vocab_size());
+        assert_eq!(
+            (
+                gguf.bos_id(),
+                gguf.eos_id(),
+                gguf.padding_id(),
+                gguf.add_bos()
+            ),
+            (
+                hf_tok.bos_id(),
+                hf_tok.eos_id(),
+                hf_tok.padding_id(),
+                hf_tok.add_bos()
+            )
+        );
+        assert_eq!(
+            file.get_str("tokenizer.chat_template"),
+            config.chat_template.as_deref()
+        );
+        let cases = cases(&vocab_file(vocab));
+        for (text, want) in &cases {
+            assert_eq!(&gguf.encode(text, false, false), want, "{hf}: {text:?}");
+            assert_eq!(
+                gguf.encode(text, true, true),
+                hf_tok.encode(text, true, true)
+            );
+        }
+        let text = "<|im_start|>user\nhi<tool_call><|im_end|><|eot_id|> x";
+        for parse_special in [false, true] {
+            assert_eq!(
+                gguf.encode(text, false, parse_special),
+                hf_tok.encode(text, false, parse_special),
+                "{hf}: parse_special {parse_special}"
+            );
+        }
+        for id in 0..hf_tok.vocab_size() as u32 {
+            assert_eq!(
+                gguf.token_bytes(id),
+                hf_tok.token_bytes(id),
+                "{hf}: token {id}"
+            );
+        }
+    }
 }

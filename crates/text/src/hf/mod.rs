@@ -18,6 +18,7 @@
 //!   `post_processor` template starts with BOS / ends with EOS.
 
 mod error;
+mod gguf_export;
 mod tokenizer_json;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use error::HfError;
+pub use gguf_export::gguf_tokenizer_metadata;
 pub use tokenizer_json::{HfAddedToken, HfModelType, TokenizerJson};
 
 use crate::chat_template::{ChatTemplate, ChatTemplateError};

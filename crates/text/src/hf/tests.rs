@@ -260,3 +260,101 @@ fn errors_name_the_file_and_key() {
     let msg = error(&model_dir(&[("tokenizer.json", bad.to_string())]));
     assert!(msg.contains("model.merges[2]"), "{msg}");
 }
+
+/// A SentencePiece-style tokenizer.json (Llama 2 layout): <unk> <s> </s>,
+/// byte tokens 3..=258, then ▁ h i ▁h hi ▁hi !, with byte fallback, a `▁`
+/// prefix and a `▁` → space decoder.
+fn spm_tokenizer_json() -> Value {
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+        vocab.insert((*t).to_string(), json!(i));
+    }
+    for b in 0..=255u32 {
+        vocab.insert(format!("<0x{b:02X}>"), json!(3 + b));
+    }
+    for (i, t) in ["▁", "h", "i", "▁h", "hi", "▁hi", "!"].iter().enumerate() {
+        vocab.insert((*t).to_string(), json!(259 + i));
+    }
+    let added = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "added_tokens": [added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab,
+                  "merges": [["▁", "h"], ["▁h", "i"], ["h", "i"]]}
+    })
+}
+
+#[test]
+fn sentencepiece_style_tokenizer_and_its_gguf_export() {
+    let tc = json!({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true});
+    let dir = model_dir(&[
+        ("tokenizer.json", spm_tokenizer_json().to_string()),
+        ("tokenizer_config.json", tc.to_string()),
+    ]);
+    let config = HfTextConfig::from_dir(&dir).expect("read");
+    let t = &config.tokenizer;
+    assert!(t.add_space_prefix());
+    assert_eq!(t.encode("hi hi!", true, false), [1, 264, 264, 265]);
+    assert_eq!(t.decode(&[1, 264, 264, 265]), "hi hi!");
+    assert_eq!(t.token_bytes(264), b" hi");
+    assert_eq!(t.token_type(3 + 0xC3), Some(TokenType::Byte));
+    assert_eq!(t.token_bytes(3 + 0xC3), [0xC3]);
+    assert_eq!(t.unknown_id(), Some(0));
+
+    let meta = gguf_tokenizer_metadata(&config).expect("export");
+    let mut writer = smelt_gguf::GgufWriter::new();
+    for (key, value) in meta {
+        writer.set(key, value);
+    }
+    let file = smelt_gguf::GgufFile::from_bytes(writer.to_bytes().expect("write")).expect("read");
+    assert_eq!(file.get_str("tokenizer.ggml.model"), Some("llama"));
+    let gguf = crate::tokenizer::Tokenizer::from_gguf(&file).expect("GGUF tokenizer");
+    for text in ["hi hi!", "ih hhi", "é!", " hi", "hi  ", "<s>hi</s>"] {
+        for parse_special in [false, true] {
+            assert_eq!(
+                gguf.encode(text, true, parse_special),
+                t.encode(text, true, parse_special),
+                "{text:?} parse_special {parse_special}"
+            );
+        }
+        let ids = t.encode(text, false, false);
+        assert_eq!(gguf.decode(&ids), t.decode(&ids), "{text:?}");
+    }
+}
+
+#[test]
+fn export_refuses_unknown_pre_tokenizers() {
+    let mut json = tokenizer_json();
+    json["pre_tokenizer"] = json!({"type": "Split", "pattern": {"Regex": "\\w+"},
+                                   "behavior": "Isolated", "invert": false});
+    let dir = model_dir(&[("tokenizer.json", json.to_string())]);
+    let config = HfTextConfig::from_dir(&dir).expect("read");
+    let msg = match gguf_tokenizer_metadata(&config) {
+        Ok(_) => panic!("exported an unknown pre-tokenizer"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains("\\w+"),
+        "{msg}"
+    );
+    // The GPT-2 ByteLevel pre-tokenizer of the toy vocabulary is "gpt-2".
+    let config = HfTextConfig::from_dir(&with_tokenizer(&[])).expect("read");
+    let meta = gguf_tokenizer_metadata(&config).expect("export");
+    let pre = meta.iter().find(|(k, _)| k == "tokenizer.ggml.pre");
+    assert_eq!(pre.and_then(|(_, v)| v.as_str()), Some("gpt-2"));
+}
