@@ -3,6 +3,7 @@
 //! stop-string matching across token boundaries.
 
 pub mod chat_template;
+pub mod hf;
 pub mod stop;
 pub mod stream;
 pub mod tokenizer;

@@ -14,13 +14,20 @@
 //! (always) and control/unknown tokens (when asked to parse special tokens),
 //! longest first; those become their ids directly.
 //!
+//! A third kind is built from a Hugging Face `tokenizer.json`
+//! ([`crate::hf::HfTextConfig`]): the `tokenizers` crate runs its pipeline,
+//! while token texts, types, printed bytes and special ids live in the same
+//! tables as for GGUF vocabularies.
+//!
 //! Decoding works per token on bytes ([`Tokenizer::token_bytes`]), since one
 //! token may hold part of a UTF-8 character.
 
 mod bpe;
+mod build;
 mod byte_level;
 mod error;
 mod gguf;
+pub(crate) mod hf_backend;
 mod pre;
 mod special;
 mod spm;
@@ -30,7 +37,9 @@ use std::collections::HashMap;
 pub use error::TokenizerError;
 
 use bpe::{BpeModel, NO_TOKEN};
+use build::{build_bpe, build_spm, byte_tokens, check_id, check_len, printed_bytes};
 use byte_level::ByteLevel;
+use hf_backend::HfModel;
 use pre::PreTokenizer;
 use special::{Fragment, SpecialToken};
 use spm::SpmModel;
@@ -167,6 +176,8 @@ enum Model {
         byte_tokens: Box<[Option<u32>; 256]>,
         add_space_prefix: bool,
     },
+    /// A Hugging Face `tokenizer.json`.
+    Hf(Box<HfModel>),
 }
 
 /// A tokenizer read from a model's vocabulary. Cheap to share (`&self` only).
@@ -194,6 +205,25 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Builds the tokenizer described by `spec`.
     pub fn from_spec(spec: VocabSpec) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::build(spec, None, &[])
+    }
+
+    /// Builds a tokenizer whose algorithm is `hf` (`spec.kind`, `scores` and
+    /// `merges` are then unused) and which also ends generation on
+    /// `extra_end_of_generation`.
+    pub(crate) fn from_hf_model(
+        spec: VocabSpec,
+        hf: HfModel,
+        extra_end_of_generation: &[u32],
+    ) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::build(spec, Some(Box::new(hf)), extra_end_of_generation)
+    }
+
+    fn build(
+        spec: VocabSpec,
+        hf: Option<Box<HfModel>>,
+        extra_end_of_generation: &[u32],
+    ) -> Result<Tokenizer, TokenizerError> {
         let n = spec.tokens.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
@@ -229,7 +259,7 @@ impl Tokenizer {
             }
         }
 
-        let is_spm = spec.kind == VocabKind::Spm;
+        let is_spm = hf.is_none() && spec.kind == VocabKind::Spm;
         let bos = check_id(
             "tokenizer.ggml.bos_token_id",
             spec.bos_id.or(is_spm.then_some(1)),
@@ -269,7 +299,7 @@ impl Tokenizer {
                 end_of_generation.push(id);
             }
         }
-        for &id in &spec.fim_ids {
+        for &id in spec.fim_ids.iter().chain(extra_end_of_generation) {
             if (id as usize) < n {
                 end_of_generation.push(id);
             }
@@ -296,8 +326,9 @@ impl Tokenizer {
         specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
 
         let byte_level = ByteLevel::new();
-        let (model, add_bos_default) = match spec.kind {
-            VocabKind::Bpe { pre } => {
+        let (model, add_bos_default) = match (hf, spec.kind) {
+            (Some(hf), _) => (Model::Hf(hf), false),
+            (None, VocabKind::Bpe { pre }) => {
                 let pre = PreTokenizer::by_name(pre.as_deref().unwrap_or("default"))?;
                 let bpe = build_bpe(&spec.merges, &text_to_id, &byte_level)?;
                 let mut whole_words = HashMap::new();
@@ -320,14 +351,14 @@ impl Tokenizer {
                     add_bos,
                 )
             }
-            VocabKind::Spm => (
+            (None, VocabKind::Spm) => (
                 Model::Spm {
                     spm: build_spm(&texts, &types, &scores),
                     add_space_prefix: spec.add_space_prefix.unwrap_or(true),
                 },
                 true,
             ),
-            VocabKind::CharBpe => (
+            (None, VocabKind::CharBpe) => (
                 Model::CharBpe {
                     bpe: build_bpe(&spec.merges, &text_to_id, &byte_level)?,
                     byte_tokens: Box::new(byte_tokens(&texts, &types)),
@@ -374,6 +405,13 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
+        if let Model::Hf(hf) = &self.model {
+            hf.encode(text, parse_special, self.unknown, &mut out);
+            if add_special && self.add_eos {
+                out.extend(self.eos);
+            }
+            return out;
+        }
         let fragments = if text.is_empty() {
             Vec::new()
         } else {
@@ -400,6 +438,7 @@ impl Tokenizer {
                     }
                 }
             }
+            Model::Hf(_) => {}
             Model::Spm {
                 add_space_prefix, ..
             }
@@ -463,7 +502,7 @@ impl Tokenizer {
                 }
                 bpe.merge(&initial, self.unknown, out);
             }
-            Model::Bpe { .. } => {}
+            Model::Bpe { .. } | Model::Hf(_) => {}
         }
     }
 
@@ -552,16 +591,16 @@ impl Tokenizer {
     /// that the first printed token of a whole text starts with a space that
     /// is not part of the text.
     pub fn add_space_prefix(&self) -> bool {
-        matches!(
-            self.model,
+        match &self.model {
             Model::Spm {
-                add_space_prefix: true,
-                ..
-            } | Model::CharBpe {
-                add_space_prefix: true,
-                ..
+                add_space_prefix, ..
             }
-        )
+            | Model::CharBpe {
+                add_space_prefix, ..
+            } => *add_space_prefix,
+            Model::Hf(hf) => hf.add_space_prefix,
+            Model::Bpe { .. } => false,
+        }
     }
 
     /// Whether generating `id` ends generation.
@@ -592,133 +631,17 @@ impl Tokenizer {
         self.types.get(id as usize).copied()
     }
 
-    /// The `tokenizer.ggml.pre` pre-tokenizer in use (BPE only).
+    /// The `tokenizer.ggml.pre` pre-tokenizer in use (GGUF BPE only).
     pub fn pre_tokenizer(&self) -> Option<&str> {
         match &self.model {
             Model::Bpe { pre, .. } => Some(pre.name()),
-            Model::Spm { .. } | Model::CharBpe { .. } => None,
+            Model::Spm { .. } | Model::CharBpe { .. } | Model::Hf(_) => None,
         }
     }
-}
 
-fn check_len(key: &str, len: usize, expected: usize) -> Result<(), TokenizerError> {
-    if len == expected {
-        Ok(())
-    } else {
-        Err(TokenizerError::LengthMismatch {
-            key: key.to_string(),
-            len,
-            expected,
-        })
-    }
-}
-
-/// Checks a special-token id against the vocabulary. `u32::MAX` (-1 as
-/// written by some converters) means "none".
-fn check_id(key: &str, id: Option<u32>, n: usize) -> Result<Option<u32>, TokenizerError> {
-    match id {
-        None | Some(u32::MAX) => Ok(None),
-        Some(id) if (id as usize) < n => Ok(Some(id)),
-        Some(id) => Err(TokenizerError::IdOutOfRange {
-            key: key.to_string(),
-            id: u64::from(id),
-            vocab_size: n,
-        }),
-    }
-}
-
-fn build_bpe(
-    merges: &[String],
-    text_to_id: &HashMap<String, u32>,
-    byte_level: &ByteLevel,
-) -> Result<BpeModel, TokenizerError> {
-    let mut table = HashMap::with_capacity(merges.len());
-    let mut merged = String::new();
-    for (rank, merge) in merges.iter().enumerate() {
-        // The separator is the first space after the first character (a
-        // token may itself be a space in some vocabularies).
-        let first_len = merge.chars().next().map_or(0, char::len_utf8);
-        let Some(sep) = merge.get(first_len..).and_then(|r| r.find(' ')) else {
-            return Err(TokenizerError::BadMerge {
-                index: rank,
-                text: merge.clone(),
-            });
-        };
-        let (left, right) = (&merge[..first_len + sep], &merge[first_len + sep + 1..]);
-        merged.clear();
-        merged.push_str(left);
-        merged.push_str(right);
-        // Merges whose parts or result are not tokens can never apply.
-        if let (Some(&l), Some(&r), Some(&m)) = (
-            text_to_id.get(left),
-            text_to_id.get(right),
-            text_to_id.get(merged.as_str()),
-        ) {
-            table.entry((l, r)).or_insert((rank as u32, m));
-        }
-    }
-    let mut byte_token = [NO_TOKEN; 256];
-    let mut buf = [0u8; 4];
-    for b in 0..=255u8 {
-        let c = byte_level.char_of(b).encode_utf8(&mut buf);
-        if let Some(&id) = text_to_id.get(&*c) {
-            byte_token[usize::from(b)] = id;
-        }
-    }
-    Ok(BpeModel::new(table, byte_token))
-}
-
-fn build_spm(texts: &[String], types: &[TokenType], scores: &[f32]) -> SpmModel {
-    let mut pieces = HashMap::with_capacity(texts.len());
-    for (id, text) in texts.iter().enumerate() {
-        if matches!(types[id], TokenType::Normal | TokenType::UserDefined) {
-            pieces
-                .entry(text.clone())
-                .or_insert((id as u32, scores[id]));
-        }
-    }
-    SpmModel::new(pieces, byte_tokens(texts, types))
-}
-
-/// The byte tokens `<0xXX>` of a vocabulary, by byte.
-fn byte_tokens(texts: &[String], types: &[TokenType]) -> [Option<u32>; 256] {
-    let mut byte_token = [None; 256];
-    for (id, text) in texts.iter().enumerate() {
-        if types[id] == TokenType::Byte
-            && let Some(b) = parse_byte_token(text)
-        {
-            byte_token[usize::from(b)].get_or_insert(id as u32);
-        }
-    }
-    byte_token
-}
-
-/// The byte of a SentencePiece byte token `<0xXX>`.
-fn parse_byte_token(text: &str) -> Option<u8> {
-    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2 {
-        return None;
-    }
-    u8::from_str_radix(hex, 16).ok()
-}
-
-/// What a token prints as (for hidden types: their text).
-fn printed_bytes(model: &Model, text: &str, ty: TokenType, byte_level: &ByteLevel) -> Vec<u8> {
-    match (model, ty) {
-        (
-            _,
-            TokenType::Control | TokenType::Unknown | TokenType::Unused | TokenType::UserDefined,
-        ) => text.as_bytes().to_vec(),
-        (Model::Bpe { .. }, TokenType::Normal | TokenType::Byte) => byte_level.decode(text),
-        (Model::Spm { .. } | Model::CharBpe { .. }, TokenType::Byte) => {
-            match parse_byte_token(text) {
-                Some(b) => vec![b],
-                None => text.as_bytes().to_vec(),
-            }
-        }
-        (Model::Spm { .. } | Model::CharBpe { .. }, TokenType::Normal) => {
-            text.replace('\u{2581}', " ").into_bytes()
-        }
+    /// Whether the tokenizer runs a Hugging Face `tokenizer.json`.
+    pub fn is_hf(&self) -> bool {
+        matches!(self.model, Model::Hf(_))
     }
 }
 
