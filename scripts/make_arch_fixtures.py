@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Tiny random-weight HF models, one per architecture family, with transformers' logits.
+
+Writes crates/model/tests/fixtures/<family>/ for family in
+    llama    (Llama-3 RoPE scaling, sharded safetensors: model.safetensors.index.json + 2 shards)
+    qwen2    (Q/K/V biases, tied embeddings)
+    qwen3    (per-head Q/K RMSNorm; BF16 safetensors)
+    gemma3   (sandwich norms, GeGLU, scaled embeddings, Q/K norm, (1 + w) norms, query_pre_attn_scalar,
+              sliding-window + global layers with their own RoPE bases, linear RoPE scaling on the
+              global layers, final logit soft-capping)
+    mistral  (sliding window of 5; F16 safetensors)
+    phi3     (fused qkv_proj and gate_up_proj, partial rotary 0.5, sliding window of 7)
+each holding what `save_pretrained` writes (config.json, safetensors) plus golden.json:
+    {"family", "tokens": [24 ids], "logits": [[vocab floats] per position], "min_top2_margin", "versions"}
+Row i of "logits" is the model's output after reading tokens[0..=i]. The token sequence (24) is longer
+than every sliding window, so the windows matter.
+
+How to run (CPU, a few seconds):
+    /tmp/refenv/v/bin/python scripts/make_arch_fixtures.py [--out DIR]
+
+Python packages it was generated with (pip install ...):
+    torch==2.15.0 (CPU)  transformers==5.23.0  safetensors==0.7.0  numpy==2.4.6
+The versions actually used are written into every golden.json.
+
+The reference runs in float32 with attn_implementation="eager". Weights are re-drawn after
+from_config (normal, std 1/sqrt(fan_in) for matrices; norm weights around 1, Gemma's around 0 since
+it scales by 1 + w) so that logits are O(1..10) and the argmax at every position is decided by a clear
+margin (the first seed, counting from a fixed one per family, whose smallest top-2 gap exceeds 0.01 is
+used; the gap and seed are stored). For the BF16/F16 fixtures
+the model is rounded to that type, saved, and the reference is computed from the rounded weights
+widened back to float32, which is exactly what Smelt reads.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import safetensors  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+N_TOKENS = 24
+VOCAB = 256
+MIN_MARGIN = 0.01
+
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-6,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+FAMILIES = {
+    "llama": dict(
+        model_type="llama",
+        dtype=torch.float32,
+        shard="150KB",
+        config=dict(
+            COMMON,
+            tie_word_embeddings=False,
+            rope_parameters=dict(
+                rope_type="llama3",
+                rope_theta=10000.0,
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=16,
+            ),
+        ),
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        dtype=torch.float32,
+        config=dict(COMMON, tie_word_embeddings=True, rope_parameters=dict(rope_type="default", rope_theta=1e6)),
+    ),
+    "qwen3": dict(
+        model_type="qwen3",
+        dtype=torch.bfloat16,
+        config=dict(COMMON, head_dim=24, tie_word_embeddings=False),
+    ),
+    "gemma3": dict(
+        model_type="gemma3_text",
+        dtype=torch.float32,
+        config=dict(
+            COMMON,
+            num_hidden_layers=3,
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            sliding_window=6,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            final_logit_softcapping=5.0,
+            tie_word_embeddings=True,
+            rope_parameters={
+                "full_attention": dict(rope_type="linear", factor=2.0, rope_theta=1e6),
+                "sliding_attention": dict(rope_type="default", rope_theta=10000.0),
+            },
+        ),
+    ),
+    "mistral": dict(
+        model_type="mistral",
+        dtype=torch.float16,
+        config=dict(COMMON, sliding_window=5, tie_word_embeddings=False),
+    ),
+    "phi3": dict(
+        model_type="phi3",
+        dtype=torch.float32,
+        config=dict(
+            COMMON,
+            sliding_window=7,
+            tie_word_embeddings=False,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5),
+        ),
+    ),
+}
+
+
+def redraw(model: torch.nn.Module, gemma: bool, gen: torch.Generator) -> None:
+    """Weights with O(1) activations: matrices ~ N(0, 1/fan_in), norms near 1 (Gemma: near 0)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[1]))
+                if "embed_tokens" in name:
+                    p.mul_(1.0 if gemma else math.sqrt(p.shape[1]) * 0.5)
+            elif "norm" in name:
+                base = 0.0 if gemma else 1.0
+                p.copy_(base + 0.3 * torch.randn(p.shape, generator=gen))
+            else:  # biases
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+
+
+def make(family: str, spec: dict, out: Path, first_seed: int) -> None:
+    """The first seed from `first_seed` on whose argmax margins are all clear."""
+    for seed in range(first_seed, first_seed + 100):
+        if make_seed(family, spec, out, seed):
+            return
+    raise SystemExit(f"{family}: no seed gave a top-2 margin of {MIN_MARGIN}")
+
+
+def make_seed(family: str, spec: dict, out: Path, seed: int) -> bool:
+    gen = torch.Generator().manual_seed(seed)
+    config = AutoConfig.for_model(spec["model_type"], **spec["config"])
+    config._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    redraw(model, spec["model_type"] == "gemma3_text", gen)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    # Round to the stored type, then run the reference on exactly those values.
+    # Parameters only: buffers such as RoPE's inv_freq stay float32, as they are when
+    # transformers loads a BF16/F16 checkpoint.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(spec["dtype"]).to(torch.float32))
+    model = model.eval()
+    tokens = torch.randint(3, VOCAB, (N_TOKENS,), generator=gen)
+    with torch.no_grad():
+        logits = model(tokens[None, :]).logits[0].float()
+    top2 = torch.topk(logits, 2, dim=-1).values
+    margin = float((top2[:, 0] - top2[:, 1]).min())
+    if margin < MIN_MARGIN:
+        return False
+
+    target = out / family
+    shutil.rmtree(target, ignore_errors=True)
+    kwargs = {"max_shard_size": spec["shard"]} if "shard" in spec else {}
+    model.to(spec["dtype"]).save_pretrained(target, **kwargs)
+    model.to(torch.float32)
+    for extra in ("generation_config.json",):
+        (target / extra).unlink(missing_ok=True)
+    golden = {
+        "family": family,
+        "generator": "scripts/make_arch_fixtures.py",
+        "seed": seed,
+        "stored_dtype": str(spec["dtype"]).removeprefix("torch."),
+        "tokens": tokens.tolist(),
+        "min_top2_margin": margin,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "safetensors": safetensors.__version__,
+            "numpy": np.__version__,
+        },
+        "logits": [[float(f"{v:.7g}") for v in row] for row in logits.tolist()],
+    }
+    (target / "golden.json").write_text(json.dumps(golden, separators=(",", ":")) + "\n")
+    size = sum(f.stat().st_size for f in target.iterdir())
+    print(
+        f"{family}: seed {seed}, {size / 1024:.0f} KiB, logits |max| {float(logits.abs().max()):.2f}, "
+        f"margin {margin:.4f}"
+    )
+    return True
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=here.parent / "crates/model/tests/fixtures")
+    ap.add_argument("--only", action="append", choices=sorted(FAMILIES))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for i, (family, spec) in enumerate(FAMILIES.items()):
+        if args.only and family not in args.only:
+            continue
+        make(family, spec, args.out, first_seed=1000 * (i + 1))
+
+
+if __name__ == "__main__":
+    main()
