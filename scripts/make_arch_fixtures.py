@@ -10,7 +10,8 @@ Writes crates/model/tests/fixtures/<family>/ for family in
               global layers, final logit soft-capping)
     mistral  (sliding window of 5; F16 safetensors)
     phi3     (fused qkv_proj and gate_up_proj, partial rotary 0.5, sliding window of 7)
-each holding what `save_pretrained` writes (config.json, safetensors) plus golden.json:
+each holding what `save_pretrained` writes (config.json, safetensors), the same weights as model.gguf
+written the way llama.cpp's converter writes them (see `write_gguf`), plus golden.json:
     {"family", "tokens": [24 ids], "logits": [[vocab floats] per position], "min_top2_margin", "versions"}
 Row i of "logits" is the model's output after reading tokens[0..=i]. The token sequence (24) is longer
 than every sliding window, so the windows matter.
@@ -19,7 +20,7 @@ How to run (CPU, a few seconds):
     /tmp/refenv/v/bin/python scripts/make_arch_fixtures.py [--out DIR]
 
 Python packages it was generated with (pip install ...):
-    torch==2.15.0 (CPU)  transformers==5.23.0  safetensors==0.7.0  numpy==2.4.6
+    torch==2.15.0 (CPU)  transformers==5.23.0  safetensors==0.7.0  numpy==2.4.6  gguf==0.19.0
 The versions actually used are written into every golden.json.
 
 The reference runs in float32 with attn_implementation="eager". Weights are re-drawn after
@@ -46,6 +47,7 @@ import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import gguf  # noqa: E402
 import safetensors  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -133,6 +135,115 @@ FAMILIES = {
 }
 
 
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
+             "phi3": "phi3"}
+
+GGUF_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+}
+
+
+def write_gguf(model: torch.nn.Module, config, path: Path, dtype) -> None:
+    """The model as llama.cpp's convert_hf_to_gguf.py lays it out (facts, not its code):
+    llama-arch Q/K rows permuted so RoPE pairs are adjacent (per head, GGUF row 2i = HF row i,
+    row 2i+1 = HF row i + d/2); Gemma norm weights stored as w + 1; Phi-3's fused qkv_proj and
+    gate_up_proj kept fused as attn_qkv and ffn_up; Llama 3 scaling as per-pair divisors in
+    rope_freqs.weight. Two keys llama.cpp does not write for these models carry settings the tiny
+    Gemma uses and the real ones do not: gemma3.attention.sliding_window_pattern (llama.cpp: 6) and
+    gemma3.attention.scale (llama.cpp: 1/sqrt(head_dim), query_pre_attn_scalar is 24 here)."""
+    mt = config.model_type
+    arch = GGUF_ARCH[mt]
+    w = gguf.GGUFWriter(str(path), arch)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    w.add_block_count(config.num_hidden_layers)
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(config.hidden_size)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(config.num_attention_heads)
+    w.add_head_count_kv(config.num_key_value_heads)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    rope = config.rope_parameters
+    glob = rope.get("full_attention", rope)
+    w.add_rope_freq_base(glob["rope_theta"])
+    w.add_rope_dimension_count(int(head_dim * glob.get("partial_rotary_factor", 1.0)))
+    if glob.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(glob["factor"])
+    if getattr(config, "sliding_window", None) is not None:
+        w.add_sliding_window(config.sliding_window)
+    if mt == "gemma3_text":
+        types = config.layer_types
+        pattern = types.index("full_attention") + 1
+        assert types == ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                         for i in range(len(types))]
+        w.add_uint32(f"{arch}.attention.sliding_window_pattern", pattern)
+        w.add_float32(f"{arch}.attention.scale", config.query_pre_attn_scalar ** -0.5)
+        if config.final_logit_softcapping is not None:
+            w.add_final_logit_softcapping(config.final_logit_softcapping)
+    tensors = {}
+    if glob.get("rope_type") == "llama3":
+        base = torch.tensor(glob["rope_theta"], dtype=torch.float64)
+        inv = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        wavelen = 2 * math.pi / inv
+        orig, factor = glob["original_max_position_embeddings"], glob["factor"]
+        low, high = glob["low_freq_factor"], glob["high_freq_factor"]
+        smooth = (orig / wavelen - low) / (high - low)
+        div = torch.where(wavelen < orig / high, torch.ones_like(inv),
+                          torch.where(wavelen > orig / low, torch.full_like(inv, factor),
+                                      1.0 / ((1 - smooth) / factor + smooth)))
+        tensors["rope_freqs.weight"] = div.float().numpy()
+    gemma = mt == "gemma3_text"
+    for name, p in model.state_dict().items():
+        a = p.detach().float()
+        if name == "lm_head.weight":
+            if config.tie_word_embeddings:
+                continue
+            out = "output.weight"
+        elif name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        else:
+            parts = name.split(".")
+            layer, rest = int(parts[2]), ".".join(parts[3:])
+            if rest == "post_attention_layernorm.weight":
+                part = "post_attention_norm.weight" if gemma else "ffn_norm.weight"
+            else:
+                part = GGUF_LAYER_NAMES[rest]
+            out = f"blk.{layer}.{part}"
+            if arch == "llama" and part in ("attn_q.weight", "attn_k.weight"):
+                n = config.num_attention_heads if part == "attn_q.weight" else config.num_key_value_heads
+                a = a.reshape(n, 2, head_dim // 2, -1).transpose(1, 2).reshape(a.shape)
+        if gemma and out.endswith("norm.weight"):
+            a = a + 1.0
+        arr = a.numpy()
+        tensors[out] = arr.astype(np.float16) if (dtype == torch.float16 and arr.ndim == 2) else arr
+    for name, arr in tensors.items():
+        w.add_tensor(name, np.ascontiguousarray(arr))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def redraw(model: torch.nn.Module, gemma: bool, gen: torch.Generator) -> None:
     """Weights with O(1) activations: matrices ~ N(0, 1/fan_in), norms near 1 (Gemma: near 0)."""
     with torch.no_grad():
@@ -186,6 +297,7 @@ def make_seed(family: str, spec: dict, out: Path, seed: int) -> bool:
     model.to(torch.float32)
     for extra in ("generation_config.json",):
         (target / extra).unlink(missing_ok=True)
+    write_gguf(model, config, target / "model.gguf", spec["dtype"])
     golden = {
         "family": family,
         "generator": "scripts/make_arch_fixtures.py",

@@ -331,7 +331,8 @@ impl ModelConfig {
                 FfnActivation::Silu
             },
             embed_scale: if gemma { (d_model as f32).sqrt() } else { 1.0 },
-            attn_scale: float_opt("attention.scale")?.unwrap_or(1.0 / (head_dim as f32).sqrt()),
+            attn_scale: float_opt("attention.scale")?
+                .unwrap_or((1.0 / (head_dim as f64).sqrt()) as f32),
             final_logit_softcap: float_opt("final_logit_softcapping")?,
         };
         config.validate(&|k| key(k))?;

@@ -344,9 +344,10 @@ impl ModelConfig {
             .map(|&s| if s { window } else { None })
             .collect();
 
+        // `x ** -0.5` in f64, as transformers computes its scaling.
         let attn_scale = match k.f32_opt("query_pre_attn_scalar")? {
-            Some(s) if gemma => 1.0 / s.sqrt(),
-            _ => 1.0 / (head_dim as f32).sqrt(),
+            Some(s) if gemma => (1.0 / (s as f64).sqrt()) as f32,
+            _ => (1.0 / (head_dim as f64).sqrt()) as f32,
         };
         let config = ModelConfig {
             arch,

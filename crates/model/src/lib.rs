@@ -22,7 +22,7 @@ pub use config::{
 };
 pub use forward::{Batch, KV_BLOCK_SIZE, Model};
 pub use hf::HfSource;
-pub use smelt_backend::KvType;
+pub use smelt_backend::{KvType, RopeStyle};
 pub use source::{GgufSource, TensorSource};
 pub use weights::{LayerWeights, Weights};
 

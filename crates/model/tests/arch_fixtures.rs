@@ -1,14 +1,18 @@
 //! Every architecture family against HF transformers: tiny random-weight
 //! models saved as HF directories (tests/fixtures/<family>/, made by
 //! scripts/make_arch_fixtures.py with transformers' own f32 logits), loaded
-//! with `Model::load_hf` on the reference and the CPU backend.
+//! with `Model::load_hf` on the reference and the CPU backend; and the same
+//! weights written as GGUF the way llama.cpp's converter writes them
+//! (model.gguf), which must give the same config and logits.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use smelt_backend::{Backend, ReferenceBackend};
 use smelt_cpu::CpuBackend;
-use smelt_model::{Arch, Batch, KV_BLOCK_SIZE, KvType, Model};
+use smelt_gguf::GgufFile;
+use smelt_model::{Arch, Batch, KV_BLOCK_SIZE, KvType, Model, RopeStyle};
 
 /// Largest |Δlogit| allowed against transformers (f32 throughout).
 const MAX_ABS_DIFF: f32 = 1e-3;
@@ -106,6 +110,39 @@ fn every_family_matches_transformers_on_reference_and_cpu() {
             family,
             "cpu decode",
             &logits(&cpu, &golden.tokens, true),
+            &golden.logits,
+        );
+    }
+}
+
+#[test]
+fn gguf_and_hf_give_the_same_config_and_logits() {
+    for &(family, _) in FAMILIES {
+        let (dir, golden) = fixture(family);
+        let file = Arc::new(GgufFile::open(&dir.join("model.gguf")).expect("open gguf"));
+        let from_gguf = Model::load(file, ReferenceBackend).expect("load gguf");
+        let from_hf = Model::load_hf(&dir, ReferenceBackend).expect("load hf");
+        // The two spellings of one model: llama.cpp permutes llama Q/K rows
+        // to interleaved RoPE pairs and ships Llama 3 scaling as
+        // rope_freqs.weight; HF keeps rotate-half rows and the rule's inputs.
+        let mut hf = from_hf.config.clone();
+        if from_gguf.config.rope_style == RopeStyle::Interleaved {
+            hf.rope_style = RopeStyle::Interleaved;
+        }
+        hf.rope_llama3 = None;
+        assert_eq!(from_gguf.config, hf, "{family}: GGUF and HF configs differ");
+        check(
+            family,
+            "gguf reference",
+            &logits(&from_gguf, &golden.tokens, false),
+            &golden.logits,
+        );
+        let file = Arc::new(GgufFile::open(&dir.join("model.gguf")).expect("open gguf"));
+        let cpu = Model::load(file, CpuBackend::new(2).expect("threads")).expect("load on cpu");
+        check(
+            family,
+            "gguf cpu",
+            &logits(&cpu, &golden.tokens, false),
             &golden.logits,
         );
     }
