@@ -10,8 +10,9 @@ Writes crates/model/tests/fixtures/<family>/ for family in
               global layers, final logit soft-capping)
     mistral  (sliding window of 5; F16 safetensors)
     phi3     (fused qkv_proj and gate_up_proj, partial rotary 0.5, sliding window of 7)
-each holding what `save_pretrained` writes (config.json, safetensors), the same weights as model.gguf
-written the way llama.cpp's converter writes them (see `write_gguf`), plus golden.json:
+each holding what `save_pretrained` writes (config.json, safetensors) plus golden.json, and next to it
+crates/model/tests/fixtures/<family>.gguf, the same weights written the way llama.cpp's converter writes
+them (see `write_gguf`). golden.json:
     {"family", "tokens": [24 ids], "logits": [[vocab floats] per position], "min_top2_margin", "versions"}
 Row i of "logits" is the model's output after reading tokens[0..=i]. The token sequence (24) is longer
 than every sliding window, so the windows matter.
@@ -297,7 +298,8 @@ def make_seed(family: str, spec: dict, out: Path, seed: int) -> bool:
     model.to(torch.float32)
     for extra in ("generation_config.json",):
         (target / extra).unlink(missing_ok=True)
-    write_gguf(model, config, target / "model.gguf", spec["dtype"])
+    # Next to the directories: the project's .gitignore admits fixtures/*.gguf only.
+    write_gguf(model, config, out / f"{family}.gguf", spec["dtype"])
     golden = {
         "family": family,
         "generator": "scripts/make_arch_fixtures.py",

@@ -3,7 +3,7 @@
 //! scripts/make_arch_fixtures.py with transformers' own f32 logits), loaded
 //! with `Model::load_hf` on the reference and the CPU backend; and the same
 //! weights written as GGUF the way llama.cpp's converter writes them
-//! (model.gguf), which must give the same config and logits.
+//! (tests/fixtures/<family>.gguf), which must give the same config and logits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,7 +119,8 @@ fn every_family_matches_transformers_on_reference_and_cpu() {
 fn gguf_and_hf_give_the_same_config_and_logits() {
     for &(family, _) in FAMILIES {
         let (dir, golden) = fixture(family);
-        let file = Arc::new(GgufFile::open(&dir.join("model.gguf")).expect("open gguf"));
+        let gguf_path = dir.with_extension("gguf");
+        let file = Arc::new(GgufFile::open(&gguf_path).expect("open gguf"));
         let from_gguf = Model::load(file, ReferenceBackend).expect("load gguf");
         let from_hf = Model::load_hf(&dir, ReferenceBackend).expect("load hf");
         // The two spellings of one model: llama.cpp permutes llama Q/K rows
@@ -137,7 +138,7 @@ fn gguf_and_hf_give_the_same_config_and_logits() {
             &logits(&from_gguf, &golden.tokens, false),
             &golden.logits,
         );
-        let file = Arc::new(GgufFile::open(&dir.join("model.gguf")).expect("open gguf"));
+        let file = Arc::new(GgufFile::open(&gguf_path).expect("open gguf"));
         let cpu = Model::load(file, CpuBackend::new(2).expect("threads")).expect("load on cpu");
         check(
             family,
