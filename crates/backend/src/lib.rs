@@ -19,7 +19,8 @@ pub mod testing;
 
 pub use kv::{HostKv, KvRow};
 pub use reference::{
-    ReferenceBackend, attend_head, attend_row, dequantize_all, inv_rms, rope_row, silu,
+    ReferenceBackend, attend_head, attend_row, dequantize_all, gelu_tanh, inv_rms, rope_row, silu,
+    softcap,
 };
 pub use rope::{RopeParams, RopeStyle};
 pub use tensor::{HostTensor, SharedBytes};
@@ -35,6 +36,50 @@ pub struct AttnGeometry {
     pub head_dim: usize,
     /// Multiplier of q·k (usually `1/sqrt(head_dim)`).
     pub scale: f32,
+    /// Sliding-window attention: a row at position `p` sees only the last
+    /// `window` positions `p + 1 - window ..= p` (None: all of `0..=p`).
+    pub window: Option<u32>,
+}
+
+impl AttnGeometry {
+    /// The first position a row at `pos` attends to.
+    pub fn first_visible(&self, pos: u32) -> u32 {
+        match self.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+}
+
+/// Capabilities that not every backend has yet. [`Backend::supports`] is
+/// asked for each one a model needs before loading it, so a backend that
+/// lacks one refuses the model instead of computing something else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// [`Backend::rms_norm_heads`]: RMSNorm of each Q/K head (Qwen3, Gemma 3).
+    QkNorm,
+    /// [`Backend::gelu_tanh_gate`] (Gemma's GeGLU feed-forward).
+    GeluTanhGate,
+    /// [`AttnGeometry::window`] (Mistral, Gemma 3, Phi-3).
+    SlidingWindow,
+    /// [`Backend::softcap`] on the logits.
+    LogitSoftcap,
+    /// Different [`RopeParams`] in different layers (Gemma 3's local and
+    /// global layers) within one step.
+    PerLayerRope,
+}
+
+impl Feature {
+    /// What the feature is, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Feature::QkNorm => "per-head Q/K RMSNorm",
+            Feature::GeluTanhGate => "GELU-tanh gated feed-forward",
+            Feature::SlidingWindow => "sliding-window attention",
+            Feature::LogitSoftcap => "logit soft-capping",
+            Feature::PerLayerRope => "per-layer RoPE parameters",
+        }
+    }
 }
 
 /// What one row of the batch attends to: its own position and its sequence's
@@ -194,6 +239,9 @@ pub trait Backend: Send + Sync {
     /// A short name for messages (`"cpu"`, `"reference"`).
     fn name(&self) -> &'static str;
 
+    /// Whether this backend implements `feature` (see [`Feature`]).
+    fn supports(&self, feature: Feature) -> bool;
+
     /// Places a weight tensor (the CPU keeps the mmap in place; a GPU uploads).
     fn place(&self, name: &str, tensor: &HostTensor) -> Result<Self::Weight, BackendError>;
 
@@ -247,6 +295,13 @@ pub trait Backend: Send + Sync {
     );
     /// `gate = silu(gate) * up`.
     fn swiglu(&self, gate: &mut Self::Buf, up: &Self::Buf);
+    /// `gate = gelu_tanh(gate) * up` ([`gelu_tanh`]; [`Feature::GeluTanhGate`]).
+    fn gelu_tanh_gate(&self, gate: &mut Self::Buf, up: &Self::Buf);
+    /// RMSNorm of each of the `n_heads` heads of every row of `x`, in place,
+    /// by a weight of one head's width ([`Feature::QkNorm`]).
+    fn rms_norm_heads(&self, x: &mut Self::Buf, n_heads: usize, weight: &Self::Weight, eps: f32);
+    /// `x = cap * tanh(x / cap)` elementwise ([`softcap`]; [`Feature::LogitSoftcap`]).
+    fn softcap(&self, x: &mut Self::Buf, cap: f32);
     /// `x += y`.
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf);
     /// Copies the listed rows of `x` into a new buffer, in order.

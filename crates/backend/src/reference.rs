@@ -5,7 +5,8 @@
 use smelt_tensor::{dequantize_row, dot_row};
 
 use crate::{
-    AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostKv, HostTensor, KvLayout, RopeParams,
+    AttnGeometry, AttnRow, Backend, BackendError, Feature, HostBuf, HostKv, HostTensor, KvLayout,
+    RopeParams,
 };
 
 /// Scalar, single-threaded implementation of [`Backend`].
@@ -15,6 +16,18 @@ pub struct ReferenceBackend;
 /// `x / (1 + e^-x)`.
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation (PyTorch's `gelu(x, approximate="tanh")`,
+/// HF's `gelu_pytorch_tanh`): `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// Soft-capping: `cap · tanh(x / cap)`, squashing `x` into `(-cap, cap)`.
+pub fn softcap(x: f32, cap: f32) -> f32 {
+    cap * (x / cap).tanh()
 }
 
 /// Inverse RMS of a row, accumulated in f32 in index order.
@@ -97,12 +110,14 @@ pub fn attend_head(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let n_pos = row.pos as usize + 1;
+    let first = g.first_visible(row.pos) as usize;
+    let n_pos = row.pos as usize + 1 - first;
     let d = g.head_dim;
     let kvh = h / (g.n_heads / g.n_kv_heads);
     let qh = &q[h * d..(h + 1) * d];
     let mut max = f32::NEG_INFINITY;
-    for (p, s) in scores[..n_pos].iter_mut().enumerate() {
+    for (i, s) in scores[..n_pos].iter_mut().enumerate() {
+        let p = first + i;
         let k = kv
             .k_row(layer, row.block_table, p)
             .slice(kvh * d..(kvh + 1) * d);
@@ -120,7 +135,8 @@ pub fn attend_head(
         sum += *s;
     }
     out.fill(0.0);
-    for (p, s) in scores[..n_pos].iter().enumerate() {
+    for (i, s) in scores[..n_pos].iter().enumerate() {
+        let p = first + i;
         let v = kv
             .v_row(layer, row.block_table, p)
             .slice(kvh * d..(kvh + 1) * d);
@@ -138,6 +154,10 @@ impl Backend for ReferenceBackend {
 
     fn name(&self) -> &'static str {
         "reference"
+    }
+
+    fn supports(&self, _feature: Feature) -> bool {
+        true
     }
 
     fn place(&self, _name: &str, tensor: &HostTensor) -> Result<HostTensor, BackendError> {
@@ -235,11 +255,135 @@ impl Backend for ReferenceBackend {
             .for_each(|(g, u)| *g = silu(*g) * u);
     }
 
+    fn gelu_tanh_gate(&self, gate: &mut HostBuf, up: &HostBuf) {
+        gate.data
+            .iter_mut()
+            .zip(&up.data)
+            .for_each(|(g, u)| *g = gelu_tanh(*g) * u);
+    }
+
+    fn rms_norm_heads(&self, x: &mut HostBuf, n_heads: usize, weight: &HostTensor, eps: f32) {
+        let w = dequantize_all(weight);
+        let d = w.len();
+        for r in 0..x.rows {
+            for head in x.row_mut(r)[..n_heads * d].chunks_exact_mut(d) {
+                let s = inv_rms(head, eps);
+                head.iter_mut().zip(&w).for_each(|(v, w)| *v = *v * s * w);
+            }
+        }
+    }
+
+    fn softcap(&self, x: &mut HostBuf, cap: f32) {
+        x.data.iter_mut().for_each(|v| *v = softcap(*v, cap));
+    }
+
     fn add(&self, x: &mut HostBuf, y: &HostBuf) {
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
     }
 
     fn gather_rows(&self, x: &HostBuf, rows: &[usize]) -> HostBuf {
         x.gather(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestRng;
+    use crate::{Backend, KvType};
+
+    #[test]
+    fn gelu_tanh_matches_pytorch() {
+        // torch.nn.functional.gelu(x, approximate="tanh") in float32.
+        let want = [0.841_192, -0.015_084_296, 0.185_370_94, 3.999_93];
+        for (x, w) in [1.0f32, -2.5, 0.3, 4.0].iter().zip(want) {
+            assert!((gelu_tanh(*x) - w).abs() < 1e-6, "gelu_tanh({x})");
+        }
+    }
+
+    #[test]
+    fn softcap_is_tanh_scaled_and_bounded() {
+        assert!((softcap(30.0, 30.0) - 30.0 * 1f32.tanh()).abs() < 1e-5);
+        assert!((softcap(0.01, 30.0) - 0.01).abs() < 1e-7);
+        assert!(softcap(1e6, 15.0) <= 15.0);
+    }
+
+    #[test]
+    fn rms_norm_heads_normalizes_each_head_alone() {
+        let mut x = HostBuf {
+            data: vec![3.0, 4.0, 0.0, 10.0],
+            rows: 1,
+            cols: 4,
+        };
+        let w = HostTensor::from_f32("w", &[1.0, 2.0], vec![2]).expect("tensor");
+        ReferenceBackend.rms_norm_heads(&mut x, 2, &w, 0.0);
+        let s = (12.5f32).sqrt();
+        let want = [3.0 / s, 8.0 / s, 0.0, 2.0 * 10.0 / (50f32).sqrt()];
+        for (a, b) in x.data.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{:?}", x.data);
+        }
+    }
+
+    /// A sliding window of `w` equals attention over only the last `w`
+    /// positions, computed here as a plain masked softmax.
+    #[test]
+    fn sliding_window_sees_only_the_last_positions() {
+        let mut rng = TestRng::new(77);
+        let d = 8;
+        let layout = KvLayout {
+            n_layers: 1,
+            n_blocks: 3,
+            block_size: 4,
+            n_kv_heads: 1,
+            head_dim: d,
+            dtype: KvType::F32,
+        };
+        let mut kv = HostKv::new(layout).expect("kv");
+        let table = [2u32, 0, 1];
+        let (keys, values) = (rng.buf(12, d), rng.buf(12, d));
+        for p in 0..12 {
+            kv.store(
+                0,
+                table[p / 4] as usize * 4 + p % 4,
+                keys.row(p),
+                values.row(p),
+            );
+        }
+        let q = rng.buf(1, d);
+        for window in [1u32, 2, 5, 11, 12, 40] {
+            let g = AttnGeometry {
+                n_heads: 1,
+                n_kv_heads: 1,
+                head_dim: d,
+                scale: 0.5,
+                window: Some(window),
+            };
+            for pos in [0u32, 3, 6, 11] {
+                let row = AttnRow {
+                    pos,
+                    block_table: &table,
+                };
+                let mut out = vec![0.0; d];
+                attend_row(q.row(0), &kv, 0, &row, &g, &mut [0.0; 12], &mut out);
+                let first = (pos + 1).saturating_sub(window) as usize;
+                let scores: Vec<f64> = (first..=pos as usize)
+                    .map(|p| {
+                        let dot: f64 = (0..d).map(|i| (q.row(0)[i] * keys.row(p)[i]) as f64).sum();
+                        dot * 0.5
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (i, o) in out.iter().enumerate() {
+                    let want: f64 = e
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w / sum * values.row(first + j)[i] as f64)
+                        .sum();
+                    assert!((*o as f64 - want).abs() < 1e-5, "window {window} pos {pos}");
+                }
+            }
+        }
     }
 }

@@ -57,6 +57,23 @@ impl RopeParams {
         }
     }
 
+    /// Parameters from precomputed per-pair inverse frequencies (scalings
+    /// such as Llama 3's, computed by the model loader). `inv_freq` holds
+    /// `n_rot / 2` values.
+    pub fn from_inv_freq(
+        style: RopeStyle,
+        head_dim: usize,
+        n_rot: usize,
+        inv_freq: Vec<f32>,
+    ) -> Self {
+        RopeParams {
+            style,
+            head_dim,
+            n_rot,
+            inv_freq,
+        }
+    }
+
     /// The two indices within a head that pair `i` rotates.
     pub fn pair(&self, i: usize) -> (usize, usize) {
         match self.style {

@@ -96,6 +96,27 @@ impl HostTensor {
         Self::new(name, Arc::new(bytes), 0..len, dtype, dims)
     }
 
+    /// Rows `rows` of a 2-D tensor as a tensor of their own, sharing the
+    /// same bytes (no copy): the parts of a fused weight such as Phi-3's
+    /// Q/K/V or gate/up projections.
+    pub fn slice_rows(&self, name: &str, rows: Range<usize>) -> Result<HostTensor, BackendError> {
+        if self.dims.len() != 2 || rows.start > rows.end || rows.end > self.n_rows {
+            return Err(BackendError::BadTensor {
+                name: name.to_string(),
+                reason: format!("rows {rows:?} of a tensor of shape {:?}", self.dims),
+            });
+        }
+        let start = self.range.start + rows.start * self.row_bytes;
+        let end = self.range.start + rows.end * self.row_bytes;
+        HostTensor::new(
+            name,
+            self.owner.clone(),
+            start..end,
+            self.dtype,
+            vec![self.dims[0], rows.len()],
+        )
+    }
+
     /// All stored bytes.
     pub fn bytes(&self) -> &[u8] {
         &(*self.owner).as_ref()[self.range.clone()]

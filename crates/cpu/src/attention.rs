@@ -32,14 +32,17 @@ pub fn attend_head(
     let kvh = h / (g.n_heads / g.n_kv_heads);
     let qh = &q[h * d..(h + 1) * d];
     let n_pos = row.pos as usize + 1;
+    // A sliding window starts later; blocks are then visited from the one
+    // holding the first visible position.
+    let first = g.first_visible(row.pos) as usize;
     let simd = Simd::detect();
     #[cfg(target_arch = "x86_64")]
     if let Simd::Avx2 = simd {
         // SAFETY: `detect` saw avx2, fma and f16c on this CPU.
         let done = unsafe {
             match d {
-                64 => avx2::attend_head::<8>(qh, kv, layer, row, kvh, g.scale, out),
-                128 => avx2::attend_head::<16>(qh, kv, layer, row, kvh, g.scale, out),
+                64 => avx2::attend_head::<8>(qh, kv, layer, row, first, kvh, g.scale, out),
+                128 => avx2::attend_head::<16>(qh, kv, layer, row, first, kvh, g.scale, out),
                 _ => false,
             }
         };
@@ -52,7 +55,7 @@ pub fn attend_head(
     let mut norm = 0.0f32;
     out.fill(0.0);
     let mut scores = [0.0f32; MAX_BLOCK];
-    let mut p0 = 0;
+    let mut p0 = first;
     while p0 < n_pos {
         let count = (bs - p0 % bs).min(n_pos - p0);
         let keys = kv.k_block(layer, row.block_table, p0, count);
@@ -254,18 +257,20 @@ mod avx2 {
     }
 
     /// The whole attention of one head of width `8 * C` (C = 8: 64, C = 16:
-    /// 128), the output accumulated in registers; false if the cache block
+    /// 128) over positions `first..=row.pos`, the output accumulated in registers; false if the cache block
     /// is larger than this kernel handles (the caller then takes the general
     /// path).
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and F16C; `q` and `out` hold `8 * C` values.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn attend_head<const C: usize>(
         q: &[f32],
         kv: &HostKv,
         layer: usize,
         row: &AttnRow<'_>,
+        first: usize,
         kvh: usize,
         scale: f32,
         out: &mut [f32],
@@ -288,7 +293,7 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); C];
             let (mut max, mut norm) = (f32::NEG_INFINITY, 0.0f32);
             let mut scores = [f32::NEG_INFINITY; MAX_BLOCK];
-            let mut p0 = 0;
+            let mut p0 = first;
             while p0 < n_pos {
                 let count = (bs - p0 % bs).min(n_pos - p0);
                 let keys = kv.k_block(layer, row.block_table, p0, count);
@@ -421,12 +426,19 @@ mod tests {
     }
 
     fn online_softmax_case(d: usize) {
+        for window in [None, Some(1), Some(7), Some(16), Some(21)] {
+            online_softmax_window_case(d, window);
+        }
+    }
+
+    fn online_softmax_window_case(d: usize, window: Option<u32>) {
         let mut rng = TestRng::new(10 + d as u64);
         let g = AttnGeometry {
             n_heads: 4,
             n_kv_heads: 2,
             head_dim: d,
             scale: 0.3,
+            window,
         };
         for dtype in [KvType::F32, KvType::F16] {
             let layout = KvLayout {
@@ -459,7 +471,7 @@ mod tests {
                     for (a, b) in got.iter().zip(&want) {
                         assert!(
                             (a - b).abs() <= 2e-5,
-                            "d {d} {dtype:?} pos {pos} head {h}: {a} vs {b}"
+                            "d {d} window {window:?} {dtype:?} pos {pos} head {h}: {a} vs {b}"
                         );
                     }
                 }

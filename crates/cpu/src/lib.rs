@@ -17,8 +17,8 @@ pub mod kernels;
 pub mod pool;
 
 use smelt_backend::{
-    AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostKv, HostTensor, KvLayout,
-    RopeParams, dequantize_all, inv_rms, rope_row, silu,
+    AttnGeometry, AttnRow, Backend, BackendError, Feature, HostBuf, HostKv, HostTensor, KvLayout,
+    RopeParams, dequantize_all, gelu_tanh, inv_rms, rope_row, silu, softcap,
 };
 use smelt_tensor::dequantize_row;
 
@@ -148,6 +148,10 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn supports(&self, _feature: Feature) -> bool {
+        true
     }
 
     fn place(&self, _name: &str, tensor: &HostTensor) -> Result<CpuWeight, BackendError> {
@@ -311,6 +315,30 @@ impl Backend for CpuBackend {
             .iter_mut()
             .zip(&up.data)
             .for_each(|(g, u)| *g = silu(*g) * u);
+    }
+
+    fn gelu_tanh_gate(&self, gate: &mut HostBuf, up: &HostBuf) {
+        gate.data
+            .iter_mut()
+            .zip(&up.data)
+            .for_each(|(g, u)| *g = gelu_tanh(*g) * u);
+    }
+
+    fn rms_norm_heads(&self, x: &mut HostBuf, n_heads: usize, weight: &CpuWeight, eps: f32) {
+        let w = weight.values();
+        let d = w.len();
+        for row in x.data.chunks_exact_mut(x.cols) {
+            for head in row[..n_heads * d].chunks_exact_mut(d) {
+                let s = inv_rms(head, eps);
+                head.iter_mut()
+                    .zip(w.iter())
+                    .for_each(|(v, w)| *v = *v * s * w);
+            }
+        }
+    }
+
+    fn softcap(&self, x: &mut HostBuf, cap: f32) {
+        x.data.iter_mut().for_each(|v| *v = softcap(*v, cap));
     }
 
     fn add(&self, x: &mut HostBuf, y: &HostBuf) {

@@ -126,11 +126,13 @@ fn elementwise_ops_match_reference() {
 #[test]
 fn attention_over_paged_cache_matches_reference() {
     for dtype in [KvType::F32, KvType::F16] {
-        attention_case(dtype);
+        for window in [None, Some(3), Some(5)] {
+            attention_case(dtype, window);
+        }
     }
 }
 
-fn attention_case(dtype: KvType) {
+fn attention_case(dtype: KvType, window: Option<u32>) {
     let (cpu, reference) = (cpu(), ReferenceBackend);
     let mut rng = TestRng::new(4);
     let geom = AttnGeometry {
@@ -138,6 +140,7 @@ fn attention_case(dtype: KvType) {
         n_kv_heads: 2,
         head_dim: 16,
         scale: 0.25,
+        window,
     };
     let layout = KvLayout {
         n_layers: 2,
@@ -185,7 +188,12 @@ fn attention_case(dtype: KvType) {
     let (mut a, mut b) = (HostBuf::zeros(4, 96), HostBuf::zeros(4, 96));
     cpu.attention(&q, &kv_a, 1, &rows, &geom, &mut a);
     reference.attention(&q, &kv_b, 1, &rows, &geom, &mut b);
-    assert_close(&format!("attention {dtype:?}"), &a, &b, 1e-5);
+    assert_close(
+        &format!("attention {dtype:?} window {window:?}"),
+        &a,
+        &b,
+        1e-5,
+    );
     // A row at position 0 sees only its first value row: output = V[0].
     let v0 = kv_b.v_row(1, tables[1], 0);
     for h in 0..6 {
@@ -225,5 +233,43 @@ fn fused_matmuls_match_separate_products() {
         cpu.matmul(&x, w, &mut alone);
         assert_eq!(&alone, fused);
         assert!(alone.data.iter().all(|v| *v != 0.0));
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// The ops Gemma 3 and Qwen3 added: GELU-tanh gate, per-head RMSNorm and
+    /// soft-capping, on random shapes and values.
+    #[test]
+    fn new_elementwise_ops_match_reference(
+        seed in 0u64..1_000_000,
+        rows in 1usize..6,
+        n_heads in 1usize..5,
+        head_dim in 1usize..40,
+        cap in 0.5f32..50.0,
+    ) {
+        let (cpu, reference) = (cpu(), ReferenceBackend);
+        let mut rng = TestRng::new(seed);
+        let cols = n_heads * head_dim;
+        let (gate, up) = (rng.buf(rows, cols), rng.buf(rows, cols));
+        let (mut a, mut b) = (gate.clone(), gate.clone());
+        cpu.gelu_tanh_gate(&mut a, &up);
+        reference.gelu_tanh_gate(&mut b, &up);
+        assert_close("gelu_tanh_gate", &a, &b, 0.0);
+
+        let w = random_weight(&mut rng, DType::F32, head_dim, 1);
+        let (mut a, mut b) = (gate.clone(), gate.clone());
+        cpu.rms_norm_heads(&mut a, n_heads, &cpu.place("n", &w).expect("place"), 1e-6);
+        reference.rms_norm_heads(&mut b, n_heads, &w, 1e-6);
+        assert_close("rms_norm_heads", &a, &b, 0.0);
+
+        let mut logits = rng.buf(rows, cols);
+        logits.data.iter_mut().for_each(|v| *v *= 40.0);
+        let (mut a, mut b) = (logits.clone(), logits.clone());
+        cpu.softcap(&mut a, cap);
+        reference.softcap(&mut b, cap);
+        assert_close("softcap", &a, &b, 0.0);
+        proptest::prop_assert!(a.data.iter().all(|v| v.abs() <= cap));
     }
 }

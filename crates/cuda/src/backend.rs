@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaSlice;
 use smelt_backend::{
-    AttnGeometry, AttnRow, Backend, BackendError, HostBuf, HostTensor, KvLayout, KvType, KvWrite,
-    QkvWeights, RopeParams, RopeStyle, dequantize_all,
+    AttnGeometry, AttnRow, Backend, BackendError, Feature, HostBuf, HostTensor, KvLayout, KvType,
+    KvWrite, QkvWeights, RopeParams, RopeStyle, dequantize_all,
 };
 use smelt_tensor::DType;
 
@@ -139,6 +139,12 @@ const ATT_SPAN: usize = 1024;
 /// Threads per attention block (`ATT_THREADS` in attention.cu).
 const ATT_THREADS: u32 = 256;
 
+/// The error of an operation this backend has no kernel for (the model
+/// loader asks [`Backend::supports`] first, so this is a guard only).
+fn unsupported(feature: Feature) -> String {
+    format!("{} is not implemented on CUDA yet", feature.describe())
+}
+
 pub(crate) fn blocks(n: usize, per: u32) -> u32 {
     n.div_ceil(per as usize) as u32
 }
@@ -200,6 +206,18 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    fn supports(&self, feature: Feature) -> bool {
+        // No kernels yet for the ops of Qwen3 / Gemma 3 / sliding-window
+        // models; their models are refused at load (Model::load asks).
+        match feature {
+            Feature::QkNorm
+            | Feature::GeluTanhGate
+            | Feature::SlidingWindow
+            | Feature::LogitSoftcap
+            | Feature::PerLayerRope => false,
+        }
     }
 
     fn place(&self, name: &str, tensor: &HostTensor) -> Result<CudaWeight, BackendError> {
@@ -539,6 +557,10 @@ impl Backend for CudaBackend {
         let l = kv.layout;
         let n_slots = l.n_blocks * l.block_size;
         let q_width = geom.n_heads * geom.head_dim;
+        if geom.window.is_some() {
+            self.fail(unsupported(Feature::SlidingWindow));
+            return;
+        }
         let ok = layer < l.n_layers
             && rows.len() == q.rows
             && (out.rows, out.cols) == (q.rows, q.cols)
@@ -691,6 +713,18 @@ impl Backend for CudaBackend {
 
     fn swiglu(&self, gate: &mut CudaBuf, up: &CudaBuf) {
         self.elementwise("swiglu", gate, up, true);
+    }
+
+    fn gelu_tanh_gate(&self, _gate: &mut CudaBuf, _up: &CudaBuf) {
+        self.fail(unsupported(Feature::GeluTanhGate));
+    }
+
+    fn rms_norm_heads(&self, _x: &mut CudaBuf, _n: usize, _w: &CudaWeight, _eps: f32) {
+        self.fail(unsupported(Feature::QkNorm));
+    }
+
+    fn softcap(&self, _x: &mut CudaBuf, _cap: f32) {
+        self.fail(unsupported(Feature::LogitSoftcap));
     }
 
     fn add(&self, x: &mut CudaBuf, y: &CudaBuf) {

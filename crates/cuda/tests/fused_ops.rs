@@ -231,6 +231,7 @@ fn norm_qkv_rope_store_matches_the_plain_ops() {
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
+            window: None,
         };
         let rope = RopeParams::new(c.style, c.head_dim, c.n_rot, 10_000.0, 1.0, None);
         let layout = KvLayout {
@@ -406,6 +407,7 @@ fn fused_rows_do_not_depend_on_the_batch() {
         n_kv_heads: nkv,
         head_dim: hd,
         scale: 0.2,
+        window: None,
     };
     let rope = RopeParams::new(RopeStyle::Neox, hd, hd, 10_000.0, 1.0, None);
     let layout = KvLayout {

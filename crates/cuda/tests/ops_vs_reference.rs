@@ -311,6 +311,7 @@ fn kv_store_and_attention() {
                 n_kv_heads,
                 head_dim,
                 scale: 1.0 / (head_dim as f32).sqrt(),
+                window: None,
             };
             // Rows: a decode row of each sequence, and a prefill-like run of A.
             let rows: Vec<AttnRow<'_>> = [(0, 40), (1, 19), (0, 0), (0, 15), (0, 16), (0, 33)]
@@ -414,6 +415,7 @@ fn attention_over_long_contexts_splits_and_merges() {
             n_kv_heads,
             head_dim,
             scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
         };
         let rows: Vec<AttnRow<'_>> = [2299u32, 1023, 1024, 2047, 2048, 3, 767, 1500]
             .iter()

@@ -1,5 +1,6 @@
 //! The forward pass: one batched step of the transformer, read top to bottom.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use smelt_backend::{
@@ -7,7 +8,8 @@ use smelt_backend::{
 };
 use smelt_gguf::GgufFile;
 
-use crate::{ModelConfig, ModelError, Weights};
+use crate::source::{GgufSource, TensorSource};
+use crate::{FfnActivation, ModelConfig, ModelError, Weights};
 
 /// Positions per KV cache block.
 pub const KV_BLOCK_SIZE: usize = 16;
@@ -28,8 +30,12 @@ pub struct Model<B: Backend> {
     pub config: ModelConfig,
     pub backend: B,
     weights: Weights<B::Weight>,
-    rope: RopeParams,
-    geom: AttnGeometry,
+    /// RoPE of the global layers, and of the sliding-window layers when
+    /// they differ (Gemma 3).
+    rope_global: RopeParams,
+    rope_local: Option<RopeParams>,
+    /// The attention shape of each layer (the window differs per layer).
+    geoms: Vec<AttnGeometry>,
     /// The activations of the last step, reused by the next step of the same
     /// batch size (every decode step): no allocation per token.
     scratch: Mutex<Option<Activations<B::Buf>>>,
@@ -40,6 +46,8 @@ struct Activations<Buf> {
     n: usize,
     x: Buf,
     h: Buf,
+    /// A second `d_model` scratch for the post-norms.
+    h2: Buf,
     q: Buf,
     k: Buf,
     v: Buf,
@@ -54,6 +62,7 @@ impl<Buf> Activations<Buf> {
             n,
             x: be.alloc(n, c.d_model),
             h: be.alloc(n, c.d_model),
+            h2: be.alloc(if c.post_norms { n } else { 0 }, c.d_model),
             q: be.alloc(n, c.q_dim()),
             k: be.alloc(n, c.kv_dim()),
             v: be.alloc(n, c.kv_dim()),
@@ -65,32 +74,87 @@ impl<Buf> Activations<Buf> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Reads the config, binds and places every weight.
+    /// Reads the config of a GGUF file, binds and places every weight.
     pub fn load(file: Arc<GgufFile>, backend: B) -> Result<Self, ModelError> {
         let config = ModelConfig::from_gguf(&file)?;
-        let weights = Weights::load(file, &config, &backend)?;
-        let rope = RopeParams::new(
-            config.rope_style,
-            config.head_dim,
-            config.rope_dims,
-            config.rope_base,
-            config.rope_freq_scale,
-            weights.rope_freqs.as_deref(),
-        );
-        let geom = AttnGeometry {
-            n_heads: config.n_heads,
-            n_kv_heads: config.n_kv_heads,
-            head_dim: config.head_dim,
-            scale: 1.0 / (config.head_dim as f32).sqrt(),
+        Self::from_source(config, &GgufSource::new(file), backend)
+    }
+
+    /// Loads an HF model directory: `config.json` and `model.safetensors`
+    /// (or `model.safetensors.index.json` and its shards), memory-mapped;
+    /// F32/F16/BF16 weights are used in place.
+    pub fn load_hf(dir: &Path, backend: B) -> Result<Self, ModelError> {
+        let (config, source) = crate::hf::open(dir)?;
+        Self::from_source(config, &source, backend)
+    }
+
+    /// Checks that `backend` can run `config`, then binds and places the
+    /// weights from `source`.
+    pub fn from_source(
+        config: ModelConfig,
+        source: &dyn TensorSource,
+        backend: B,
+    ) -> Result<Self, ModelError> {
+        if let Some(f) = config
+            .required_features()
+            .into_iter()
+            .find(|&f| !backend.supports(f))
+        {
+            return Err(ModelError::Unsupported {
+                backend: backend.name(),
+                arch: config.arch.name(),
+                feature: f.describe(),
+            });
+        }
+        let weights = Weights::load(source, &config, &backend)?;
+        let c = &config;
+        let rope_global = match &c.rope_llama3 {
+            Some(l3) => RopeParams::from_inv_freq(
+                c.rope_style,
+                c.head_dim,
+                c.rope_dims,
+                l3.inv_freq(c.rope_base, c.rope_dims),
+            ),
+            None => RopeParams::new(
+                c.rope_style,
+                c.head_dim,
+                c.rope_dims,
+                c.rope_base,
+                c.rope_freq_scale,
+                weights.rope_freqs.as_deref(),
+            ),
         };
+        let rope_local = c
+            .rope_local_base
+            .map(|base| RopeParams::new(c.rope_style, c.head_dim, c.rope_dims, base, 1.0, None));
+        let geoms = c
+            .layer_windows
+            .iter()
+            .map(|w| AttnGeometry {
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                scale: c.attn_scale,
+                window: w.map(|w| w.min(u32::MAX as usize) as u32),
+            })
+            .collect();
         Ok(Model {
             config,
             backend,
             weights,
-            rope,
-            geom,
+            rope_global,
+            rope_local,
+            geoms,
             scratch: Mutex::new(None),
         })
+    }
+
+    /// The RoPE parameters of `layer`.
+    fn rope(&self, layer: usize) -> &RopeParams {
+        match &self.rope_local {
+            Some(local) if self.config.uses_local_rope(layer) => local,
+            _ => &self.rope_global,
+        }
     }
 
     /// Positions per KV block.
@@ -209,41 +273,86 @@ impl<B: Backend> Model<B> {
             .unwrap_or_else(|| Activations::new(be, c, n));
         let a = &mut acts;
 
-        be.embed(&w.token_embd, batch.tokens, 1.0, &mut a.x);
+        be.embed(&w.token_embd, batch.tokens, c.embed_scale, &mut a.x);
         for (layer, l) in w.layers.iter().enumerate() {
-            // Attention block: RMSNorm, Q/K/V (+ bias), RoPE and K/V into the
-            // cache, attention, then the output projection added to x.
-            let qkv = QkvWeights {
-                norm: &l.attn_norm,
-                q: &l.wq,
-                k: &l.wk,
-                v: &l.wv,
-                q_bias: l.bq.as_ref(),
-                k_bias: l.bk.as_ref(),
-                v_bias: l.bv.as_ref(),
-            };
+            let (geom, rope) = (&self.geoms[layer], self.rope(layer));
+            // Attention block: RMSNorm, Q/K/V (+ bias), (Q/K norm), RoPE and
+            // K/V into the cache, attention, then the output projection
+            // (post-normed where configured) added to x.
             let at = KvWrite {
                 layer,
                 positions: batch.positions,
                 slots: &slots,
             };
-            let bufs = [&mut a.h, &mut a.q, &mut a.k, &mut a.v];
-            be.norm_qkv_rope_store(&a.x, &qkv, c.rms_eps, &self.geom, &self.rope, kv, &at, bufs);
-            be.attention(&a.q, kv, layer, &rows, &self.geom, &mut a.att);
-            be.matmul_add(&a.att, &l.wo, &mut a.h, &mut a.x);
+            match (&l.q_norm, &l.k_norm) {
+                (Some(q_norm), Some(k_norm)) => {
+                    be.rms_norm(&a.x, &l.attn_norm, c.rms_eps, &mut a.h);
+                    be.matmuls(
+                        &a.h,
+                        &mut [(&l.wq, &mut a.q), (&l.wk, &mut a.k), (&l.wv, &mut a.v)],
+                    );
+                    for (buf, bias) in [(&mut a.q, &l.bq), (&mut a.k, &l.bk), (&mut a.v, &l.bv)] {
+                        if let Some(b) = bias {
+                            be.add_bias(buf, b);
+                        }
+                    }
+                    be.rms_norm_heads(&mut a.q, c.n_heads, q_norm, c.rms_eps);
+                    be.rms_norm_heads(&mut a.k, c.n_kv_heads, k_norm, c.rms_eps);
+                    be.rope(&mut a.q, c.n_heads, batch.positions, rope);
+                    be.rope(&mut a.k, c.n_kv_heads, batch.positions, rope);
+                    be.kv_store(kv, layer, &a.k, &a.v, &slots);
+                }
+                _ => {
+                    let qkv = QkvWeights {
+                        norm: &l.attn_norm,
+                        q: &l.wq,
+                        k: &l.wk,
+                        v: &l.wv,
+                        q_bias: l.bq.as_ref(),
+                        k_bias: l.bk.as_ref(),
+                        v_bias: l.bv.as_ref(),
+                    };
+                    let bufs = [&mut a.h, &mut a.q, &mut a.k, &mut a.v];
+                    be.norm_qkv_rope_store(&a.x, &qkv, c.rms_eps, geom, rope, kv, &at, bufs);
+                }
+            }
+            be.attention(&a.q, kv, layer, &rows, geom, &mut a.att);
+            match &l.post_attn_norm {
+                Some(post) => {
+                    be.matmul(&a.att, &l.wo, &mut a.h);
+                    be.rms_norm(&a.h, post, c.rms_eps, &mut a.h2);
+                    be.add(&mut a.x, &a.h2);
+                }
+                None => be.matmul_add(&a.att, &l.wo, &mut a.h, &mut a.x),
+            }
 
-            // Feed-forward block: RMSNorm, SwiGLU, down projection added to x.
-            be.norm_gate_up_swiglu(
-                &a.x,
-                &l.ffn_norm,
-                c.rms_eps,
-                &l.w_gate,
-                &l.w_up,
-                &mut a.h,
-                &mut a.gate,
-                &mut a.up,
-            );
-            be.matmul_add(&a.gate, &l.w_down, &mut a.h, &mut a.x);
+            // Feed-forward block: RMSNorm, gated activation, down projection
+            // (post-normed where configured) added to x.
+            match c.ffn_activation {
+                FfnActivation::Silu => be.norm_gate_up_swiglu(
+                    &a.x,
+                    &l.ffn_norm,
+                    c.rms_eps,
+                    &l.w_gate,
+                    &l.w_up,
+                    &mut a.h,
+                    &mut a.gate,
+                    &mut a.up,
+                ),
+                FfnActivation::GeluTanh => {
+                    be.rms_norm(&a.x, &l.ffn_norm, c.rms_eps, &mut a.h);
+                    be.matmuls(&a.h, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)]);
+                    be.gelu_tanh_gate(&mut a.gate, &a.up);
+                }
+            }
+            match &l.post_ffn_norm {
+                Some(post) => {
+                    be.matmul(&a.gate, &l.w_down, &mut a.h);
+                    be.rms_norm(&a.h, post, c.rms_eps, &mut a.h2);
+                    be.add(&mut a.x, &a.h2);
+                }
+                None => be.matmul_add(&a.gate, &l.w_down, &mut a.h, &mut a.x),
+            }
         }
 
         let logits = if batch.logits_rows.is_empty() {
@@ -264,6 +373,9 @@ impl<B: Backend> Model<B> {
                 &mut normed,
                 &mut [(output, &mut logits)],
             );
+            if let Some(cap) = c.final_logit_softcap {
+                be.softcap(&mut logits, cap);
+            }
             Some(logits)
         };
         *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);

@@ -258,3 +258,13 @@ fn smollm2_f16_kv_cache_stays_close_to_f32() {
 fn qwen25_f16_kv_cache_stays_close_to_f32() {
     check_f16_kv("qwen2.5-coder-0.5b-instruct-q4_k_m.logits.json");
 }
+
+#[test]
+fn gemma3_logits_match_transformers() {
+    check_logits("gemma-3-270m-q4_k_m.logits.json");
+}
+
+#[test]
+fn gemma3_greedy_matches_transformers() {
+    check_greedy("gemma-3-270m-q4_k_m.logits.json", 32);
+}
