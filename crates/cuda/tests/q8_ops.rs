@@ -204,6 +204,7 @@ fn q8_rows_do_not_depend_on_the_batch() {
         n_kv_heads: nkv,
         head_dim: hd,
         scale: 0.125,
+        window: None,
     };
     let rope = RopeParams::new(RopeStyle::Neox, hd, hd, 10_000.0, 1.0, None);
     let layout = KvLayout {
