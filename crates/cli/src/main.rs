@@ -9,6 +9,7 @@ mod info;
 mod load;
 mod membw;
 mod quantize;
+mod synth;
 mod run;
 mod serve;
 
@@ -74,6 +75,14 @@ enum Command {
     /// Requantize a GGUF file: `smelt quantize IN.gguf OUT.gguf --type q4_k_m`.
     #[command(alias = "convert")]
     Quantize(quantize::QuantizeArgs),
+    /// Write a random-weight model of a known shape for benchmarks:
+    /// smollm2, 1b-q4_k_m, 8b-q4_k_m, 8b-bf16.
+    Synth {
+        /// The shape preset.
+        preset: String,
+        /// Where to write the GGUF file.
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -101,6 +110,7 @@ fn main() {
         Command::Serve(args) => serve::serve(args),
         Command::BenchServe(args) => bench_serve::bench_serve(args),
         Command::Quantize(args) => quantize::quantize(args),
+        Command::Synth { preset, out } => synth::synth(preset, out),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");

@@ -131,6 +131,7 @@ struct Kernels {
     mv_qkv: MvKernels,
     mv_swiglu: MvKernels,
     argmax_rows: CudaFunction,
+    stream_read: CudaFunction,
     rms_norm: CudaFunction,
     rope: CudaFunction,
     kv_store_f16: CudaFunction,
@@ -335,6 +336,56 @@ impl CudaBackend {
 
     /// Whether kernels are launched with programmatic dependent launch
     /// (`SMELT_CUDA_PDL=0` turns it off; a driver that refuses it too).
+    /// Device memory read bandwidth, in 10^9 bytes per second, of each of
+    /// `passes` streams through a `bytes`-byte buffer (far larger than L2):
+    /// the ceiling a memory-bound decode step can reach. Timed with CUDA
+    /// events around the one kernel.
+    pub fn read_bandwidth(&self, bytes: usize, passes: usize) -> Result<Vec<f64>, CudaError> {
+        const THREADS: u32 = 512;
+        let words = (bytes / 16).max(1);
+        let blocks = self.q8.sm_count * 4;
+        self.synchronize()?;
+        let stream = &self.queue.stream;
+        let buf = stream
+            .alloc_zeros::<u8>(words * 16)
+            .map_err(driver("allocate the bandwidth buffer"))?;
+        let sink = stream
+            .alloc_zeros::<u32>((blocks * THREADS / 32) as usize)
+            .map_err(driver("allocate the bandwidth sink"))?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (start, end) = (
+            self.queue.ctx.new_event(timing).map_err(driver("create an event"))?,
+            self.queue.ctx.new_event(timing).map_err(driver("create an event"))?,
+        );
+        let mut out = Vec::with_capacity(passes);
+        for _ in 0..passes.max(1) {
+            start.record(stream).map_err(driver("record an event"))?;
+            self.launch(
+                "stream_read",
+                &self.k.stream_read,
+                (blocks, 1, 1),
+                THREADS,
+                &[
+                    launch::Arg::U64(self.addr(&buf)),
+                    launch::Arg::U64(words as u64),
+                    launch::Arg::U64(self.addr(&sink)),
+                ],
+            );
+            self.queue.flush();
+            end.record(stream).map_err(driver("record an event"))?;
+            end.synchronize().map_err(driver("wait for the bandwidth pass"))?;
+            let ms = start.elapsed_ms(&end).map_err(driver("time the bandwidth pass"))?;
+            out.push((words * 16) as f64 / (ms as f64 * 1e-3) / 1e9);
+        }
+        if let Some(e) = self.queue.take_error() {
+            return Err(CudaError::Driver {
+                what: "stream the bandwidth buffer",
+                reason: e,
+            });
+        }
+        Ok(out)
+    }
+
     /// Turns the 8-bit-activation products (matvec_q8.cu) on or off for
     /// the weight types that have them; off by default (`SMELT_CUDA_Q8=1`
     /// starts with them on). Off, every product takes f32 activations.
@@ -404,6 +455,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         mv_qkv: mv("mv_qkv")?,
         mv_swiglu: mv("mv_swiglu")?,
         argmax_rows: f("argmax_rows")?,
+        stream_read: f("stream_read")?,
         rms_norm: f("rms_norm")?,
         rope: f("rope")?,
         kv_store_f16: f("kv_store_f16")?,

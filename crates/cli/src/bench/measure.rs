@@ -102,10 +102,10 @@ pub fn time_to_first_token<B: Backend>(
     Ok(Stats::new(samples))
 }
 
-/// A CPU model loaded `reps + 1` times (the first untimed, to warm the page
+/// A model loaded `reps + 1` times (the first untimed, to warm the page
 /// cache) with the timings of the last `reps`.
-pub struct TimedLoad {
-    pub model: Model<CpuBackend>,
+pub struct TimedLoad<B: Backend> {
+    pub model: Model<B>,
     /// `GgufFile::open` → `Model::load` done (thread pool started, every
     /// weight bound), milliseconds.
     pub load_ms: Stats,
@@ -120,7 +120,19 @@ pub fn timed_load(
     kv_blocks: usize,
     kv_type: KvType,
     reps: usize,
-) -> Result<TimedLoad, String> {
+) -> Result<TimedLoad<CpuBackend>, String> {
+    timed_load_on(path, || CpuBackend::new(threads), kv_blocks, kv_type, reps)
+}
+
+/// Opens and loads `path` `reps + 1` times on backends `backend()` makes
+/// (each timed load includes making the backend).
+pub fn timed_load_on<B: Backend, E: std::fmt::Display>(
+    path: &Path,
+    backend: impl Fn() -> Result<B, E>,
+    kv_blocks: usize,
+    kv_type: KvType,
+    reps: usize,
+) -> Result<TimedLoad<B>, String> {
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let (mut load_ms, mut kv_alloc_ms) = (Vec::new(), Vec::new());
     let mut last = None;
@@ -130,7 +142,7 @@ pub fn timed_load(
         drop(last.take());
         let t0 = Instant::now();
         let file = GgufFile::open(path).map_err(|e| at(&e))?;
-        let backend = CpuBackend::new(threads).map_err(|e| at(&e))?;
+        let backend = backend().map_err(|e| at(&e))?;
         let model = Model::load(Arc::new(file), backend).map_err(|e| at(&e))?;
         let t1 = Instant::now();
         let kv = model.new_kv(kv_blocks, kv_type).map_err(|e| at(&e))?;
@@ -151,7 +163,12 @@ pub fn timed_load(
 }
 
 /// Loads the tokenizer `reps + 1` times; milliseconds of the last `reps`.
-pub fn tokenizer_load(file: &GgufFile, reps: usize) -> Result<(Tokenizer, Stats), String> {
+/// A file without a vocabulary (a random-weight model of `smelt synth`)
+/// has none: `None` and no samples.
+pub fn tokenizer_load(file: &GgufFile, reps: usize) -> Result<(Option<Tokenizer>, Stats), String> {
+    if file.get("tokenizer.ggml.tokens").is_none() {
+        return Ok((None, Stats::new(Vec::new())));
+    }
     let mut samples = Vec::with_capacity(reps);
     let mut last = None;
     for rep in 0..=reps {
@@ -164,5 +181,5 @@ pub fn tokenizer_load(file: &GgufFile, reps: usize) -> Result<(Tokenizer, Stats)
         last = Some(tok);
     }
     let tok = last.ok_or_else(|| "no tokenizer load ran".to_string())?;
-    Ok((tok, Stats::new(samples)))
+    Ok((Some(tok), Stats::new(samples)))
 }

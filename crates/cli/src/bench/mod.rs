@@ -21,7 +21,7 @@ use smelt_model::{KV_BLOCK_SIZE, KvType, Model, ModelConfig};
 use smelt_text::chat_template::ChatMessage;
 use smelt_text::tokenizer::Tokenizer;
 
-use crate::args::KvTypeArg;
+use crate::args::{DeviceArg, KvTypeArg};
 use crate::{fetch, load, membw};
 use report::{Baseline, ModelInfo, Report, Stats, TestKind, TestResult, ThreadRun};
 
@@ -96,6 +96,11 @@ pub struct BenchArgs {
     /// Seed of the random token ids.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// Where the model runs: `cpu` (one run per -t thread count), `cuda`
+    /// (one run on the GPU; the roofline is the device memory bandwidth), or
+    /// `auto` (cuda where it is usable, else cpu).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
 }
 
 impl BenchArgs {
@@ -226,9 +231,20 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let token_bytes = footprint::bytes_per_token(&file, &config).map_err(|e| at(&e))?;
     let (tokenizer, tokenizer_load_ms) =
         measure::tokenizer_load(&file, args.repetitions).map_err(|e| at(&e))?;
-    let ttft = match args.ttft_tokens {
-        0 => None,
-        n => Some(ttft_prompt(&file, &tokenizer, n)?),
+    let ttft = match (args.ttft_tokens, &tokenizer) {
+        (0, _) => None,
+        (n, Some(tokenizer)) => Some(ttft_prompt(&file, tokenizer, n)?),
+        (_, None) => {
+            if !args.json {
+                eprintln!("smelt bench: the file has no vocabulary: no TTFT test");
+            }
+            None
+        }
+    };
+    let cuda = match args.device {
+        DeviceArg::Cpu => false,
+        DeviceArg::Cuda => true,
+        DeviceArg::Auto => smelt_cuda::libraries_present() && smelt_cuda::CudaBackend::new().is_ok(),
     };
     // As `smelt run` does: the parsed vocabulary is dead weight from here on.
     load::release_vocab(&mut file);
@@ -260,73 +276,40 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             eprintln!("smelt bench: {msg}");
         }
     };
+    let plan = Plan {
+        args,
+        prompts: &prompts,
+        decodes: &decodes,
+        ttft: ttft.as_ref().zip(tokenizer.as_ref()),
+        baseline_tokens: &baseline_tokens,
+        ctx,
+    };
     let mut runs = Vec::new();
     let mut baseline_cpu = Vec::new();
-    for &threads in &args.threads {
-        let loaded = measure::timed_load(&path, threads, kv_blocks, args.kv(), args.repetitions)?;
-        let model = &loaded.model;
-        let threads = model.backend.threads();
-        let mut session =
-            Session::with_kv_type(model, ctx, args.kv()).map_err(|e| e.to_string())?;
-        let mut tests = Vec::new();
-        for tokens in &prompts {
-            let tok_s = watched(|| measure::prompt_speed(&mut session, tokens, args.repetitions))
-                .map_err(|e| e.to_string())?;
-            say(format!(
-                "cpu {threads}t pp{}: {:.2} tok/s",
-                tokens.len(),
-                tok_s.mean()
-            ));
-            tests.push(TestResult {
-                kind: TestKind::Prompt,
-                n_tokens: tokens.len(),
-                tok_s,
-            });
+    if cuda {
+        let loaded = measure::timed_load_on(
+            &path,
+            smelt_cuda::CudaBackend::new,
+            kv_blocks,
+            args.kv(),
+            args.repetitions,
+        )?;
+        let (run, base) = plan.run("cuda", 0, &loaded)?;
+        if let Some(st) = base {
+            baseline_cpu.push((0, st));
         }
-        for tokens in &decodes {
-            let tok_s = watched(|| measure::decode_speed(&mut session, tokens, args.repetitions))
-                .map_err(|e| e.to_string())?;
-            say(format!(
-                "cpu {threads}t tg{}: {:.2} tok/s",
-                tokens.len() - 1,
-                tok_s.mean()
-            ));
-            tests.push(TestResult {
-                kind: TestKind::Decode,
-                n_tokens: tokens.len() - 1,
-                tok_s,
-            });
-        }
-        let ttft_ms = match &ttft {
-            None => None,
-            Some(p) => {
-                let ms = watched(|| {
-                    measure::time_to_first_token(
-                        &mut session,
-                        &tokenizer,
-                        &p.text,
-                        args.repetitions,
-                    )
-                })
-                .map_err(|e| e.to_string())?;
-                say(format!("cpu {threads}t TTFT: {:.1} ms", ms.median()));
-                Some(ms)
+        runs.push(run);
+    } else {
+        for &threads in &args.threads {
+            let loaded =
+                measure::timed_load(&path, threads, kv_blocks, args.kv(), args.repetitions)?;
+            let threads = loaded.model.backend.threads();
+            let (run, base) = plan.run("cpu", threads, &loaded)?;
+            if let Some(st) = base {
+                baseline_cpu.push((threads, st));
             }
-        };
-        if args.baseline.is_some() {
-            let st =
-                watched(|| measure::decode_speed(&mut session, &baseline_tokens, args.repetitions))
-                    .map_err(|e| e.to_string())?;
-            baseline_cpu.push((threads, st));
+            runs.push(run);
         }
-        runs.push(ThreadRun {
-            threads,
-            load_ms: loaded.load_ms,
-            kv_alloc_ms: loaded.kv_alloc_ms,
-            tests,
-            ttft_ms,
-            membw: None,
-        });
     }
 
     let baseline = match args.baseline {
@@ -355,7 +338,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     if args.membw_mib > 0 {
         for run in &mut runs {
             let before = system::CpuTimes::now();
-            let mut bw = membw::measure(args.membw_mib << 20, run.threads, args.membw_passes)?;
+            let mut bw = if run.backend == "cuda" {
+                gpu_bandwidth(args.membw_mib << 20, args.membw_passes)?
+            } else {
+                membw::measure(args.membw_mib << 20, run.threads, args.membw_passes)?
+            };
             bw.other_cpu = before
                 .zip(system::CpuTimes::now())
                 .and_then(|(a, b)| b.others_since(&a));
@@ -401,6 +388,108 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// Device memory read bandwidth of the GPU (a fresh context: the model's
+/// is gone by now), as the CPU measurement reports it.
+fn gpu_bandwidth(bytes: usize, passes: usize) -> Result<membw::MemBandwidth, String> {
+    let cuda = smelt_cuda::CudaBackend::new().map_err(|e| e.to_string())?;
+    let passes_gb_per_s = cuda
+        .read_bandwidth(bytes, passes)
+        .map_err(|e| e.to_string())?;
+    Ok(membw::MemBandwidth {
+        gb_per_s: passes_gb_per_s.iter().copied().fold(0.0, f64::max),
+        passes_gb_per_s,
+        bytes,
+        threads: 0,
+        other_cpu: None,
+    })
+}
+
+/// What every run of one `smelt bench` times.
+struct Plan<'a> {
+    args: &'a BenchArgs,
+    prompts: &'a [Vec<u32>],
+    decodes: &'a [Vec<u32>],
+    ttft: Option<(&'a TtftPrompt, &'a Tokenizer)>,
+    baseline_tokens: &'a [u32],
+    ctx: usize,
+}
+
+impl Plan<'_> {
+    /// Every test on one loaded model; also the decode speed of the
+    /// baseline comparison when there is one.
+    fn run<B: smelt_backend::Backend>(
+        &self,
+        backend: &'static str,
+        threads: usize,
+        loaded: &measure::TimedLoad<B>,
+    ) -> Result<(ThreadRun, Option<Stats>), String> {
+        let args = self.args;
+        let say = |msg: String| {
+            if !args.json {
+                eprintln!("smelt bench: {msg}");
+            }
+        };
+        let label = if backend == "cpu" {
+            format!("cpu {threads}t")
+        } else {
+            backend.to_string()
+        };
+        let mut session = Session::with_kv_type(&loaded.model, self.ctx, args.kv())
+            .map_err(|e| e.to_string())?;
+        let mut tests = Vec::new();
+        for tokens in self.prompts {
+            let tok_s = watched(|| measure::prompt_speed(&mut session, tokens, args.repetitions))
+                .map_err(|e| e.to_string())?;
+            say(format!("{label} pp{}: {:.2} tok/s", tokens.len(), tok_s.mean()));
+            tests.push(TestResult {
+                kind: TestKind::Prompt,
+                n_tokens: tokens.len(),
+                tok_s,
+            });
+        }
+        for tokens in self.decodes {
+            let tok_s = watched(|| measure::decode_speed(&mut session, tokens, args.repetitions))
+                .map_err(|e| e.to_string())?;
+            say(format!("{label} tg{}: {:.2} tok/s", tokens.len() - 1, tok_s.mean()));
+            tests.push(TestResult {
+                kind: TestKind::Decode,
+                n_tokens: tokens.len() - 1,
+                tok_s,
+            });
+        }
+        let ttft_ms = match self.ttft {
+            None => None,
+            Some((p, tokenizer)) => {
+                let ms = watched(|| {
+                    measure::time_to_first_token(&mut session, tokenizer, &p.text, args.repetitions)
+                })
+                .map_err(|e| e.to_string())?;
+                say(format!("{label} TTFT: {:.1} ms", ms.median()));
+                Some(ms)
+            }
+        };
+        let base = match args.baseline {
+            None => None,
+            Some(_) => Some(
+                watched(|| {
+                    measure::decode_speed(&mut session, self.baseline_tokens, args.repetitions)
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+        };
+        let run = ThreadRun {
+            backend,
+            threads,
+            load_ms: loaded.load_ms.clone(),
+            kv_alloc_ms: loaded.kv_alloc_ms.clone(),
+            tests,
+            ttft_ms,
+            membw: None,
+        };
+        Ok((run, base))
+    }
 }
 
 /// Decode speed on the scalar reference backend.

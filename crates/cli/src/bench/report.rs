@@ -110,6 +110,8 @@ impl TestResult {
 /// Everything measured with one CPU thread count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThreadRun {
+    /// "cpu", or "cuda" for a GPU run (threads is then 0).
+    pub backend: &'static str,
     pub threads: usize,
     pub load_ms: Stats,
     pub kv_alloc_ms: Stats,
@@ -233,7 +235,7 @@ impl Report {
         for run in &self.runs {
             for t in &run.tests {
                 rows.push([
-                    "cpu".into(),
+                    run.backend.into(),
                     run.threads.to_string(),
                     t.name(),
                     speed(&t.tok_s),
@@ -309,7 +311,11 @@ impl Report {
         s.push('\n');
 
         for run in &self.runs {
-            let _ = writeln!(s, "cpu, {}:", threads_word(run.threads));
+            if run.backend == "cpu" {
+                let _ = writeln!(s, "cpu, {}:", threads_word(run.threads));
+            } else {
+                let _ = writeln!(s, "{}:", run.backend);
+            }
             let _ = writeln!(
                 s,
                 "  load (open → model ready)  {:.1} ms median; KV cache allocation {:.1} ms",
@@ -331,7 +337,7 @@ impl Report {
                     s,
                     "  memory read {:.1} GB/s ({}, best of {}, others {}) ÷ {} per token = roofline {:.0} tok/s",
                     bw.gb_per_s,
-                    threads_word(bw.threads),
+                    if run.backend == "cpu" { threads_word(bw.threads) } else { "device memory".into() },
                     bw.passes_gb_per_s.len(),
                     bw.other_cpu.map_or("?".to_string(), |c| format!("{c:.2}")),
                     human_bytes(self.token_bytes.total()),
@@ -361,8 +367,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "tokenizer load {:.1} ms median; peak RSS {} (includes the mapped model file)",
-            self.tokenizer_load_ms.median(),
+            "tokenizer load {}; peak RSS {} (includes the mapped model file)",
+            if self.tokenizer_load_ms.samples.is_empty() {
+                "none (the file has no vocabulary)".to_string()
+            } else {
+                format!("{:.1} ms median", self.tokenizer_load_ms.median())
+            },
             self.peak_rss_bytes.map_or("?".to_string(), human_bytes)
         );
         s
@@ -398,7 +408,7 @@ impl Report {
                     })
                     .collect();
                 Json::Obj(vec![
-                    ("backend", Json::str("cpu")),
+                    ("backend", Json::str(run.backend)),
                     ("threads", Json::int(run.threads as u64)),
                     ("load_ms", run.load_ms.json()),
                     ("kv_alloc_ms", run.kv_alloc_ms.json()),
@@ -577,6 +587,7 @@ mod tests {
             ttft_prompt_tokens: 46,
             ttft_message_tokens: 16,
             runs: vec![ThreadRun {
+                backend: "cpu",
                 threads: 2,
                 load_ms: stats(&[4.0, 5.0]),
                 kv_alloc_ms: stats(&[0.5, 0.5]),

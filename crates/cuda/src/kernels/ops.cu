@@ -180,3 +180,25 @@ extern "C" __global__ void argmax_rows(const float* x, int cols, int chunk, u32*
         counters[r] = 0;
     }
 }
+
+// Device memory read bandwidth (`smelt bench --device cuda`'s roofline):
+// every thread streams 16-byte words of the buffer, four in flight, grid
+// stride, and folds them into one word per warp (stored, so that the reads
+// cannot be dropped).
+extern "C" __global__ void stream_read(const uint4* p, u64 n, u32* sink) {
+    pdl_wait_then_trigger();
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    u32 acc = 0;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        const uint4 a = p[i], b = p[i + stride], c = p[i + 2 * stride], d = p[i + 3 * stride];
+        acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
+    }
+    for (; i < n; i += stride) {
+        const uint4 a = p[i];
+        acc ^= a.x ^ a.y ^ a.z ^ a.w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0) sink[(u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32] = acc;
+}
