@@ -19,8 +19,10 @@
 #                 qwen2.5-coder-0.5b-instruct-q4_k_m.gguf); tests whose model is
 #                 missing print SKIPPED (SMELT_ALLOW_MISSING_ASSETS=1 is set here,
 #                 since the models are larger than what one device call carries).
-#   SMELT_GPU_BENCH  space-separated list for cuda_decode (default "smollm2 1b";
-#                 "8b" adds a Llama-3.1-8B-shaped Q4_K model, a real path a file).
+#   SMELT_GPU_BENCH  space-separated `smelt synth` presets (or GGUF paths) to bench
+#                 with `smelt bench --device cuda` (default: smollm2 1b-q4_k_m
+#                 8b-q4_k_m 8b-bf16; the random-weight files go to $SMELT_GPU_SYNTH,
+#                 default /tmp/smelt-synth, ~22 GB for all four).
 # libnvrtc is looked for in the usual CUDA and pip locations when the loader
 # does not already find it.
 set -uo pipefail
@@ -59,6 +61,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
         print(m["executable"])' > "$BIN/.tests"
     cargo build -p smelt-cuda --release --example cuda_decode --example cuda_precompile
+    cargo build -p smelt-cli --release
+    objcopy --strip-debug target/release/smelt "$BIN/smelt"
     while read -r exe; do
         name=$(basename "$exe"); name=${name%-*}
         objcopy --strip-debug "$exe" "$BIN/test-$name"
@@ -123,12 +127,26 @@ bench_one() {
     printf '==== cuda_decode %s %s (exit %d)\n%s\n' "$1" "$label" "$rc" "$o" >> "$LOG"
     bench+=("$(tail -1 <<< "$o")${label:+ [$label]}")
 }
-if [[ -x "$BIN/cuda_decode" ]]; then
-    for m in ${SMELT_GPU_BENCH:-smollm2 1b}; do
-        bench_one "" -- "$m"
+if [[ -x "$BIN/smelt" ]]; then
+    synth=${SMELT_GPU_SYNTH:-/tmp/smelt-synth}
+    mkdir -p "$synth"
+    for m in ${SMELT_GPU_BENCH:-smollm2 1b-q4_k_m 8b-q4_k_m 8b-bf16}; do
+        f=$m
+        if [[ ! -f "$m" ]]; then
+            f="$synth/$m.gguf"
+            [[ -f "$f" ]] || "$BIN/smelt" synth "$m" "$f" >> "$LOG" 2>&1
+        fi
+        o=$(timeout 300 "$BIN/smelt" bench "$f" --device cuda -p 512 -n 128 -r 2 --membw-mib 4096 2>&1); rc=$?
+        printf '==== smelt bench %s (exit %d)\n%s\n' "$m" "$rc" "$o" >> "$LOG"
+        if [[ $rc -ne 0 ]]; then fail=$((fail + 1)); bench+=("FAIL smelt bench $m (exit $rc)"); continue; fi
+        bench+=("$m: $(grep -E '\| cuda' <<< "$o" | awk -F'|' '{gsub(/ /,"",$7); gsub(/^ +| +$/,"",$8); printf "%s %s tok/s; ", $7, $8}')$(grep -oE 'tg128 reaches [0-9.]+ % of the roofline' <<< "$o")")
     done
+fi
+if [[ -x "$BIN/cuda_decode" ]]; then
+    bench_one "" -- smollm2
     bench_one "SMELT_CUDA_PDL=0" SMELT_CUDA_PDL=0 -- smollm2
     bench_one "SMELT_CUDA_GRAPHS=0" SMELT_CUDA_GRAPHS=0 -- smollm2
+    bench_one "SMELT_CUDA_Q8=1" SMELT_CUDA_Q8=1 -- smollm2
     if [[ -n "${SMELT_ASSETS:-}" && -f "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
         bench_one "" -- "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf"
     fi
