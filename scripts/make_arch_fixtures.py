@@ -10,7 +10,9 @@ Writes crates/model/tests/fixtures/<family>/ for family in
               global layers, final logit soft-capping)
     mistral  (sliding window of 5; F16 safetensors)
     phi3     (fused qkv_proj and gate_up_proj, partial rotary 0.5, sliding window of 7)
-each holding what `save_pretrained` writes (config.json, safetensors) plus golden.json, and next to it
+each holding what `save_pretrained` writes (config.json, safetensors) plus golden.json and a tiny
+tokenizer (tokenizer.json, tokenizer_config.json with a chat template; see `write_tokenizer`: byte-level
+BPE, Qwen2 pre-tokenizer, 256 tokens = 3 specials + 243 byte symbols + 10 merges), and next to it
 crates/model/tests/fixtures/<family>.gguf, the same weights written the way llama.cpp's converter writes
 them (see `write_gguf`). golden.json:
     {"family", "tokens": [24 ids], "logits": [[vocab floats] per position], "min_top2_margin", "versions"}
@@ -18,10 +20,12 @@ Row i of "logits" is the model's output after reading tokens[0..=i]. The token s
 than every sliding window, so the windows matter.
 
 How to run (CPU, a few seconds):
-    /tmp/refenv/v/bin/python scripts/make_arch_fixtures.py [--out DIR]
+    /tmp/refenv/v/bin/python scripts/make_arch_fixtures.py [--out DIR] [--tokenizer-only]
+(--tokenizer-only rewrites just the tokenizer files of every family, leaving weights and goldens.)
 
 Python packages it was generated with (pip install ...):
     torch==2.15.0 (CPU)  transformers==5.23.0  safetensors==0.7.0  numpy==2.4.6  gguf==0.19.0
+    tokenizers==0.23.3
 The versions actually used are written into every golden.json.
 
 The reference runs in float32 with attn_implementation="eager". Weights are re-drawn after
@@ -245,6 +249,56 @@ def write_gguf(model: torch.nn.Module, config, path: Path, dtype) -> None:
     w.close()
 
 
+# Qwen2's split regex, as its tokenizer.json spells it.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPECIALS = ["<pad>", "<s>", "</s>"]
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("a", "n"), ("Ġ", "a"), ("r", "e"),
+          ("o", "n"), ("Ġ", "s")]
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant:{% endif %}")
+
+
+def byte_symbols() -> list[str]:
+    """GPT-2's printable stand-in of each byte (byte-level BPE's alphabet)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def write_tokenizer(target: Path) -> None:
+    """A byte-level BPE tokenizer of exactly VOCAB tokens: ids 0-2 the specials (pad, bos, eos as
+    config.json numbers them), then every byte that can occur in UTF-8 text (0xC0, 0xC1 and
+    0xF5-0xFF never do), then 10 merges; Qwen2's pre-tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    never_utf8 = {0xC0, 0xC1, *range(0xF5, 0x100)}
+    symbols = [s for b, s in enumerate(byte_symbols()) if b not in never_utf8]
+    vocab = SPECIALS + symbols + ["".join(m) for m in MERGES]
+    assert len(vocab) == VOCAB and len(set(vocab)) == VOCAB
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=MERGES))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIALS)
+    tok.save(str(target / "tokenizer.json"))
+    config = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "add_bos_token": False,
+              "chat_template": CHAT_TEMPLATE, "tokenizer_class": "PreTrainedTokenizerFast"}
+    (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # The tokenizer must give what was meant: merges applied, specials whole.
+    ids = tok.encode("<s>the cat in the sea</s>").ids
+    assert ids[0] == 1 and ids[-1] == 2 and vocab.index("Ġthe") in ids, ids
+
+
 def redraw(model: torch.nn.Module, gemma: bool, gen: torch.Generator) -> None:
     """Weights with O(1) activations: matrices ~ N(0, 1/fan_in), norms near 1 (Gemma: near 0)."""
     with torch.no_grad():
@@ -316,6 +370,7 @@ def make_seed(family: str, spec: dict, out: Path, seed: int) -> bool:
         "logits": [[float(f"{v:.7g}") for v in row] for row in logits.tolist()],
     }
     (target / "golden.json").write_text(json.dumps(golden, separators=(",", ":")) + "\n")
+    write_tokenizer(target)
     size = sum(f.stat().st_size for f in target.iterdir())
     print(
         f"{family}: seed {seed}, {size / 1024:.0f} KiB, logits |max| {float(logits.abs().max()):.2f}, "
@@ -329,10 +384,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=here.parent / "crates/model/tests/fixtures")
     ap.add_argument("--only", action="append", choices=sorted(FAMILIES))
+    ap.add_argument("--tokenizer-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for i, (family, spec) in enumerate(FAMILIES.items()):
         if args.only and family not in args.only:
+            continue
+        if args.tokenizer_only:
+            write_tokenizer(args.out / family)
             continue
         make(family, spec, args.out, first_seed=1000 * (i + 1))
 

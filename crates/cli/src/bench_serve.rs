@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 /// `smelt bench-serve` flags.
 #[derive(Args, Debug, Clone)]
 pub struct BenchServeArgs {
-    /// A GGUF file, or a known model name.
+    /// A GGUF file, a Hugging Face model directory, or a known model name.
     pub model: String,
     /// Concurrent streams to measure, comma-separated.
     #[arg(short = 'c', long, value_delimiter = ',', default_value = "1,4,16,64")]

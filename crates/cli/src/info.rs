@@ -1,9 +1,11 @@
-//! `smelt info MODEL`: what a model file holds.
+//! `smelt info MODEL`: what a model file (or Hugging Face directory) holds.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use smelt_gguf::{GgufFile, Value};
-use smelt_model::ModelConfig;
+use smelt_model::{HfSource, ModelConfig};
+use smelt_text::hf::{HfTextConfig, TOKENIZER_JSON};
 
 use crate::fetch;
 
@@ -34,8 +36,118 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// The config lines both formats print.
+fn print_config(c: &ModelConfig, tied: bool) {
+    println!("architecture:  {}", c.arch.name());
+    println!("context:       {} tokens (trained)", c.context_length);
+    println!("vocab:         {}", c.vocab_size);
+    println!(
+        "layers:        {}   width {}   ffn {}",
+        c.n_layers, c.d_model, c.d_ff
+    );
+    println!(
+        "attention:     {} heads, {} kv heads, head dim {}",
+        c.n_heads, c.n_kv_heads, c.head_dim
+    );
+    println!(
+        "rope:          {:?}, base {}, {} dims, scale {}{}",
+        c.rope_style,
+        c.rope_base,
+        c.rope_dims,
+        c.rope_freq_scale,
+        if c.rope_llama3.is_some() {
+            ", llama3 scaling"
+        } else {
+            ""
+        }
+    );
+    let windows: Vec<String> = c
+        .layer_windows
+        .iter()
+        .map(|w| w.map_or("global".to_string(), |w| w.to_string()))
+        .collect();
+    if c.layer_windows.iter().any(Option::is_some) {
+        println!("windows:       {}", windows.join(" "));
+    }
+    println!("rms eps:       {:e}", c.rms_eps);
+    println!(
+        "output:        {}",
+        if tied {
+            "tied to token_embd"
+        } else {
+            "separate"
+        }
+    );
+}
+
+/// `smelt info DIR`: config.json as Smelt reads it, the tokenizer, and the
+/// safetensors tensors.
+fn info_hf(dir: &Path, tensors: bool, metadata: bool) -> Result<(), String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.display());
+    let (config, source) = HfSource::open_dir(dir).map_err(|e| at(&e))?;
+    let list = source.hf_tensors();
+    println!("directory:     {} (Hugging Face)", dir.display());
+    let tied = !list.iter().any(|(n, _, _)| n == "lm_head.weight");
+    print_config(&config, tied);
+    if dir.join(TOKENIZER_JSON).is_file() {
+        let text = HfTextConfig::from_dir(dir).map_err(|e| e.to_string())?;
+        println!(
+            "tokenizer:     {} tokens, end of generation {:?}",
+            text.tokenizer.vocab_size(),
+            text.tokenizer.end_of_generation_ids()
+        );
+        println!(
+            "chat template: {}",
+            if text.chat_template.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    } else {
+        println!("tokenizer:     none ({TOKENIZER_JSON} is missing: cannot run)");
+    }
+    let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    let n_elems = |shape: &[usize]| shape.iter().product::<usize>() as u64;
+    for (_, dtype, shape) in &list {
+        let e = by_type.entry(dtype.name()).or_default();
+        e.0 += 1;
+        e.1 += n_elems(shape);
+    }
+    let total: u64 = list.iter().map(|(_, _, s)| n_elems(s)).sum();
+    println!(
+        "tensors:       {} ({:.1} M parameters)",
+        list.len(),
+        total as f64 / 1e6
+    );
+    for (ty, (n, elems)) in &by_type {
+        println!(
+            "  {ty:<6} {n:>4} tensors {:>8.1} M values",
+            *elems as f64 / 1e6
+        );
+    }
+    if metadata {
+        let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| at(&e))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(&e))?;
+        println!("config.json:");
+        for (k, v) in json.as_object().into_iter().flatten() {
+            println!("  {k} = {v}");
+        }
+    }
+    if tensors {
+        println!("tensor list:");
+        for (name, dtype, shape) in &list {
+            println!("  {name:<48} {:<6} {shape:?}", dtype.name());
+        }
+    }
+    Ok(())
+}
+
 pub fn info(model: &str, tensors: bool, metadata: bool) -> Result<(), String> {
     let path = fetch::resolve(model)?;
+    if path.is_dir() {
+        return info_hf(&path, tensors, metadata);
+    }
     let file = GgufFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
         "file:          {} ({}, GGUF v{})",
@@ -48,32 +160,7 @@ pub fn info(model: &str, tensors: bool, metadata: bool) -> Result<(), String> {
         file.get_str("general.name").unwrap_or("(unnamed)")
     );
     match ModelConfig::from_gguf(&file) {
-        Ok(c) => {
-            println!("architecture:  {}", c.arch.name());
-            println!("context:       {} tokens (trained)", c.context_length);
-            println!("vocab:         {}", c.vocab_size);
-            println!(
-                "layers:        {}   width {}   ffn {}",
-                c.n_layers, c.d_model, c.d_ff
-            );
-            println!(
-                "attention:     {} heads, {} kv heads, head dim {}",
-                c.n_heads, c.n_kv_heads, c.head_dim
-            );
-            println!(
-                "rope:          {:?}, base {}, {} dims, scale {}",
-                c.rope_style, c.rope_base, c.rope_dims, c.rope_freq_scale
-            );
-            println!("rms eps:       {:e}", c.rms_eps);
-            println!(
-                "output:        {}",
-                if file.tensor("output.weight").is_some() {
-                    "separate"
-                } else {
-                    "tied to token_embd"
-                }
-            );
-        }
+        Ok(c) => print_config(&c, file.tensor("output.weight").is_none()),
         Err(e) => println!(
             "architecture:  {} (cannot run: {e})",
             file.get_str("general.architecture").unwrap_or("?")

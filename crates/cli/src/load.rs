@@ -1,13 +1,16 @@
-//! Opening a model for generation: file, model on the CPU backend,
-//! tokenizer and chat template.
+//! Opening a model for generation: a GGUF file or a Hugging Face model
+//! directory, the model placed on a device, tokenizer and chat template.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use smelt_backend::Backend;
 use smelt_cpu::CpuBackend;
 use smelt_cuda::CudaBackend;
 use smelt_gguf::GgufFile;
-use smelt_model::Model;
+use smelt_model::{Model, ModelError};
 use smelt_text::chat_template::ChatTemplate;
+use smelt_text::hf::HfTextConfig;
 use smelt_text::tokenizer::Tokenizer;
 
 use crate::args::{DeviceArg, ModelArgs};
@@ -73,48 +76,101 @@ pub fn release_vocab(file: &mut GgufFile) {
     }
 }
 
-/// Opens `model` (a path or a known name) and prepares it to generate.
+/// Where a model's weights are.
+enum WeightFiles<'a> {
+    Gguf(Arc<GgufFile>),
+    /// A Hugging Face directory: config.json and safetensors.
+    Hf(&'a Path),
+}
+
+impl WeightFiles<'_> {
+    fn load<B: Backend>(&self, backend: B) -> Result<Model<B>, ModelError> {
+        match self {
+            WeightFiles::Gguf(file) => Model::load(file.clone(), backend),
+            WeightFiles::Hf(dir) => Model::load_hf(dir, backend),
+        }
+    }
+}
+
+/// Opens `model` (a GGUF file, a Hugging Face model directory or a known
+/// name) and prepares it to generate.
 pub fn load(model: &str, args: &ModelArgs) -> Result<Loaded, String> {
     let path = fetch::resolve(model)?;
+    if path.is_dir() {
+        return load_hf_dir(&path, args);
+    }
     let mut file = GgufFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tokenizer =
         Tokenizer::from_gguf(&file).map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
     let template = chat_template(&file);
     release_vocab(&mut file);
-    let model = place(Arc::new(file), args).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = place(&WeightFiles::Gguf(Arc::new(file)), args)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(loaded(model, tokenizer, template, args))
+}
+
+/// A Hugging Face directory: weights through `Model::load_hf`, tokenizer,
+/// chat template and end-of-generation ids from its JSON files.
+fn load_hf_dir(dir: &Path, args: &ModelArgs) -> Result<Loaded, String> {
+    // The weights first: config.json is what makes a directory a model.
+    let model =
+        place(&WeightFiles::Hf(dir), args).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = HfTextConfig::from_dir(dir).map_err(|e| e.to_string())?;
+    let template = match text.compile_chat_template() {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => {
+            eprintln!(
+                "smelt: this model has no chat template (chat_template.jinja or \
+                 tokenizer_config.json chat_template); using plain ChatML, which the \
+                 model may not have been trained on"
+            );
+            Ok(ChatTemplate::fallback())
+        }
+        Err(e) => Err(format!("{}: chat template: {e}", dir.display())),
+    };
+    Ok(loaded(model, text.tokenizer, template, args))
+}
+
+fn loaded(
+    model: AnyModel,
+    tokenizer: Tokenizer,
+    template: Result<ChatTemplate, String>,
+    args: &ModelArgs,
+) -> Loaded {
     let ctx = if args.ctx == 0 {
         model.context_length().min(DEFAULT_CTX_CAP)
     } else {
         args.ctx
     };
-    Ok(Loaded {
+    Loaded {
         model,
         tokenizer,
         template,
         ctx,
-    })
+    }
 }
 
 /// Loads the model on the device `--device` names. `auto` takes CUDA when its
-/// libraries and a GPU are there and the model loads on it, else the CPU.
-fn place(file: Arc<GgufFile>, args: &ModelArgs) -> Result<AnyModel, String> {
-    let cpu = |file| -> Result<AnyModel, String> {
+/// libraries and a GPU are there and the model loads on it (the backend runs
+/// its architecture), else the CPU, saying why.
+fn place(files: &WeightFiles<'_>, args: &ModelArgs) -> Result<AnyModel, String> {
+    let cpu = || -> Result<AnyModel, String> {
         let backend = CpuBackend::new(args.threads).map_err(|e| e.to_string())?;
-        let model = Model::load(file, backend).map_err(|e| e.to_string())?;
+        let model = files.load(backend).map_err(|e| e.to_string())?;
         Ok(AnyModel::Cpu(Box::new(model)))
     };
-    let cuda = |file| -> Result<AnyModel, String> {
+    let cuda = || -> Result<AnyModel, String> {
         let backend = CudaBackend::new().map_err(|e| format!("--device cuda: {e}"))?;
-        let model = Model::load(file, backend).map_err(|e| format!("on CUDA: {e}"))?;
+        let model = files.load(backend).map_err(|e| format!("on CUDA: {e}"))?;
         Ok(AnyModel::Cuda(Box::new(model)))
     };
     match args.device {
-        DeviceArg::Cpu => cpu(file),
-        DeviceArg::Cuda => cuda(file),
-        DeviceArg::Auto if !smelt_cuda::libraries_present() => cpu(file),
-        DeviceArg::Auto => cuda(file.clone()).or_else(|e| {
+        DeviceArg::Cpu => cpu(),
+        DeviceArg::Cuda => cuda(),
+        DeviceArg::Auto if !smelt_cuda::libraries_present() => cpu(),
+        DeviceArg::Auto => cuda().or_else(|e| {
             eprintln!("smelt: not using CUDA ({e}); running on the CPU");
-            cpu(file)
+            cpu()
         }),
     }
 }

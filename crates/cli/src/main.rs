@@ -32,7 +32,8 @@ struct Cli {
 enum Command {
     /// Stream a continuation of PROMPT (read from stdin if omitted).
     Run {
-        /// A GGUF file, or a known model name (`smollm2`, fetched on first use).
+        /// A GGUF file, a Hugging Face model directory, or a known model name
+        /// (`smollm2`, fetched on first use).
         model: String,
         prompt: Option<String>,
         #[command(flatten)]
@@ -42,7 +43,7 @@ enum Command {
     },
     /// Chat with a model through its own chat template.
     Chat {
-        /// A GGUF file, or a known model name.
+        /// A GGUF file, a Hugging Face model directory, or a known model name.
         model: String,
         /// System prompt.
         #[arg(long)]
@@ -57,7 +58,7 @@ enum Command {
     },
     /// Show a model file's architecture, context, vocabulary and tensors.
     Info {
-        /// A GGUF file, or a known model name.
+        /// A GGUF file, a Hugging Face model directory, or a known model name.
         model: String,
         /// List every tensor.
         #[arg(long)]
@@ -72,7 +73,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure the server: aggregate tok/s and time to first token at several concurrencies.
     BenchServe(bench_serve::BenchServeArgs),
-    /// Requantize a GGUF file: `smelt quantize IN.gguf OUT.gguf --type q4_k_m`.
+    /// Requantize a GGUF file or convert an HF directory: `smelt convert IN OUT.gguf --type q4_k_m`.
     #[command(alias = "convert")]
     Quantize(quantize::QuantizeArgs),
     /// Write a random-weight model of a known shape for benchmarks:

@@ -1,17 +1,22 @@
 //! `smelt quantize IN.gguf OUT.gguf --type q4_k_m` (also `smelt convert`):
-//! requantize a GGUF file with a progress bar; Ctrl-C leaves nothing behind.
+//! requantize a GGUF file, or convert a Hugging Face model directory
+//! (`smelt convert ./hf-model out.gguf --type f16`), with a progress bar;
+//! Ctrl-C leaves nothing behind.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use smelt_convert::{ConvertError, Mix, Options, Progress, quantize_file};
+use smelt_convert::{
+    ConvertError, HfDirSource, Mix, Options, Progress, convert_to_file, quantize_file,
+};
 
 /// Arguments of `smelt quantize`.
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
-    /// The GGUF file to read (any tensor types Smelt reads).
+    /// The GGUF file (any tensor types Smelt reads) or Hugging Face model
+    /// directory (config.json, safetensors, tokenizer.json) to read.
     pub input: PathBuf,
     /// The GGUF file to write (built as OUT.tmp-<pid>, then renamed).
     pub output: PathBuf,
@@ -86,7 +91,16 @@ pub fn quantize(args: &QuantizeArgs) -> Result<(), String> {
     let mut options = Options::new(args.mix);
     options.cancel = Some(&CANCEL);
     options.progress = Some(&mut on_progress);
-    let result = quantize_file(&args.input, &args.output, &mut options);
+    let result = if args.input.is_dir() {
+        HfDirSource::open(&args.input).and_then(|source| {
+            for note in source.notes() {
+                bar.suspend(|| eprintln!("smelt: note: {note}"));
+            }
+            convert_to_file(&source, &args.output, &mut options)
+        })
+    } else {
+        quantize_file(&args.input, &args.output, &mut options)
+    };
     bar.finish_and_clear();
     match result {
         Ok(summary) => {

@@ -18,7 +18,8 @@ use crate::load::{Loaded, load, with_model};
 /// `smelt serve` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// A GGUF file, or a known model name (`smollm2`, fetched on first use).
+    /// A GGUF file, a Hugging Face model directory, or a known model name
+    /// (`smollm2`, fetched on first use).
     pub model: String,
     /// Address to bind (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1")]

@@ -12,6 +12,13 @@ use smelt_tensor::{DType, QuantizeError};
 pub enum ConvertError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: GgufError },
+    #[error("{}: {source}", dir.display())]
+    HfModel {
+        dir: PathBuf,
+        source: smelt_model::ModelError,
+    },
+    #[error("{0}")]
+    HfText(smelt_text::hf::HfError),
     #[error("the output {} is the input file; write to another path", .0.display())]
     OutputIsInput(PathBuf),
     #[error("tensor index {0} does not exist in the source")]

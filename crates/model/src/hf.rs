@@ -32,6 +32,31 @@ pub struct HfSource {
     tied: bool,
 }
 
+/// The GGUF names of a layer's tensors, every family together ([`HfSource::hf_name`]
+/// says which of them a family has, and under which HF name).
+const LAYER_PARTS: &[&str] = &[
+    "attn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_q.bias",
+    "attn_k.bias",
+    "attn_v.bias",
+    "attn_qkv.weight",
+    "attn_q_norm.weight",
+    "attn_k_norm.weight",
+    "attn_output.weight",
+    "post_attention_norm.weight",
+    "ffn_norm.weight",
+    "post_ffw_norm.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+];
+
+/// The GGUF names of the tensors outside the layers.
+const GLOBAL_TENSORS: &[&str] = &["token_embd.weight", "output_norm.weight", "output.weight"];
+
 /// Reads `dir/config.json` and maps the weights.
 pub(crate) fn open(dir: &Path) -> Result<(ModelConfig, HfSource), ModelError> {
     let config_path = dir.join("config.json");
@@ -49,6 +74,12 @@ pub(crate) fn open(dir: &Path) -> Result<(ModelConfig, HfSource), ModelError> {
 }
 
 impl HfSource {
+    /// Reads `dir/config.json` into a [`ModelConfig`] and maps the weights
+    /// of the directory.
+    pub fn open_dir(dir: &Path) -> Result<(ModelConfig, HfSource), ModelError> {
+        open(dir)
+    }
+
     /// Maps the safetensors file(s) of `dir`.
     pub fn open(dir: &Path, arch: Arch, tied: bool) -> Result<HfSource, ModelError> {
         let single = dir.join("model.safetensors");
@@ -148,6 +179,68 @@ impl HfSource {
             _ => return None,
         };
         Some(format!("model.layers.{layer}.{hf}"))
+    }
+}
+
+impl HfSource {
+    /// Every tensor of the checkpoint as `(HF name, dtype, safetensors shape)`,
+    /// sorted by name.
+    pub fn hf_tensors(&self) -> Vec<(String, smelt_tensor::DType, Vec<usize>)> {
+        let mut out: Vec<_> = self
+            .files
+            .iter()
+            .flat_map(|f| f.entries.iter())
+            .filter(|(name, _)| self.index.contains_key(*name))
+            .map(|(name, e)| (name.clone(), e.dtype, e.shape.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    /// The GGUF names of the checkpoint's tensors, in the order llama.cpp's
+    /// converter writes them: shard files by name, tensors by name within
+    /// each. A tensor with no GGUF counterpart is an error naming it (a
+    /// converter that dropped it would write a different model), except
+    /// RoPE tables (`rotary_emb.inv_freq`) and a tied `lm_head.weight`.
+    pub fn gguf_tensor_names(&self, n_layers: usize) -> Result<Vec<String>, ModelError> {
+        let mut to_gguf: HashMap<String, String> = HashMap::new();
+        let layer_names =
+            (0..n_layers).flat_map(|i| LAYER_PARTS.iter().map(move |p| format!("blk.{i}.{p}")));
+        for gguf in GLOBAL_TENSORS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(layer_names)
+        {
+            if let Some(hf) = self.hf_name(&gguf) {
+                to_gguf.insert(hf, gguf);
+            }
+        }
+        let mut order: Vec<(&str, &str)> = self
+            .index
+            .iter()
+            .map(|(name, &f)| (self.files[f].path(), name.as_str()))
+            .collect();
+        order.sort_unstable();
+        let mut out = Vec::with_capacity(order.len());
+        for (path, hf) in order {
+            match to_gguf.get(hf) {
+                Some(gguf) => out.push(gguf.clone()),
+                None if hf.ends_with("rotary_emb.inv_freq") => {}
+                None if hf == "lm_head.weight" && self.tied => {}
+                None => {
+                    return Err(ModelError::BadFile {
+                        path: path.to_string(),
+                        reason: format!(
+                            "tensor '{hf}' has no GGUF counterpart in a {} model \
+                             (converting without it would change the model)",
+                            self.arch.name()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod config;
 mod forward;
+mod gguf_meta;
 mod hf;
 mod hf_config;
 mod safetensors;

@@ -225,6 +225,14 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     args.validate()?;
     let load_avg_before = system::load_average();
     let path = fetch::resolve(&args.model)?;
+    if path.is_dir() {
+        return Err(format!(
+            "{}: smelt bench measures GGUF files (its byte and roofline figures are per stored \
+             type); convert the directory first: smelt convert {} model.gguf --type f16",
+            path.display(),
+            path.display()
+        ));
+    }
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let mut file = GgufFile::open(&path).map_err(|e| at(&e))?;
     let config = ModelConfig::from_gguf(&file).map_err(|e| at(&e))?;
