@@ -9,9 +9,9 @@ mod info;
 mod load;
 mod membw;
 mod quantize;
-mod synth;
 mod run;
 mod serve;
+mod synth;
 
 use clap::{Parser, Subcommand};
 

@@ -354,8 +354,14 @@ impl CudaBackend {
             .map_err(driver("allocate the bandwidth sink"))?;
         let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let (start, end) = (
-            self.queue.ctx.new_event(timing).map_err(driver("create an event"))?,
-            self.queue.ctx.new_event(timing).map_err(driver("create an event"))?,
+            self.queue
+                .ctx
+                .new_event(timing)
+                .map_err(driver("create an event"))?,
+            self.queue
+                .ctx
+                .new_event(timing)
+                .map_err(driver("create an event"))?,
         );
         let mut out = Vec::with_capacity(passes);
         for _ in 0..passes.max(1) {
@@ -373,8 +379,11 @@ impl CudaBackend {
             );
             self.queue.flush();
             end.record(stream).map_err(driver("record an event"))?;
-            end.synchronize().map_err(driver("wait for the bandwidth pass"))?;
-            let ms = start.elapsed_ms(&end).map_err(driver("time the bandwidth pass"))?;
+            end.synchronize()
+                .map_err(driver("wait for the bandwidth pass"))?;
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(driver("time the bandwidth pass"))?;
             out.push((words * 16) as f64 / (ms as f64 * 1e-3) / 1e9);
         }
         if let Some(e) = self.queue.take_error() {

@@ -252,7 +252,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let cuda = match args.device {
         DeviceArg::Cpu => false,
         DeviceArg::Cuda => true,
-        DeviceArg::Auto => smelt_cuda::libraries_present() && smelt_cuda::CudaBackend::new().is_ok(),
+        DeviceArg::Auto => {
+            smelt_cuda::libraries_present() && smelt_cuda::CudaBackend::new().is_ok()
+        }
     };
     // As `smelt run` does: the parsed vocabulary is dead weight from here on.
     load::release_vocab(&mut file);
@@ -444,13 +446,17 @@ impl Plan<'_> {
         } else {
             backend.to_string()
         };
-        let mut session = Session::with_kv_type(&loaded.model, self.ctx, args.kv())
-            .map_err(|e| e.to_string())?;
+        let mut session =
+            Session::with_kv_type(&loaded.model, self.ctx, args.kv()).map_err(|e| e.to_string())?;
         let mut tests = Vec::new();
         for tokens in self.prompts {
             let tok_s = watched(|| measure::prompt_speed(&mut session, tokens, args.repetitions))
                 .map_err(|e| e.to_string())?;
-            say(format!("{label} pp{}: {:.2} tok/s", tokens.len(), tok_s.mean()));
+            say(format!(
+                "{label} pp{}: {:.2} tok/s",
+                tokens.len(),
+                tok_s.mean()
+            ));
             tests.push(TestResult {
                 kind: TestKind::Prompt,
                 n_tokens: tokens.len(),
@@ -460,7 +466,11 @@ impl Plan<'_> {
         for tokens in self.decodes {
             let tok_s = watched(|| measure::decode_speed(&mut session, tokens, args.repetitions))
                 .map_err(|e| e.to_string())?;
-            say(format!("{label} tg{}: {:.2} tok/s", tokens.len() - 1, tok_s.mean()));
+            say(format!(
+                "{label} tg{}: {:.2} tok/s",
+                tokens.len() - 1,
+                tok_s.mean()
+            ));
             tests.push(TestResult {
                 kind: TestKind::Decode,
                 n_tokens: tokens.len() - 1,

@@ -337,7 +337,11 @@ impl Report {
                     s,
                     "  memory read {:.1} GB/s ({}, best of {}, others {}) ÷ {} per token = roofline {:.0} tok/s",
                     bw.gb_per_s,
-                    if run.backend == "cpu" { threads_word(bw.threads) } else { "device memory".into() },
+                    if run.backend == "cpu" {
+                        threads_word(bw.threads)
+                    } else {
+                        "device memory".into()
+                    },
                     bw.passes_gb_per_s.len(),
                     bw.other_cpu.map_or("?".to_string(), |c| format!("{c:.2}")),
                     human_bytes(self.token_bytes.total()),
