@@ -139,12 +139,6 @@ const ATT_SPAN: usize = 1024;
 /// Threads per attention block (`ATT_THREADS` in attention.cu).
 const ATT_THREADS: u32 = 256;
 
-/// The error of an operation this backend has no kernel for (the model
-/// loader asks [`Backend::supports`] first, so this is a guard only).
-fn unsupported(feature: Feature) -> String {
-    format!("{} is not implemented on CUDA yet", feature.describe())
-}
-
 pub(crate) fn blocks(n: usize, per: u32) -> u32 {
     n.div_ceil(per as usize) as u32
 }
@@ -178,7 +172,7 @@ impl CudaBackend {
         }
     }
 
-    fn elementwise(&self, what: &'static str, x: &mut CudaBuf, y: &CudaBuf, swiglu: bool) {
+    fn elementwise(&self, what: &'static str, x: &mut CudaBuf, y: &CudaBuf, op: Elementwise) {
         if !self.ensure((x.rows, x.cols) == (y.rows, y.cols), || {
             format!("{what}: {}×{} and {}×{}", x.rows, x.cols, y.rows, y.cols)
         }) {
@@ -188,7 +182,11 @@ impl CudaBackend {
             return;
         };
         let n = x.rows * x.cols;
-        let f = if swiglu { &self.k.swiglu } else { &self.k.add };
+        let f = match op {
+            Elementwise::Swiglu => &self.k.swiglu,
+            Elementwise::GeluTanhGate => &self.k.gelu_tanh_gate,
+            Elementwise::Add => &self.k.add,
+        };
         self.launch(
             what,
             f,
@@ -197,6 +195,14 @@ impl CudaBackend {
             &[Arg::U64(xa), Arg::U64(ya), Arg::U64(n as u64)],
         );
     }
+}
+
+/// The two-input elementwise kernels (`x = op(x, y)`).
+#[derive(Clone, Copy)]
+enum Elementwise {
+    Swiglu,
+    GeluTanhGate,
+    Add,
 }
 
 impl Backend for CudaBackend {
@@ -209,14 +215,14 @@ impl Backend for CudaBackend {
     }
 
     fn supports(&self, feature: Feature) -> bool {
-        // No kernels yet for the ops of Qwen3 / Gemma 3 / sliding-window
-        // models; their models are refused at load (Model::load asks).
+        // Every feature has its kernel (ops.cu, attention.cu's window) and
+        // per-layer RoPE its two frequency tables (`freq_meta`).
         match feature {
             Feature::QkNorm
             | Feature::GeluTanhGate
             | Feature::SlidingWindow
             | Feature::LogitSoftcap
-            | Feature::PerLayerRope => false,
+            | Feature::PerLayerRope => true,
         }
     }
 
@@ -472,10 +478,9 @@ impl Backend for CudaBackend {
             return;
         };
         let bits: Vec<u32> = params.inv_freq.iter().map(|f| f.to_bits()).collect();
-        let (Some(pos), Some(freq)) = (
-            self.meta(Meta::Positions, positions),
-            self.meta(Meta::InvFreq, &bits),
-        ) else {
+        let (Some(pos), Some(freq)) =
+            (self.meta(Meta::Positions, positions), self.freq_meta(&bits))
+        else {
             return;
         };
         self.launch(
@@ -557,8 +562,9 @@ impl Backend for CudaBackend {
         let l = kv.layout;
         let n_slots = l.n_blocks * l.block_size;
         let q_width = geom.n_heads * geom.head_dim;
-        if geom.window.is_some() {
-            self.fail(unsupported(Feature::SlidingWindow));
+        if !self.ensure(geom.window != Some(0), || {
+            "attention: a sliding window of 0 keys".to_string()
+        }) {
             return;
         }
         let ok = layer < l.n_layers
@@ -686,6 +692,7 @@ impl Backend for CudaBackend {
                 Arg::I32(geom.n_kv_heads as i32),
                 Arg::I32(geom.head_dim as i32),
                 Arg::F32(geom.scale),
+                Arg::I32(geom.window.map_or(0, |w| w.min(i32::MAX as u32) as i32)),
                 Arg::U64(oa),
                 Arg::I32(out.cols as i32),
                 Arg::U64(scratch),
@@ -712,23 +719,59 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu(&self, gate: &mut CudaBuf, up: &CudaBuf) {
-        self.elementwise("swiglu", gate, up, true);
+        self.elementwise("swiglu", gate, up, Elementwise::Swiglu);
     }
 
-    fn gelu_tanh_gate(&self, _gate: &mut CudaBuf, _up: &CudaBuf) {
-        self.fail(unsupported(Feature::GeluTanhGate));
+    fn gelu_tanh_gate(&self, gate: &mut CudaBuf, up: &CudaBuf) {
+        self.elementwise("gelu_tanh_gate", gate, up, Elementwise::GeluTanhGate);
     }
 
-    fn rms_norm_heads(&self, _x: &mut CudaBuf, _n: usize, _w: &CudaWeight, _eps: f32) {
-        self.fail(unsupported(Feature::QkNorm));
+    fn rms_norm_heads(&self, x: &mut CudaBuf, n_heads: usize, w: &CudaWeight, eps: f32) {
+        const WHAT: &str = "rms_norm_heads";
+        let d = w.row_len * w.n_rows;
+        if !self.ensure(
+            d > 0 && n_heads * d <= x.cols && x.rows <= MAX_GRID_Y,
+            || format!("{WHAT}: {n_heads} heads of {d} in rows of {}", x.cols),
+        ) {
+            return;
+        }
+        let Some(wa) = self.vector_addr(WHAT, w, d) else {
+            return;
+        };
+        let Some(xa) = self.buf_addr(x) else {
+            return;
+        };
+        self.launch(
+            WHAT,
+            &self.k.rms_norm_heads,
+            (n_heads as u32, x.rows as u32, 1),
+            32,
+            &[
+                Arg::U64(xa),
+                Arg::I32(x.cols as i32),
+                Arg::I32(d as i32),
+                Arg::U64(wa),
+                Arg::F32(eps),
+            ],
+        );
     }
 
-    fn softcap(&self, _x: &mut CudaBuf, _cap: f32) {
-        self.fail(unsupported(Feature::LogitSoftcap));
+    fn softcap(&self, x: &mut CudaBuf, cap: f32) {
+        let Some(xa) = self.buf_addr(x) else {
+            return;
+        };
+        let n = x.rows * x.cols;
+        self.launch(
+            "softcap",
+            &self.k.softcap,
+            (blocks(n, BLOCK), 1, 1),
+            BLOCK,
+            &[Arg::U64(xa), Arg::F32(cap), Arg::U64(n as u64)],
+        );
     }
 
     fn add(&self, x: &mut CudaBuf, y: &CudaBuf) {
-        self.elementwise("add", x, y, false);
+        self.elementwise("add", x, y, Elementwise::Add);
     }
 
     fn gather_rows(&self, x: &CudaBuf, rows: &[usize]) -> CudaBuf {

@@ -276,7 +276,7 @@ impl CudaBackend {
         let freq = if bits.is_empty() {
             Some(0)
         } else {
-            self.meta(Meta::InvFreq, &bits)
+            self.freq_meta(&bits)
         };
         let (Some(pos), Some(freq), Some(sl)) = (
             self.meta(Meta::Positions, at.positions),

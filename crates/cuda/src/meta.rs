@@ -18,6 +18,8 @@ pub(crate) enum Meta {
     Tokens,
     Positions,
     InvFreq,
+    /// A second RoPE table, for models whose layers alternate two (Gemma 3).
+    InvFreqB,
     Slots,
     AttnPositions,
     AttnStarts,
@@ -25,7 +27,7 @@ pub(crate) enum Meta {
     Gather,
 }
 
-const KINDS: usize = 8;
+const KINDS: usize = 9;
 
 /// The host copy of what the device buffer holds, and the buffer.
 struct Entry {
@@ -42,6 +44,33 @@ pub(crate) struct MetaCache {
 }
 
 impl CudaBackend {
+    /// The device address of a RoPE frequency table. Two tables are kept
+    /// (`InvFreq`, `InvFreqB`), so a model whose layers alternate two RoPE
+    /// bases (Gemma 3's local and global layers) uploads each once, not at
+    /// every layer (which would also cut each step into several launch lists).
+    pub(crate) fn freq_meta(&self, data: &[u32]) -> Option<u64> {
+        let key = {
+            let cache = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+            let holds = |k: Meta| {
+                cache.entries[k as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.host == data)
+            };
+            // Unused slots first, then the one used least recently.
+            let age = |k: Meta| cache.entries[k as usize].as_ref().map(|e| e.used);
+            if holds(Meta::InvFreq) {
+                Meta::InvFreq
+            } else if holds(Meta::InvFreqB) {
+                Meta::InvFreqB
+            } else if age(Meta::InvFreq) <= age(Meta::InvFreqB) {
+                Meta::InvFreq
+            } else {
+                Meta::InvFreqB
+            }
+        };
+        self.meta(key, data)
+    }
+
     /// The device address of `data` as array `key`: uploaded only when it
     /// differs from what the buffer already holds. None (with the pending
     /// error set) if it cannot be copied; None without an error for no data.

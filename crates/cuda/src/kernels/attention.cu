@@ -68,8 +68,8 @@ template <typename KV>
 __device__ __forceinline__ void attention_body(
     const float* q, int q_cols, const KV* kc, const KV* vc, u64 layer_off, int row_width,
     const u32* positions, const u32* table_start, const u32* tables, int block_size,
-    int n_heads, int n_kv_heads, int head_dim, float scale, float* out, int out_cols,
-    float* scratch, int max_spans) {
+    int n_heads, int n_kv_heads, int head_dim, float scale, int window, float* out,
+    int out_cols, float* scratch, int max_spans) {
     __shared__ float s_q[256];
     __shared__ float s_p[ATT_SPAN];
     __shared__ float s_red[ATT_THREADS / 32];
@@ -82,6 +82,16 @@ __device__ __forceinline__ void attention_body(
     if (span >= n_spans) return;
     const int p0 = span * ATT_SPAN;
     const int n = min(ATT_SPAN, n_pos - p0);
+    // A sliding window (window > 0) hides keys before `first`. Spans stay
+    // anchored at key 0 (so the span count is the row's own); a span wholly
+    // before the window contributes nothing: (max -inf, sum 0, zeros).
+    const int first = window > 0 ? max(0, n_pos - window) : 0;
+    if (p0 + n <= first) {
+        float* sc = scratch + (((u64)r * n_heads + blockIdx.x) * max_spans + span) * (head_dim + 2);
+        for (int d = threadIdx.x; d < head_dim + 2; d += ATT_THREADS)
+            sc[d] = d == 0 ? NEG_INF : 0.0f;
+        return;
+    }
     const int kvh = h / (n_heads / n_kv_heads);
     const u32* table = tables + table_start[r];
     const KV* kbase = kc + layer_off + (u64)kvh * head_dim;
@@ -96,7 +106,9 @@ __device__ __forceinline__ void attention_body(
 #pragma unroll
     for (int kk = 0; kk < ATT_KEYS; kk++) {
         const int i = t + kk * ATT_THREADS;
-        if (i < n) {
+        if (i < n && p0 + i < first) {
+            s_p[i] = NEG_INF;
+        } else if (i < n) {
             const int p = p0 + i;
             const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
             const KV* k = kbase + slot * row_width;
@@ -137,6 +149,7 @@ __device__ __forceinline__ void attention_body(
 #pragma unroll 4
         for (int i = g; i < n; i += groups) {
             const int p = p0 + i;
+            if (p < first) continue;
             const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
             float v8[8];
             kv_load8(vbase + slot * row_width + c * 8, v8);
@@ -200,10 +213,10 @@ extern "C" __global__ void attention_merge(const u32* positions, int n_heads, in
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                               \
         const float* q, int q_cols, const KV* kc, const KV* vc, u64 layer_off, int row_width,     \
         const u32* positions, const u32* table_start, const u32* tables, int block_size,          \
-        int n_heads, int n_kv_heads, int head_dim, float scale, float* out, int out_cols,         \
-        float* scratch, int max_spans) {                                                          \
+        int n_heads, int n_kv_heads, int head_dim, float scale, int window, float* out,           \
+        int out_cols, float* scratch, int max_spans) {                                            \
         attention_body<KV>(q, q_cols, kc, vc, layer_off, row_width, positions, table_start,       \
-                           tables, block_size, n_heads, n_kv_heads, head_dim, scale, out,         \
+                           tables, block_size, n_heads, n_kv_heads, head_dim, scale, window, out, \
                            out_cols, scratch, max_spans);                                         \
     }
 

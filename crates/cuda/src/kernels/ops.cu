@@ -202,3 +202,34 @@ extern "C" __global__ void stream_read(const uint4* p, u64 n, u32* sink) {
     for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
     if ((threadIdx.x & 31) == 0) sink[(u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32] = acc;
 }
+
+// gate = gelu_tanh(gate) * up (Gemma's GeGLU): 0.5 g (1 + tanh(sqrt(2/pi)
+// (g + 0.044715 g^3))).
+extern "C" __global__ void gelu_tanh_gate(float* gate, const float* up, u64 n) {
+    pdl_wait_then_trigger();
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float g = gate[i];
+        gate[i] = 0.5f * g * (1.0f + tanhf(0.7978846f * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+// x = cap * tanh(x / cap) (logit soft-capping).
+extern "C" __global__ void softcap(float* x, float cap, u64 n) {
+    pdl_wait_then_trigger();
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+// RMSNorm of each head of each row in place (Q/K norm): block (head, row),
+// one warp; head_dim values, weight w of head_dim values.
+extern "C" __global__ void rms_norm_heads(float* x, int cols, int head_dim, const float* w,
+                                          float eps) {
+    pdl_wait_then_trigger();
+    float* hx = x + (u64)blockIdx.y * cols + (u64)blockIdx.x * head_dim;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < head_dim; i += 32) s += hx[i] * hx[i];
+    s = warp_sum(s);
+    const float inv = 1.0f / sqrtf(s / (float)head_dim + eps);
+    for (int i = threadIdx.x; i < head_dim; i += 32) hx[i] = hx[i] * inv * w[i];
+}
