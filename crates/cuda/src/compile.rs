@@ -23,8 +23,23 @@ const SOURCES: [(&str, &str); 7] = [
 ];
 
 /// The whole program text (all kernel files, concatenated).
+///
+/// `SMELT_CUDA_DEFINES` (e.g. `"SMELT_UNITS=4 SMELT_UNITS_Q6=2"`) prepends
+/// `#define`s, for tuning experiments: only the kernels' tunables
+/// (`SMELT_*` names) are accepted, and the source changes, so does the
+/// cache key.
 pub fn program_source() -> String {
     let mut src = String::new();
+    if let Ok(defs) = std::env::var("SMELT_CUDA_DEFINES") {
+        for d in defs.split_whitespace() {
+            let (name, value) = d.split_once('=').unwrap_or((d, "1"));
+            let ok =
+                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if name.starts_with("SMELT_") && ok(name) && ok(value) {
+                src.push_str(&format!("#define {name} {value}\n"));
+            }
+        }
+    }
     for (name, text) in SOURCES {
         src.push_str(&format!("// ---- {name}\n"));
         src.push_str(text);

@@ -28,6 +28,16 @@
 
 #define MV_WARPS 4
 
+// Units (or 8-value chunks) each lane loads before using the first, in the
+// decode (one-row) kernels; Q6_K's units are larger. Tunables: see
+// compile.rs (`SMELT_CUDA_DEFINES`).
+#ifndef SMELT_UNITS
+#define SMELT_UNITS 2
+#endif
+#ifndef SMELT_UNITS_Q6
+#define SMELT_UNITS_Q6 1
+#endif
+
 // One weight of a launch and where its results go.
 struct MvJob {
     const u8* w;
@@ -117,7 +127,7 @@ __device__ __forceinline__ void dot_rows_any(int tid, int nt, int t, const u8* r
     // Chunks (units) in flight per lane: fewer when each is used for 8 rows,
     // and for Q6_K's large units. The kernel's registers are the most any
     // type needs, so no type may need many.
-    constexpr int U = NR == 1 ? 2 : 1;
+    constexpr int U = NR == 1 ? SMELT_UNITS : 1;
 #define SMELT_DOT_CASE(W) \
     case W: dot_rows<W, NR, U>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss); break;
 #define SMELT_UNIT_CASE(W, UW) \
@@ -135,7 +145,7 @@ __device__ __forceinline__ void dot_rows_any(int tid, int nt, int t, const u8* r
         SMELT_DOT_CASE(W_Q3_K)
         SMELT_UNIT_CASE(W_Q4_K, U)
         SMELT_DOT_CASE(W_Q5_K)
-        SMELT_UNIT_CASE(W_Q6_K, 1)
+        SMELT_UNIT_CASE(W_Q6_K, (NR == 1 ? SMELT_UNITS_Q6 : 1))
         default: pdl_wait_then_trigger(); break;
     }
 #undef SMELT_DOT_CASE
@@ -152,7 +162,7 @@ __device__ __forceinline__ void dot_rows_sel(int tid, int nt, int t, const u8* r
     if constexpr (TT < 0) {
         dot_rows_any<NR>(tid, nt, t, ra, rb, x, n_in, nv, g, a, b, ss);
     } else {
-        constexpr int UW = (NR == 1 && TT != W_Q6_K) ? 2 : 1;
+        constexpr int UW = NR != 1 ? 1 : (TT == W_Q6_K ? SMELT_UNITS_Q6 : SMELT_UNITS);
         dot_rows_units<TT, NR, UW>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss);
     }
 }
