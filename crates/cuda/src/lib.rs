@@ -425,7 +425,8 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     for (_, n) in WEIGHT_TYPES {
         embed.push(f(&format!("embed_{n}"))?);
     }
-    let mv = |name: &str| -> Result<MvKernels, CudaError> {
+    // `<name>_1_<type>` / `<name>_8_<type>` of each per-type kernel.
+    let typed = |name: &str| -> Result<Vec<(usize, [CudaFunction; 2])>, CudaError> {
         let mut typed = Vec::with_capacity(TYPED_MV.len());
         for (dtype, suffix) in TYPED_MV {
             if let Some(code) = weight_code(dtype) {
@@ -438,25 +439,18 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
                 ));
             }
         }
+        Ok(typed)
+    };
+    let mv = |name: &str| -> Result<MvKernels, CudaError> {
         Ok(MvKernels {
             any: [f(&format!("{name}_1"))?, f(&format!("{name}_8"))?],
-            typed,
+            typed: typed(name)?,
         })
     };
     let q8 = |name: &str| -> Result<Q8Kernels, CudaError> {
-        let mut typed = Vec::with_capacity(TYPED_MV.len());
-        for (dtype, suffix) in TYPED_MV {
-            if let Some(code) = weight_code(dtype) {
-                typed.push((
-                    code,
-                    [
-                        f(&format!("{name}_1_{suffix}"))?,
-                        f(&format!("{name}_8_{suffix}"))?,
-                    ],
-                ));
-            }
-        }
-        Ok(Q8Kernels { typed })
+        Ok(Q8Kernels {
+            typed: typed(name)?,
+        })
     };
     Ok(Kernels {
         embed,
