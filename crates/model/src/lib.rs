@@ -16,6 +16,7 @@ mod hf_config;
 mod safetensors;
 mod source;
 pub mod synthetic;
+mod teacher;
 mod weights;
 
 pub use config::{
@@ -25,6 +26,7 @@ pub use forward::{Batch, KV_BLOCK_SIZE, Model};
 pub use hf::HfSource;
 pub use smelt_backend::{KvType, RopeStyle};
 pub use source::{GgufSource, TensorSource};
+pub use teacher::teacher_forced_logits;
 pub use weights::{LayerWeights, Weights};
 
 /// Errors loading or running a model; each names the key, tensor or limit.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use smelt_backend::{Backend, ReferenceBackend};
 use smelt_cpu::CpuBackend;
 use smelt_gguf::GgufFile;
-use smelt_model::{Arch, Batch, KV_BLOCK_SIZE, KvType, Model, RopeStyle};
+use smelt_model::{Arch, Model, RopeStyle};
 
 /// Largest |Δlogit| allowed against transformers (f32 throughout).
 const MAX_ABS_DIFF: f32 = 1e-3;
@@ -45,29 +45,10 @@ fn fixture(family: &str) -> (PathBuf, Golden) {
 
 /// Logits of every position: one prefill batch, or one row per step.
 fn logits<B: Backend>(model: &Model<B>, tokens: &[u32], one_by_one: bool) -> Vec<Vec<f32>> {
-    let n_blocks = tokens.len().div_ceil(KV_BLOCK_SIZE);
-    let mut kv = model.new_kv(n_blocks, KvType::F32).expect("kv");
-    let table: Vec<u32> = (0..n_blocks as u32).rev().collect();
-    let positions: Vec<u32> = (0..tokens.len() as u32).collect();
-    let steps: Vec<std::ops::Range<usize>> = if one_by_one {
-        (0..tokens.len()).map(|i| i..i + 1).collect()
-    } else {
-        std::iter::once(0..tokens.len()).collect()
-    };
-    let mut out = Vec::new();
-    for s in steps {
-        let tables = vec![&table[..]; s.len()];
-        let rows: Vec<usize> = (0..s.len()).collect();
-        let batch = Batch {
-            tokens: &tokens[s.clone()],
-            positions: &positions[s.clone()],
-            block_tables: &tables,
-            logits_rows: &rows,
-        };
-        let l = model.forward(&mut kv, &batch).expect("forward");
-        out.extend((0..l.rows).map(|r| l.row(r).to_vec()));
+    match smelt_model::teacher_forced_logits(model, tokens, one_by_one) {
+        Ok(l) => l,
+        Err(e) => panic!("forward on {}: {e}", model.backend.name()),
     }
-    out
 }
 
 fn check(family: &str, what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
