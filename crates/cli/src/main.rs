@@ -8,6 +8,7 @@ mod fetch;
 mod info;
 mod load;
 mod membw;
+mod perplexity;
 mod quantize;
 mod run;
 mod serve;
@@ -74,6 +75,8 @@ enum Command {
     /// Requantize a GGUF file: `smelt quantize IN.gguf OUT.gguf --type q4_k_m`.
     #[command(alias = "convert")]
     Quantize(quantize::QuantizeArgs),
+    /// Perplexity over a text file (llama.cpp's conventions); with --kl-base, KL divergence.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() {
@@ -101,6 +104,7 @@ fn main() {
         Command::Serve(args) => serve::serve(args),
         Command::BenchServe(args) => bench_serve::bench_serve(args),
         Command::Quantize(args) => quantize::quantize(args),
+        Command::Perplexity(args) => perplexity::perplexity(args),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");
