@@ -8,6 +8,7 @@ mod fetch;
 mod info;
 mod load;
 mod membw;
+mod perplexity;
 mod quantize;
 mod run;
 mod serve;
@@ -84,6 +85,8 @@ enum Command {
         /// Where to write the GGUF file.
         out: std::path::PathBuf,
     },
+    /// Perplexity over a text file (llama.cpp's conventions); with --kl-base, KL divergence.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() {
@@ -112,6 +115,7 @@ fn main() {
         Command::BenchServe(args) => bench_serve::bench_serve(args),
         Command::Quantize(args) => quantize::quantize(args),
         Command::Synth { preset, out } => synth::synth(preset, out),
+        Command::Perplexity(args) => perplexity::perplexity(args),
     };
     if let Err(e) = result {
         eprintln!("smelt: error: {e}");
