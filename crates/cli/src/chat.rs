@@ -23,6 +23,7 @@ pub fn chat(
     request.sampling.validate().map_err(|e| e.to_string())?;
     let loaded = load(model, margs)?;
     let template = loaded.template.as_ref().map_err(String::clone)?;
+    crate::load::note_fallback(template);
     with_model!(&loaded.model, |m| {
         let session =
             Session::with_kv_type(m, loaded.ctx, margs.kv_type()).map_err(|e| e.to_string())?;

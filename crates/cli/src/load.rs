@@ -118,14 +118,7 @@ fn load_hf_dir(dir: &Path, args: &ModelArgs) -> Result<Loaded, String> {
     let text = HfTextConfig::from_dir(dir).map_err(|e| e.to_string())?;
     let template = match text.compile_chat_template() {
         Ok(Some(t)) => Ok(t),
-        Ok(None) => {
-            eprintln!(
-                "smelt: this model has no chat template (chat_template.jinja or \
-                 tokenizer_config.json chat_template); using plain ChatML, which the \
-                 model may not have been trained on"
-            );
-            Ok(ChatTemplate::fallback())
-        }
+        Ok(None) => Ok(ChatTemplate::fallback()),
         Err(e) => Err(format!("{}: chat template: {e}", dir.display())),
     };
     Ok(loaded(model, text.tokenizer, template, args))
@@ -175,17 +168,24 @@ fn place(files: &WeightFiles<'_>, args: &ModelArgs) -> Result<AnyModel, String> 
     }
 }
 
-/// The model's chat template, or the ChatML fallback with a note on stderr.
+/// The model's chat template, or the ChatML fallback (see
+/// [`note_fallback`]: said where a chat is rendered, not at every load).
 pub fn chat_template(file: &GgufFile) -> Result<ChatTemplate, String> {
     match ChatTemplate::from_gguf(file) {
         Ok(Some(t)) => Ok(t),
-        Ok(None) => {
-            eprintln!(
-                "smelt: this model has no chat template (tokenizer.chat_template); \
-                 using plain ChatML, which the model may not have been trained on"
-            );
-            Ok(ChatTemplate::fallback())
-        }
+        Ok(None) => Ok(ChatTemplate::fallback()),
         Err(e) => Err(format!("chat template: {e}")),
+    }
+}
+
+/// Tells the user on stderr when chats will be rendered with the ChatML
+/// fallback because the model brings no template of its own.
+pub fn note_fallback(template: &ChatTemplate) {
+    if template.is_fallback() {
+        eprintln!(
+            "smelt: this model has no chat template (GGUF tokenizer.chat_template, or \
+             chat_template.jinja / tokenizer_config.json); using plain ChatML, which the \
+             model may not have been trained on"
+        );
     }
 }

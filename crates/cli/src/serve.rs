@@ -142,6 +142,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
                 ctx,
             } = loaded;
             let tokenizer = Arc::new(tokenizer);
+            if let Ok(t) = &template {
+                crate::load::note_fallback(t);
+            }
             let template = template.map(Arc::new);
             with_model!(&model, |m| {
                 let kv_type = thread_args.model_args.kv_type();
