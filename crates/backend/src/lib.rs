@@ -228,6 +228,24 @@ pub fn argmax(values: &[f32]) -> u32 {
 /// once with [`Backend::place`]. Every operation is row-independent and
 /// computes each row with the same arithmetic whatever the batch holds
 /// (batch invariance), except `attention`, which reads the cache.
+/// The `k` largest of `values` (all of them when `k` is larger) as (index,
+/// value), ordered by value descending in `f32::total_cmp`'s order, ties by
+/// index ascending: the engine's top-k rule.
+pub fn top_k_sorted(values: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut c: Vec<(u32, f32)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
+    let by_value = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k > 0 && k < c.len() {
+        c.select_nth_unstable_by(k - 1, by_value);
+        c.truncate(k);
+    }
+    c.sort_unstable_by(by_value);
+    c
+}
+
 pub trait Backend: Send + Sync {
     /// Activation storage.
     type Buf: Send;
@@ -390,6 +408,18 @@ pub trait Backend: Send + Sync {
         (0..host.rows).map(|r| argmax(host.row(r))).collect()
     }
 
+    /// The `k` largest values of each row with their indices, largest
+    /// first (ties: lower index first; the order is `f32::total_cmp`'s):
+    /// [`top_k_sorted`] of each row. What top-k sampling needs from the
+    /// logits, so a device backend selects them on the device and copies
+    /// back `k` pairs a row instead of the whole vocabulary.
+    fn top_k_rows(&self, x: &Self::Buf, k: usize) -> Vec<Vec<(u32, f32)>> {
+        let host = self.download(x);
+        (0..host.rows)
+            .map(|r| top_k_sorted(host.row(r), k))
+            .collect()
+    }
+
     /// Waits for the queued work of a step and reports the first error an
     /// operation met. The operations above return nothing: a device backend
     /// runs them asynchronously and keeps its first failure (a launch error,
@@ -412,6 +442,24 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, 7.0, f32::INFINITY]), 0);
         assert_eq!(argmax(&[-2.0, f32::NAN, -1.0]), 2);
         assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn top_k_sorted_is_the_head_of_a_full_sort() {
+        let mut rng = crate::testing::TestRng::new(5);
+        for len in [1usize, 7, 300] {
+            // Few distinct values: many ties.
+            let v: Vec<f32> = (0..len)
+                .map(|_| (rng.uniform(-3.0, 3.0) * 2.0).round())
+                .collect();
+            let mut all: Vec<(u32, f32)> =
+                v.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for k in [1, 2, 5, len, len + 3] {
+                let want = &all[..k.min(len)];
+                assert_eq!(top_k_sorted(&v, k), want, "len {len}, k {k}");
+            }
+        }
     }
 
     #[test]

@@ -852,6 +852,10 @@ impl Backend for CudaBackend {
         self.argmax_on_device(x)
     }
 
+    fn top_k_rows(&self, x: &CudaBuf, k: usize) -> Vec<Vec<(u32, f32)>> {
+        self.top_k_on_device(x, k)
+    }
+
     fn finish(&self) -> Result<(), BackendError> {
         self.queue.flush();
         let sync = self.queue.stream.synchronize();

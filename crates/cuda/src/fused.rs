@@ -4,7 +4,7 @@
 //! the SwiGLU block input (`mv_swiglu`), and the greedy argmax. The kernels
 //! are in kernels/matvec.cu, kernels/units.cu and kernels/ops.cu.
 
-use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
+use smelt_backend::{AttnGeometry, Backend, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 use smelt_tensor::DType;
 
 use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks};
@@ -471,5 +471,70 @@ impl CudaBackend {
             self.fail(format!("argmax_rows: {e}"));
         }
         ids
+    }
+
+    /// `Backend::top_k_rows`: one block per row selects the row's `k`
+    /// largest (`top_k_rows` in ops.cu), then `k` (index, value) pairs a
+    /// row are copied back. Beyond 256 a row is copied whole and selected
+    /// on the host.
+    pub(crate) fn top_k_on_device(&self, x: &CudaBuf, k: usize) -> Vec<Vec<(u32, f32)>> {
+        const TOP_K_MAX: usize = 256;
+        let (rows, cols) = (x.rows, x.cols);
+        let k = k.min(cols);
+        if k == 0 || k > TOP_K_MAX || rows > MAX_GRID_Y {
+            let host = self.download(x);
+            return (0..host.rows)
+                .map(|r| smelt_backend::top_k_sorted(host.row(r), k))
+                .collect();
+        }
+        let Some(xa) = self.buf_addr(x) else {
+            return vec![Vec::new(); rows];
+        };
+        let need = rows * k * 2;
+        let mut guard = self.top_k_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|(_, len)| *len < need) {
+            // The old scratch may be used by recorded launches.
+            self.queue.flush();
+            let len = need.next_power_of_two();
+            match self.queue.stream.alloc_zeros::<u32>(len) {
+                Ok(s) => *guard = Some((s, len)),
+                Err(e) => {
+                    self.fail(format!("top_k_rows: cannot allocate scratch: {e}"));
+                    return vec![Vec::new(); rows];
+                }
+            }
+        }
+        let Some((scratch, _)) = guard.as_ref() else {
+            return vec![Vec::new(); rows];
+        };
+        self.launch(
+            "top_k_rows",
+            &self.k.top_k_rows,
+            (rows as u32, 1, 1),
+            1024,
+            &[
+                Arg::U64(xa),
+                Arg::I32(cols as i32),
+                Arg::I32(k as i32),
+                Arg::U64(self.addr(scratch)),
+            ],
+        );
+        self.queue.flush();
+        let mut raw = vec![0u32; need];
+        if let Err(e) = self
+            .queue
+            .stream
+            .memcpy_dtoh(&scratch.slice(..need), &mut raw)
+        {
+            self.fail(format!("top_k_rows: {e}"));
+            return vec![Vec::new(); rows];
+        }
+        raw.chunks_exact(2 * k)
+            .map(|row| {
+                row.chunks_exact(2)
+                    .map(|p| (p[0], f32::from_bits(p[1])))
+                    .collect()
+            })
+            .collect()
     }
 }

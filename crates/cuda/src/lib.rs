@@ -132,6 +132,7 @@ struct Kernels {
     mv_swiglu: MvKernels,
     argmax_rows: CudaFunction,
     stream_read: CudaFunction,
+    top_k_rows: CudaFunction,
     gelu_tanh_gate: CudaFunction,
     softcap: CudaFunction,
     rms_norm_heads: CudaFunction,
@@ -205,6 +206,8 @@ pub struct CudaBackend {
     /// (zeroed when allocated), and the rows and blocks per row it is laid
     /// out for.
     argmax_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize, usize)>>,
+    /// `top_k_rows`' output: (buffer, its length in u32).
+    top_k_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize)>>,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -297,6 +300,7 @@ impl CudaBackend {
             meta: Mutex::new(meta::MetaCache::default()),
             attn_scratch: Mutex::new(None),
             argmax_scratch: Mutex::new(None),
+            top_k_scratch: Mutex::new(None),
         })
     }
 
@@ -462,6 +466,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         mv_swiglu: mv("mv_swiglu")?,
         argmax_rows: f("argmax_rows")?,
         stream_read: f("stream_read")?,
+        top_k_rows: f("top_k_rows")?,
         gelu_tanh_gate: f("gelu_tanh_gate")?,
         softcap: f("softcap")?,
         rms_norm_heads: f("rms_norm_heads")?,

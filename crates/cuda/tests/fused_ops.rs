@@ -519,3 +519,42 @@ fn argmax_rows_matches_the_host_rule() {
         assert_eq!(got, want, "argmax_rows over {cols} columns");
     }
 }
+
+#[test]
+fn top_k_rows_match_the_host_rule() {
+    let Some(cuda) = backend("top_k_rows_match_the_host_rule") else {
+        return;
+    };
+    let mut rng = TestRng::new(86);
+    let mut checked = 0;
+    for cols in [5usize, 1000, 49_152, 262_144] {
+        for rows in [1usize, 3] {
+            let mut x = rng.buf(rows, cols);
+            // Coarse values (ties at the k-th place), some -inf and a NaN.
+            for (i, v) in x.data.iter_mut().enumerate() {
+                *v = (*v * 8.0).round() / 2.0;
+                if i % 97 == 3 {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            if cols > 100 {
+                x.data[cols / 2] = f32::NAN;
+            }
+            let xc = cuda.upload(&x);
+            for k in [1usize, 7, 40, 256, 300] {
+                let got = cuda.top_k_rows(&xc, k);
+                finish(&cuda, "top_k_rows");
+                assert_eq!(got.len(), rows);
+                for (r, g) in got.iter().enumerate() {
+                    let want = smelt_backend::top_k_sorted(x.row(r), k);
+                    let bits = |v: &[(u32, f32)]| -> Vec<(u32, u32)> {
+                        v.iter().map(|&(i, f)| (i, f.to_bits())).collect()
+                    };
+                    assert_eq!(bits(g), bits(&want), "cols {cols}, k {k}, row {r}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("top_k_rows: {checked} rows equal the host's top-k");
+}

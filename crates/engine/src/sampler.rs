@@ -126,6 +126,10 @@ pub struct Sampler {
     counts: Vec<(u32, u32)>,
 }
 
+/// The largest top-k a backend selects for a draw (`Sampler::device_top_k`);
+/// larger ones take the whole row.
+pub const MAX_DEVICE_TOP_K: usize = 256;
+
 /// Index of the largest value; the lowest index wins ties.
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -169,7 +173,51 @@ impl Sampler {
             c.truncate(p.top_k);
         }
         c.sort_unstable_by(by_logit);
+        self.draw()
+    }
 
+    /// Greedy without penalties: the backend's argmax of the raw logits
+    /// (`Model::forward_greedy`) is this sampler's pick.
+    pub fn plain_greedy(&self) -> bool {
+        self.params.is_greedy() && self.no_penalties()
+    }
+
+    fn no_penalties(&self) -> bool {
+        let p = &self.params;
+        p.penalty_last_n == 0
+            || (p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0)
+    }
+
+    /// The number of largest logits a draw of this sampler needs, when the
+    /// backend may select them (`Model::forward_top_k`) instead of handing
+    /// over the whole row: sampling (not greedy) with top-k on and no
+    /// penalties (they could lift a token into the top k).
+    pub fn device_top_k(&self) -> Option<usize> {
+        let p = &self.params;
+        (!p.is_greedy() && self.no_penalties() && (1..=MAX_DEVICE_TOP_K).contains(&p.top_k))
+            .then_some(p.top_k)
+    }
+
+    /// Picks the next token from the row's largest logits as
+    /// `smelt_backend::top_k_sorted` orders them (at least `top_k` of them,
+    /// or the whole row if shorter): the token [`Sampler::sample`] picks from
+    /// the whole row, with the same random draw, when
+    /// [`Sampler::device_top_k`] is Some.
+    pub fn sample_top_k(&mut self, top: &[(u32, f32)]) -> u32 {
+        if top.is_empty() {
+            return 0;
+        }
+        let k = self.params.top_k.max(1).min(top.len());
+        self.candidates.clear();
+        self.candidates.extend_from_slice(&top[..k]);
+        self.draw()
+    }
+
+    /// Top-p, min-p, temperature and the draw over `self.candidates`
+    /// (sorted, largest first, not empty).
+    fn draw(&mut self) -> u32 {
+        let p = &self.params;
+        let c = &mut self.candidates;
         // top-p and min-p on the untempered distribution.
         let max = c[0].1;
         let weights: Vec<f64> = c.iter().map(|&(_, l)| ((l - max) as f64).exp()).collect();
@@ -361,5 +409,59 @@ mod tests {
         };
         assert_eq!(bad.validate().unwrap_err().name, "temperature");
         assert!(SamplingParams::default().validate().is_ok());
+    }
+
+    #[test]
+    fn drawing_from_the_device_top_k_picks_what_the_whole_row_picks() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 12.0 - 6.0
+        };
+        let mut checked = 0;
+        for (temperature, top_k, top_p, min_p) in [
+            (0.7, 40, 0.95, 0.05),
+            (1.3, 5, 1.0, 0.0),
+            (1.0, 1, 0.9, 0.0),
+            (0.9, 256, 0.8, 0.1),
+        ] {
+            for seed in 0..20 {
+                let p = SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    min_p,
+                    seed,
+                    ..SamplingParams::default()
+                };
+                let (mut whole, mut top) = (Sampler::new(p.clone()), Sampler::new(p));
+                assert_eq!(top.device_top_k(), Some(top_k));
+                for _ in 0..10 {
+                    // Coarse values: ties across the k-th place happen.
+                    let logits: Vec<f32> =
+                        (0..1000).map(|_| (next() * 4.0).round() / 4.0).collect();
+                    let want = whole.sample(&mut logits.clone(), &[]);
+                    let k = top.device_top_k().unwrap_or(0);
+                    let got = top.sample_top_k(&smelt_backend::top_k_sorted(&logits, k));
+                    assert_eq!(got, want, "t {temperature} k {top_k} p {top_p} seed {seed}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 800);
+        let penalised = Sampler::new(SamplingParams {
+            repeat_penalty: 1.1,
+            ..SamplingParams::default()
+        });
+        assert_eq!(penalised.device_top_k(), None);
+        assert!(
+            Sampler::new(SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            })
+            .plain_greedy()
+        );
     }
 }

@@ -219,10 +219,15 @@ impl Seq {
     /// Greedy with nothing that needs the logits on the host: the argmax
     /// of the raw logits is the sampler's choice.
     fn plain_greedy(&self) -> bool {
-        let p = self.sampler.params();
-        let no_penalties = p.penalty_last_n == 0
-            || (p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0);
-        p.is_greedy() && no_penalties && self.logprobs.is_none()
+        self.sampler.plain_greedy() && self.logprobs.is_none()
+    }
+
+    /// The top-k the backend may select for this sequence's draw (no
+    /// log-probabilities wanted: they need the whole row).
+    fn device_top_k(&self) -> Option<usize> {
+        self.sampler
+            .device_top_k()
+            .filter(|_| self.logprobs.is_none())
     }
 }
 
@@ -399,6 +404,14 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         // penalties or logprobs, the backend picks the tokens where the
         // logits are (the same first-largest argmax) and only ids come back.
         let greedy = logits_seq.iter().all(|&i| self.running[i].plain_greedy());
+        // Likewise when every one draws from its top k without penalties:
+        // the backend selects the largest k of each row (k = the largest
+        // any sequence asks for; each uses its own first k).
+        let top_k = logits_seq
+            .iter()
+            .map(|&i| self.running[i].device_top_k())
+            .try_fold(0, |m, k| k.map(|k| m.max(k)))
+            .filter(|&k| k > 0 && !greedy);
         let t0 = Instant::now();
         let forward = {
             let tables: Vec<&[u32]> = owner
@@ -415,6 +428,10 @@ impl<'m, B: Backend> Scheduler<'m, B> {
                 self.model
                     .forward_greedy(&mut self.kv, &batch)
                     .map(StepOutput::Tokens)
+            } else if let Some(k) = top_k {
+                self.model
+                    .forward_top_k(&mut self.kv, &batch, k)
+                    .map(StepOutput::Top)
             } else {
                 self.model
                     .forward(&mut self.kv, &batch)
@@ -450,6 +467,7 @@ impl<'m, B: Backend> Scheduler<'m, B> {
             let seq = &mut self.running[i];
             let token = match &mut output {
                 StepOutput::Tokens(ids) => ids.get(k).copied(),
+                StepOutput::Top(rows) => rows.get(k).map(|top| seq.sampler.sample_top_k(top)),
                 StepOutput::Logits(data, vocab) => data
                     .get_mut(k * *vocab..(k + 1) * *vocab)
                     .map(|row| sample(seq, row)),
@@ -664,6 +682,8 @@ enum Advance {
 enum StepOutput {
     Logits(Vec<f32>, usize),
     Tokens(Vec<u32>),
+    /// Each row's largest logits (`Model::forward_top_k`).
+    Top(Vec<Vec<(u32, f32)>>),
 }
 
 /// Picks a sequence's next token from its `logits` (noting logprobs).

@@ -118,6 +118,16 @@ impl<'m, B: Backend> Session<'m, B> {
     /// Appends `tokens` to the sequence and returns the logits after the
     /// last one.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        match self.feed_for(tokens, Want::Logits)? {
+            Next::Logits(l) => Ok(l),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// As [`Session::feed`], handing back what `want` asks of the last
+    /// token's logits: all of them, the greedy token, or the largest k
+    /// (the last two picked by the backend where the logits are).
+    fn feed_for(&mut self, tokens: &[u32], want: Want) -> Result<Next, EngineError> {
         let Some(_) = tokens.last() else {
             return Err(EngineError::EmptyPrompt);
         };
@@ -129,7 +139,7 @@ impl<'m, B: Backend> Session<'m, B> {
             });
         }
         self.pool.reserve(&mut self.seq, total)?;
-        let mut logits = Vec::new();
+        let mut next = Next::Logits(Vec::new());
         for chunk in tokens.chunks(PREFILL_CHUNK) {
             let start = self.tokens.len() as u32;
             let positions: Vec<u32> = (start..start + chunk.len() as u32).collect();
@@ -140,10 +150,25 @@ impl<'m, B: Backend> Session<'m, B> {
                 block_tables: &tables,
                 logits_rows: &[chunk.len() - 1],
             };
-            logits = self.model.forward(&mut self.kv, &batch)?.data;
+            next = match want {
+                Want::Logits => Next::Logits(self.model.forward(&mut self.kv, &batch)?.data),
+                Want::Greedy => Next::Token(
+                    self.model
+                        .forward_greedy(&mut self.kv, &batch)?
+                        .first()
+                        .copied()
+                        .unwrap_or(0),
+                ),
+                Want::TopK(k) => Next::Top(
+                    self.model
+                        .forward_top_k(&mut self.kv, &batch, k)?
+                        .pop()
+                        .unwrap_or_default(),
+                ),
+            };
             self.tokens.extend_from_slice(chunk);
         }
-        Ok(logits)
+        Ok(next)
     }
 
     /// Generates a continuation of `prompt`, calling `on_text` with each
@@ -178,11 +203,18 @@ impl<'m, B: Backend> Session<'m, B> {
             .count()
             .min(prompt.len() - 1);
         self.truncate(common);
-        let mut logits = self.feed(&prompt[common..])?;
+        let mut sampler = Sampler::new(req.sampling.clone());
+        // What the sampler needs of each step's logits: greedy and top-k
+        // draws without penalties are picked (or narrowed) by the backend.
+        let want = if sampler.plain_greedy() {
+            Want::Greedy
+        } else {
+            sampler.device_top_k().map_or(Want::Logits, Want::TopK)
+        };
+        let mut next = self.feed_for(&prompt[common..], want)?;
         let prefill_time = t0.elapsed();
         let t1 = Instant::now();
 
-        let mut sampler = Sampler::new(req.sampling.clone());
         let mut decoder = Utf8Stream::new();
         let mut stops = StopMatcher::new(req.stop.iter().cloned());
         let mut out = Completion {
@@ -202,7 +234,11 @@ impl<'m, B: Backend> Session<'m, B> {
             on_text(piece)
         };
         while out.tokens.len() < req.max_tokens {
-            let token = sampler.sample(&mut logits, &self.tokens);
+            let token = match &mut next {
+                Next::Token(t) => *t,
+                Next::Top(top) => sampler.sample_top_k(top),
+                Next::Logits(logits) => sampler.sample(logits, &self.tokens),
+            };
             out.tokens.push(token);
             if tokenizer.is_end_of_generation(token) {
                 out.finish = FinishReason::EndOfGeneration;
@@ -222,7 +258,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 out.finish = FinishReason::ContextFull;
                 break;
             }
-            logits = self.feed(&[token])?;
+            next = self.feed_for(&[token], want)?;
         }
         if !matches!(
             out.finish,
@@ -242,4 +278,19 @@ impl<'m, B: Backend> Session<'m, B> {
         out.decode_time = t1.elapsed();
         Ok(out)
     }
+}
+
+/// What [`Session::feed_for`] brings back of the last token's logits.
+#[derive(Clone, Copy)]
+enum Want {
+    Logits,
+    Greedy,
+    TopK(usize),
+}
+
+/// The answer to a [`Want`].
+enum Next {
+    Logits(Vec<f32>),
+    Token(u32),
+    Top(Vec<(u32, f32)>),
 }

@@ -241,6 +241,22 @@ impl<B: Backend> Model<B> {
         Ok(tokens)
     }
 
+    /// As [`Model::forward`], but returns only the `k` largest logits of
+    /// each of `batch.logits_rows` with their token ids, largest first
+    /// (`smelt_backend::top_k_sorted`), selected where the logits are:
+    /// what top-k sampling needs, without copying the vocabulary.
+    pub fn forward_top_k(
+        &self,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>, ModelError> {
+        let logits = self.run(kv, batch)?;
+        let top = logits.map_or_else(Vec::new, |l| self.backend.top_k_rows(&l, k));
+        self.backend.finish()?;
+        Ok(top)
+    }
+
     /// The step itself; the logits stay on the backend (None if no row
     /// wants them).
     fn run(&self, kv: &mut B::Kv, batch: &Batch<'_>) -> Result<Option<B::Buf>, ModelError> {

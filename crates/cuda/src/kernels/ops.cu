@@ -233,3 +233,110 @@ extern "C" __global__ void rms_norm_heads(float* x, int cols, int head_dim, cons
     const float inv = 1.0f / sqrtf(s / (float)head_dim + eps);
     for (int i = threadIdx.x; i < head_dim; i += 32) hx[i] = hx[i] * inv * w[i];
 }
+
+// The k largest values of each row (k <= 256, k <= cols), as the engine's
+// top-k rule orders them (smelt_backend::top_k_sorted: value descending in
+// f32::total_cmp order, ties by index ascending). One block per row: a
+// radix select (four 8-bit digits) finds the k-th largest key; the keys
+// above it and the lowest-index keys equal to it are gathered (each thread
+// owns a contiguous stretch of the row, offsets from block scans: no
+// atomics decide what is kept), then ranked. out[row][rank] = (index,
+// value bits).
+#define TOPK_THREADS 1024
+#define TOPK_MAX 256
+
+// Floats as unsigned keys in f32::total_cmp's order.
+__device__ __forceinline__ u32 order_key(float f) {
+    const u32 b = __float_as_uint(f);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Exclusive prefix sum over the block of one value per thread (s: shared
+// scratch of TOPK_THREADS); returns this thread's offset, *total the sum.
+__device__ __forceinline__ u32 block_scan(u32 v, u32* s, u32* total) {
+    const int t = threadIdx.x;
+    s[t] = v;
+    __syncthreads();
+    for (int o = 1; o < TOPK_THREADS; o <<= 1) {
+        const u32 add = t >= o ? s[t - o] : 0;
+        __syncthreads();
+        s[t] += add;
+        __syncthreads();
+    }
+    const u32 incl = s[t];
+    *total = s[TOPK_THREADS - 1];
+    __syncthreads();
+    return incl - v;
+}
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
+    top_k_rows(const float* x, int cols, int k, u32* out) {
+    pdl_wait_then_trigger();
+    __shared__ u32 hist[256];
+    __shared__ u32 s_prefix, s_remaining;
+    __shared__ u32 s_scan[TOPK_THREADS];
+    __shared__ u32 c_id[TOPK_MAX];
+    __shared__ u32 c_key[TOPK_MAX];
+    const float* xr = x + (u64)blockIdx.x * cols;
+    const int t = threadIdx.x;
+
+    u32 prefix = 0, mask = 0, remaining = (u32)k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = t; i < 256; i += TOPK_THREADS) hist[i] = 0;
+        __syncthreads();
+        for (int i = t; i < cols; i += TOPK_THREADS) {
+            const u32 key = order_key(xr[i]);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1u);
+        }
+        __syncthreads();
+        if (t == 0) {
+            u32 cum = 0;
+            int b = 255;
+            for (; b > 0; b--) {
+                if (cum + hist[b] >= remaining) break;
+                cum += hist[b];
+            }
+            s_prefix = prefix | ((u32)b << shift);
+            s_remaining = remaining - cum;
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        remaining = s_remaining;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    // prefix is the k-th largest key; `remaining` keys equal to it are kept.
+    const int chunk = (cols + TOPK_THREADS - 1) / TOPK_THREADS;
+    const int lo = min(cols, t * chunk), hi = min(cols, lo + chunk);
+    u32 n_gt = 0, n_eq = 0;
+    for (int i = lo; i < hi; i++) {
+        const u32 key = order_key(xr[i]);
+        n_gt += key > prefix;
+        n_eq += key == prefix;
+    }
+    u32 total_gt, total_eq;
+    u32 at_gt = block_scan(n_gt, s_scan, &total_gt);
+    u32 at_eq = block_scan(n_eq, s_scan, &total_eq);
+    for (int i = lo; i < hi; i++) {
+        const u32 key = order_key(xr[i]);
+        if (key > prefix) {
+            c_id[at_gt] = (u32)i;
+            c_key[at_gt] = key;
+            at_gt++;
+        } else if (key == prefix && at_eq < remaining) {
+            c_id[total_gt + at_eq] = (u32)i;
+            c_key[total_gt + at_eq] = key;
+            at_eq++;
+        }
+    }
+    __syncthreads();
+    for (int i = t; i < k; i += TOPK_THREADS) {
+        int rank = 0;
+        for (int j = 0; j < k; j++) {
+            rank += c_key[j] > c_key[i] || (c_key[j] == c_key[i] && c_id[j] < c_id[i]);
+        }
+        u32* o = out + ((u64)blockIdx.x * k + rank) * 2;
+        o[0] = c_id[i];
+        o[1] = __float_as_uint(xr[c_id[i]]);
+    }
+}
