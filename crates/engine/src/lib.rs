@@ -6,6 +6,7 @@ pub mod prefix_cache;
 pub mod rng;
 pub mod sampler;
 pub mod scheduler;
+pub mod scheduler_types;
 pub mod session;
 
 pub use kv_pool::{KvFull, KvPool, SeqBlocks};
