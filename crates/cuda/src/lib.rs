@@ -13,6 +13,7 @@
 //! start. Operations queue work on one stream and return nothing; the first
 //! error they meet is kept and reported by [`smelt_backend::Backend::finish`].
 
+mod attention;
 mod backend;
 pub mod compile;
 mod fused;

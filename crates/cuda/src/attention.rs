@@ -1,0 +1,185 @@
+//! `Backend::attention` on the GPU: checks, the block tables of the rows
+//! flattened into one device array (rows of one sequence share a copy), and
+//! the launches of the split-key kernel and its merge (kernels/attention.cu).
+
+use smelt_backend::{AttnGeometry, AttnRow, KvType};
+
+use crate::CudaBackend;
+use crate::backend::{CudaBuf, CudaKv, MAX_GRID_Y};
+use crate::launch::Arg;
+use crate::meta::Meta;
+
+/// Keys per attention block (`ATT_SPAN` in attention.cu).
+const ATT_SPAN: usize = 1024;
+/// Threads per attention block (`ATT_THREADS` in attention.cu).
+const ATT_THREADS: u32 = 256;
+
+impl CudaBackend {
+    pub(crate) fn attention_on_device(
+        &self,
+        q: &CudaBuf,
+        kv: &CudaKv,
+        layer: usize,
+        rows: &[AttnRow<'_>],
+        geom: &AttnGeometry,
+        out: &mut CudaBuf,
+    ) {
+        let l = kv.layout;
+        let n_slots = l.n_blocks * l.block_size;
+        let q_width = geom.n_heads * geom.head_dim;
+        if !self.ensure(geom.window != Some(0), || {
+            "attention: a sliding window of 0 keys".to_string()
+        }) {
+            return;
+        }
+        let ok = layer < l.n_layers
+            && rows.len() == q.rows
+            && (out.rows, out.cols) == (q.rows, q.cols)
+            && q_width <= q.cols
+            && geom.n_kv_heads > 0
+            && geom.n_heads.is_multiple_of(geom.n_kv_heads)
+            && geom.n_kv_heads == l.n_kv_heads
+            && geom.head_dim == l.head_dim
+            && geom.head_dim <= 256
+            && geom.head_dim.is_multiple_of(8)
+            && rows.len() <= MAX_GRID_Y;
+        if !self.ensure(ok, || {
+            format!(
+                "attention: layer {layer}, q {}×{}, out {}×{}, {} rows, {} heads / {} KV heads of {} (cache: {} KV heads of {})",
+                q.rows,
+                q.cols,
+                out.rows,
+                out.cols,
+                rows.len(),
+                geom.n_heads,
+                geom.n_kv_heads,
+                geom.head_dim,
+                l.n_kv_heads,
+                l.head_dim
+            )
+        }) {
+            return;
+        }
+        // Block tables, flattened; rows of one sequence share one copy.
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut starts = Vec::with_capacity(rows.len());
+        let mut tables: Vec<u32> = Vec::new();
+        let mut last: Option<(*const u32, usize, u32)> = None;
+        for row in rows {
+            let blocks_needed = row.pos as usize / l.block_size + 1;
+            if row.block_table.len() < blocks_needed
+                || row.block_table[..blocks_needed]
+                    .iter()
+                    .any(|&b| b as usize >= l.n_blocks)
+            {
+                self.fail(format!(
+                    "attention: position {} needs {blocks_needed} blocks of a pool of {}, the table has {:?}",
+                    row.pos,
+                    l.n_blocks,
+                    row.block_table
+                ));
+                return;
+            }
+            let key = (row.block_table.as_ptr(), row.block_table.len());
+            let start = match last {
+                Some((p, n, s)) if (p, n) == key => s,
+                _ => {
+                    let s = tables.len() as u32;
+                    tables.extend_from_slice(row.block_table);
+                    last = Some((key.0, key.1, s));
+                    s
+                }
+            };
+            positions.push(row.pos);
+            starts.push(start);
+        }
+        let Some([qa, oa]) = self.addrs([q, out]) else {
+            return;
+        };
+        let (Some(pos), Some(st), Some(tb)) = (
+            self.meta(Meta::AttnPositions, &positions),
+            self.meta(Meta::AttnStarts, &starts),
+            self.meta(Meta::AttnTables, &tables),
+        ) else {
+            return;
+        };
+        let f = match l.dtype {
+            KvType::F16 => &self.k.attention_f16,
+            KvType::F32 => &self.k.attention_f32,
+        };
+        let width = l.row_width();
+        // Keys are split in spans of ATT_SPAN; rows with several write
+        // partial results to scratch for attention_merge.
+        let max_spans = positions
+            .iter()
+            .map(|&p| (p as usize + 1).div_ceil(ATT_SPAN))
+            .max()
+            .unwrap_or(1);
+        let mut scratch_guard = self.attn_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let scratch = if max_spans > 1 {
+            let need = rows.len() * geom.n_heads * max_spans * (geom.head_dim + 2);
+            if scratch_guard.as_ref().is_none_or(|s| s.len() < need) {
+                // The old scratch may be used by recorded launches.
+                self.queue.flush();
+                // SAFETY: f32 has no invalid bit patterns; attention writes
+                // every value attention_merge reads.
+                match unsafe { self.queue.stream.alloc::<f32>(need.next_power_of_two()) } {
+                    Ok(s) => *scratch_guard = Some(s),
+                    Err(e) => {
+                        self.fail(format!(
+                            "attention: cannot allocate {need} floats of scratch: {e}"
+                        ));
+                        return;
+                    }
+                }
+            }
+            scratch_guard.as_ref().map_or(0, |s| self.addr(s))
+        } else {
+            0
+        };
+        self.launch(
+            "attention",
+            f,
+            (geom.n_heads as u32, rows.len() as u32, max_spans as u32),
+            ATT_THREADS,
+            &[
+                Arg::U64(qa),
+                Arg::I32(q.cols as i32),
+                Arg::U64(self.addr(&kv.k)),
+                Arg::U64(self.addr(&kv.v)),
+                Arg::U64((layer * n_slots * width) as u64),
+                Arg::I32(width as i32),
+                Arg::U64(pos),
+                Arg::U64(st),
+                Arg::U64(tb),
+                Arg::I32(l.block_size as i32),
+                Arg::I32(geom.n_heads as i32),
+                Arg::I32(geom.n_kv_heads as i32),
+                Arg::I32(geom.head_dim as i32),
+                Arg::F32(geom.scale),
+                Arg::I32(geom.window.map_or(0, |w| w.min(i32::MAX as u32) as i32)),
+                Arg::U64(oa),
+                Arg::I32(out.cols as i32),
+                Arg::U64(scratch),
+                Arg::I32(max_spans as i32),
+            ],
+        );
+        if max_spans > 1 {
+            self.launch(
+                "attention_merge",
+                &self.k.attention_merge,
+                (geom.n_heads as u32, rows.len() as u32, 1),
+                128,
+                &[
+                    Arg::U64(pos),
+                    Arg::I32(geom.n_heads as i32),
+                    Arg::I32(geom.head_dim as i32),
+                    Arg::U64(scratch),
+                    Arg::I32(max_spans as i32),
+                    Arg::U64(oa),
+                    Arg::I32(out.cols as i32),
+                ],
+            );
+        }
+    }
+}
