@@ -48,6 +48,15 @@ pub fn program_source() -> String {
     src
 }
 
+/// The value `SMELT_CUDA_DEFINES` gives `name`, if it names it.
+pub(crate) fn define(name: &str) -> Option<String> {
+    let defs = std::env::var("SMELT_CUDA_DEFINES").ok()?;
+    defs.split_whitespace().find_map(|d| {
+        let (n, v) = d.split_once('=').unwrap_or((d, "1"));
+        (n == name).then(|| v.to_string())
+    })
+}
+
 /// Options every compile uses (besides the architecture).
 const OPTIONS: [&str; 2] = ["--std=c++17", "--fmad=true"];
 

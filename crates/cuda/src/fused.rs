@@ -16,8 +16,6 @@ use crate::{CudaBackend, weight_code};
 /// Warps per block of the fused matrix products (`MV_WARPS` in matvec.cu);
 /// each warp takes two output rows (one gate/up pair for `mv_swiglu`).
 const MV_WARPS: u32 = 4;
-/// Warps per block of the q8 products (`MVQ_WARPS` in matvec_q8.cu).
-const MVQ_WARPS: u32 = 8;
 
 /// Threads per block of `argmax_rows`, values per block (about), and the
 /// most blocks one row is split over.
@@ -55,9 +53,11 @@ struct MvLaunch<'a> {
 impl CudaBackend {
     /// The launch of a product over `items` items (`kw` warps each) of `n`
     /// rows of `n_in` inputs against weights of type `code`: the q8 kernel
-    /// when there is one for the type and its staged input fits in shared
-    /// memory (judged at 8 rows, so a weight takes the same path for every
-    /// batch size: batch invariance), else the f32 one.
+    /// when there is one for the type, its staged input fits in shared
+    /// memory (judged at 8 rows) and the mode allows it (Auto: when the
+    /// weight has items for a full block on every SM), else the f32 one.
+    /// Every condition depends on the weight alone, never on the batch, so
+    /// a weight takes the same path for every batch size (batch invariance).
     #[allow(clippy::too_many_arguments)]
     fn mv_launch<'a>(
         &self,
@@ -71,15 +71,24 @@ impl CudaBackend {
     ) -> MvLaunch<'a> {
         let staged = |rows: usize| rows * n_in + rows * (n_in / 32) * 4;
         let q8_kernel = code
-            .filter(|_| self.q8.enabled && n_in.is_multiple_of(32))
+            .filter(|_| n_in.is_multiple_of(32))
+            .filter(|_| match self.q8.mode {
+                crate::Q8Mode::Off => false,
+                crate::Q8Mode::On => true,
+                crate::Q8Mode::Auto => {
+                    // Warps' worth of items for half of every SM's block.
+                    items * kw as usize >= (self.q8.sm_count * self.q8.warps / 2) as usize
+                }
+            })
             .filter(|_| staged(8) <= self.q8.max_shared)
             .and_then(|c| q8.pick(n, c));
         match q8_kernel {
             Some((f, per)) => MvLaunch {
                 f,
                 per,
-                block: MVQ_WARPS * 32,
-                grid_x: blocks(items, MVQ_WARPS / kw).min(self.q8.sm_count * self.q8.blocks_per_sm),
+                block: self.q8.warps * 32,
+                grid_x: blocks(items, self.q8.warps / kw)
+                    .min(self.q8.sm_count * self.q8.blocks_per_sm),
                 shared: staged(per) as u32,
             },
             None => {

@@ -103,23 +103,40 @@ impl Q8Kernels {
 }
 
 /// Static shared memory a q8 kernel may hold besides its staged input
-/// (matvec_q8.cu: the warps' partial sums and the norm's reduction).
-const Q8_STATIC_SHARED: i32 = 1024;
+/// (matvec_q8.cu: the warps' partial sums and the norm's reduction; 2 KiB at 32 warps).
+const Q8_STATIC_SHARED: i32 = 4096;
 
 /// Blocks per SM of a q8 grid: each block stages its input once and then
 /// loops over items, so the grid is a few blocks per SM, not one per item.
-const Q8_BLOCKS_PER_SM: u32 = 4;
+const Q8_BLOCKS_PER_SM: u32 = 1;
+
+/// When the 8-bit-activation products are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Q8Mode {
+    /// Never: f32 activations everywhere (`SMELT_CUDA_Q8=0`).
+    Off,
+    /// For weights with rows enough to fill at least half of one block on
+    /// every SM (the large matrices of 1B+ models, where they are faster);
+    /// small ones (SmolLM2's) keep the f32 kernels. The default.
+    Auto,
+    /// For every weight of a q8 type (`SMELT_CUDA_Q8=1`; tests).
+    On,
+}
 
 /// Where the q8 products apply and how their grids are sized.
 pub(crate) struct Q8Config {
-    /// `SMELT_CUDA_Q8=1` turns the q8 path on (else f32 activations everywhere).
-    pub enabled: bool,
+    /// Which weights take the q8 path.
+    pub mode: Q8Mode,
     /// Most dynamic shared memory a block may use (opt-in limit).
     pub max_shared: usize,
     /// Streaming multiprocessors: the q8 grids are a few blocks per SM.
     pub sm_count: u32,
     /// Blocks per SM of a q8 grid (`SMELT_CUDA_Q8_BLOCKS` overrides).
     pub blocks_per_sm: u32,
+    /// Warps per q8 block: `MVQ_WARPS` of matvec_q8.cu, 32 unless
+    /// `SMELT_CUDA_DEFINES` sets `SMELT_MVQ_WARPS` (the kernels are then
+    /// compiled with it too).
+    pub warps: u32,
 }
 
 struct Kernels {
@@ -273,9 +290,11 @@ impl CudaBackend {
             }
         }
         let q8 = Q8Config {
-            // Off by default: measured on an H200 it is no faster than the
-            // f32 path (docs/CUDA.md), and it rounds activations.
-            enabled: std::env::var("SMELT_CUDA_Q8").is_ok_and(|v| v == "1"),
+            mode: match std::env::var("SMELT_CUDA_Q8").as_deref() {
+                Ok("0") => Q8Mode::Off,
+                Ok("1") => Q8Mode::On,
+                _ => Q8Mode::Auto,
+            },
             max_shared: dynamic_limit as usize,
             sm_count: sm_count.max(1) as u32,
             blocks_per_sm: std::env::var("SMELT_CUDA_Q8_BLOCKS")
@@ -283,6 +302,10 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .filter(|&b: &u32| b > 0)
                 .unwrap_or(Q8_BLOCKS_PER_SM),
+            warps: compile::define("SMELT_MVQ_WARPS")
+                .and_then(|v| v.parse().ok())
+                .filter(|w: &u32| [4, 8, 16, 32].contains(w))
+                .unwrap_or(32),
         };
         let info = DeviceInfo {
             ordinal,
@@ -403,16 +426,17 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// Turns the 8-bit-activation products (matvec_q8.cu) on or off for
-    /// the weight types that have them; off by default (`SMELT_CUDA_Q8=1`
-    /// starts with them on). Off, every product takes f32 activations.
+    /// Turns the 8-bit-activation products (matvec_q8.cu) on for every
+    /// weight of a type that has them, or off (f32 activations
+    /// everywhere). The default is [`Q8Mode::Auto`] (`SMELT_CUDA_Q8=0|1`
+    /// starts Off / On).
     pub fn set_q8(&mut self, on: bool) {
-        self.q8.enabled = on;
+        self.q8.mode = if on { Q8Mode::On } else { Q8Mode::Off };
     }
 
-    /// Whether the 8-bit-activation products are used.
-    pub fn q8(&self) -> bool {
-        self.q8.enabled
+    /// When the 8-bit-activation products are used.
+    pub fn q8_mode(&self) -> Q8Mode {
+        self.q8.mode
     }
 
     pub fn pdl(&self) -> bool {
