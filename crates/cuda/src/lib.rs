@@ -115,11 +115,11 @@ const Q8_BLOCKS_PER_SM: u32 = 1;
 pub enum Q8Mode {
     /// Never: f32 activations everywhere (`SMELT_CUDA_Q8=0`).
     Off,
-    /// For weights with rows enough to fill at least half of one block on
-    /// every SM (the large matrices of 1B+ models, where they are faster);
-    /// small ones (SmolLM2's) keep the f32 kernels. The default.
+    /// Only for weights with rows enough to fill at least half of one
+    /// block on every SM (`SMELT_CUDA_Q8=auto`).
     Auto,
-    /// For every weight of a q8 type (`SMELT_CUDA_Q8=1`; tests).
+    /// For every weight of a q8 type: the default (measured on an H200, at
+    /// least as fast as Auto on every shape, docs/CUDA.md).
     On,
 }
 
@@ -292,8 +292,8 @@ impl CudaBackend {
         let q8 = Q8Config {
             mode: match std::env::var("SMELT_CUDA_Q8").as_deref() {
                 Ok("0") => Q8Mode::Off,
-                Ok("1") => Q8Mode::On,
-                _ => Q8Mode::Auto,
+                Ok("auto") => Q8Mode::Auto,
+                _ => Q8Mode::On,
             },
             max_shared: dynamic_limit as usize,
             sm_count: sm_count.max(1) as u32,
@@ -428,8 +428,8 @@ impl CudaBackend {
 
     /// Turns the 8-bit-activation products (matvec_q8.cu) on for every
     /// weight of a type that has them, or off (f32 activations
-    /// everywhere). The default is [`Q8Mode::Auto`] (`SMELT_CUDA_Q8=0|1`
-    /// starts Off / On).
+    /// everywhere). The default is [`Q8Mode::On`] (`SMELT_CUDA_Q8=0|auto`
+    /// starts Off / Auto).
     pub fn set_q8(&mut self, on: bool) {
         self.q8.mode = if on { Q8Mode::On } else { Q8Mode::Off };
     }

@@ -231,7 +231,7 @@ fn real_model_greedy_matches_cpu(test: &str, name: &str, prompt: &str) {
         "{name}: CUDA greedy tokens differ from the CPU's after {same} of 32"
     );
     drop(cuda);
-    // 8-bit activations (SMELT_CUDA_Q8=1): the same tokens, or, where they
+    // 8-bit activations (the default): the same tokens, or, where they
     // part, a near tie on the CPU: the CPU's logits of its token and of the
     // GPU's differ by little at the first difference.
     let mut q8_backend = CudaBackend::new().expect("cuda");
