@@ -147,7 +147,7 @@ if [[ -x "$BIN/cuda_decode" ]]; then
     bench_one "SMELT_CUDA_PDL=0" SMELT_CUDA_PDL=0 -- smollm2
     bench_one "SMELT_CUDA_GRAPHS=0" SMELT_CUDA_GRAPHS=0 -- smollm2
     bench_one "SMELT_CUDA_Q8=0" SMELT_CUDA_Q8=0 -- smollm2
-    bench_one "SMELT_CUDA_Q8=auto" SMELT_CUDA_Q8=auto -- smollm2
+    bench_one "SMELT_CUDA_Q8=1" SMELT_CUDA_Q8=1 -- smollm2
     if [[ -n "${SMELT_ASSETS:-}" && -f "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
         bench_one "" -- "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf"
     fi

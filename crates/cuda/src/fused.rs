@@ -173,8 +173,16 @@ impl CudaBackend {
             return;
         };
         let kw = warps_per_item(x.cols, w.dtype);
+        // The final norm and output projection make the logits themselves:
+        // Auto keeps them in f32 (int8 rounding there moves the logits
+        // directly, enough to flip SmolLM2's near ties); only On forces it.
+        let q8_ok = what != "rms_norm_matmuls" || self.q8.mode == crate::Q8Mode::On;
         let l = self.mv_launch(
-            &self.k.mvq_plain,
+            if q8_ok {
+                &self.k.mvq_plain
+            } else {
+                &self.k.mvq_none
+            },
             &self.k.mv_plain,
             n,
             x.cols,

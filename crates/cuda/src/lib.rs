@@ -116,10 +116,12 @@ pub enum Q8Mode {
     /// Never: f32 activations everywhere (`SMELT_CUDA_Q8=0`).
     Off,
     /// Only for weights with rows enough to fill at least half of one
-    /// block on every SM (`SMELT_CUDA_Q8=auto`).
+    /// block on every SM: the large matrices of 1B+ models, where the q8
+    /// path is 1.2–1.5× faster. Small models (SmolLM2's matrices) keep f32
+    /// activations: int8 rounding moves SmolLM2's logits enough to change
+    /// a greedy token at a 0.22-logit margin (docs/CUDA.md). The default.
     Auto,
-    /// For every weight of a q8 type: the default (measured on an H200, at
-    /// least as fast as Auto on every shape, docs/CUDA.md).
+    /// For every weight of a q8 type (`SMELT_CUDA_Q8=1`).
     On,
 }
 
@@ -143,6 +145,8 @@ struct Kernels {
     /// Embedding lookup per weight type, indexed by [`weight_code`].
     embed: Vec<CudaFunction>,
     mvq_plain: Q8Kernels,
+    /// No q8 kernels: products that must keep f32 activations.
+    mvq_none: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
     mv_plain: MvKernels,
@@ -292,8 +296,8 @@ impl CudaBackend {
         let q8 = Q8Config {
             mode: match std::env::var("SMELT_CUDA_Q8").as_deref() {
                 Ok("0") => Q8Mode::Off,
-                Ok("auto") => Q8Mode::Auto,
-                _ => Q8Mode::On,
+                Ok("1") => Q8Mode::On,
+                _ => Q8Mode::Auto,
             },
             max_shared: dynamic_limit as usize,
             sm_count: sm_count.max(1) as u32,
@@ -428,8 +432,8 @@ impl CudaBackend {
 
     /// Turns the 8-bit-activation products (matvec_q8.cu) on for every
     /// weight of a type that has them, or off (f32 activations
-    /// everywhere). The default is [`Q8Mode::On`] (`SMELT_CUDA_Q8=0|auto`
-    /// starts Off / Auto).
+    /// everywhere). The default is [`Q8Mode::Auto`] (`SMELT_CUDA_Q8=0|1`
+    /// starts Off / On).
     pub fn set_q8(&mut self, on: bool) {
         self.q8.mode = if on { Q8Mode::On } else { Q8Mode::Off };
     }
@@ -484,6 +488,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     Ok(Kernels {
         embed,
         mvq_plain: q8("mvq_plain")?,
+        mvq_none: Q8Kernels { typed: Vec::new() },
         mvq_qkv: q8("mvq_qkv")?,
         mvq_swiglu: q8("mvq_swiglu")?,
         mv_plain: mv("mv_plain")?,
