@@ -329,7 +329,10 @@ pub trait Backend: Send + Sync {
     /// above; a device backend overrides them to run fewer, larger kernels.
     /// Buffers named scratch hold unspecified values afterwards.
     ///
-    /// `out = W · rms_norm(x)` for every job (`h`: scratch).
+    /// `out = W · rms_norm(x)` for every job (`h`: scratch). The model calls
+    /// it for its final norm and output projection, so its results are the
+    /// logits: a device backend may keep it at higher precision than the
+    /// layers' products.
     fn rms_norm_matmuls(
         &self,
         x: &Self::Buf,

@@ -10,6 +10,7 @@ use smelt_backend::{
 };
 use smelt_tensor::DType;
 
+use crate::fused::MvOut;
 use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
 use crate::queue::Queue;
@@ -428,7 +429,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, x: &CudaBuf, w: &CudaWeight, out: &mut CudaBuf) {
-        self.mv_plain("matmul", x, w, None, out, false);
+        self.mv_plain("matmul", x, w, None, out, MvOut::Write);
     }
 
     fn add_bias(&self, x: &mut CudaBuf, bias: &CudaWeight) {
@@ -652,12 +653,20 @@ impl Backend for CudaBackend {
         jobs: &mut [(&CudaWeight, &mut CudaBuf)],
     ) {
         for (w, out) in jobs.iter_mut() {
-            self.mv_plain("rms_norm_matmuls", x, w, Some((norm, eps)), out, false);
+            // The model's final norm and output projection.
+            self.mv_plain(
+                "rms_norm_matmuls",
+                x,
+                w,
+                Some((norm, eps)),
+                out,
+                MvOut::Logits,
+            );
         }
     }
 
     fn matmul_add(&self, x: &CudaBuf, w: &CudaWeight, _t: &mut CudaBuf, acc: &mut CudaBuf) {
-        self.mv_plain("matmul_add", x, w, None, acc, true);
+        self.mv_plain("matmul_add", x, w, None, acc, MvOut::Add);
     }
 
     fn norm_qkv_rope_store(

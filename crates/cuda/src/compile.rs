@@ -30,15 +30,8 @@ const SOURCES: [(&str, &str); 7] = [
 /// cache key.
 pub fn program_source() -> String {
     let mut src = String::new();
-    if let Ok(defs) = std::env::var("SMELT_CUDA_DEFINES") {
-        for d in defs.split_whitespace() {
-            let (name, value) = d.split_once('=').unwrap_or((d, "1"));
-            let ok =
-                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if name.starts_with("SMELT_") && ok(name) && ok(value) {
-                src.push_str(&format!("#define {name} {value}\n"));
-            }
-        }
+    for (name, value) in defines() {
+        src.push_str(&format!("#define {name} {value}\n"));
     }
     for (name, text) in SOURCES {
         src.push_str(&format!("// ---- {name}\n"));
@@ -50,11 +43,24 @@ pub fn program_source() -> String {
 
 /// The value `SMELT_CUDA_DEFINES` gives `name`, if it names it.
 pub(crate) fn define(name: &str) -> Option<String> {
-    let defs = std::env::var("SMELT_CUDA_DEFINES").ok()?;
-    defs.split_whitespace().find_map(|d| {
-        let (n, v) = d.split_once('=').unwrap_or((d, "1"));
-        (n == name).then(|| v.to_string())
-    })
+    defines()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+/// The `NAME=VALUE` pairs of `SMELT_CUDA_DEFINES` (a bare `NAME` is 1):
+/// only `SMELT_*` names, and names and values of letters, digits and `_`.
+fn defines() -> Vec<(String, String)> {
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let Ok(defs) = std::env::var("SMELT_CUDA_DEFINES") else {
+        return Vec::new();
+    };
+    defs.split_whitespace()
+        .map(|d| d.split_once('=').unwrap_or((d, "1")))
+        .filter(|(n, v)| n.starts_with("SMELT_") && word(n) && word(v))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Options every compile uses (besides the architecture).

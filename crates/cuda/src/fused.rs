@@ -40,6 +40,18 @@ fn warps_per_item(n_in: usize, dtype: DType) -> u32 {
     }
 }
 
+/// What a plain product does with its output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MvOut {
+    /// `out = W · x`.
+    Write,
+    /// `out += W · x` (the residual add).
+    Add,
+    /// `out = W · rms_norm(x)` as the model's logits: kept in f32
+    /// activations unless q8 is forced.
+    Logits,
+}
+
 /// How one fused product is launched: kernel, rows of the batch per block
 /// row, threads, blocks for `items` items, dynamic shared memory.
 struct MvLaunch<'a> {
@@ -61,7 +73,7 @@ impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
     fn mv_launch<'a>(
         &self,
-        q8: &'a crate::Q8Kernels,
+        q8: Option<&'a crate::Q8Kernels>,
         f32: &'a crate::MvKernels,
         n: usize,
         n_in: usize,
@@ -81,7 +93,7 @@ impl CudaBackend {
                 }
             })
             .filter(|_| staged(8) <= self.q8.max_shared)
-            .and_then(|c| q8.pick(n, c));
+            .and_then(|c| q8?.pick(n, c));
         match q8_kernel {
             Some((f, per)) => MvLaunch {
                 f,
@@ -145,7 +157,7 @@ impl CudaBackend {
         w: &CudaWeight,
         norm: Option<(&CudaWeight, f32)>,
         out: &mut CudaBuf,
-        accumulate: bool,
+        mode: MvOut,
     ) {
         let n = x.rows;
         if !self.ensure(
@@ -173,16 +185,13 @@ impl CudaBackend {
             return;
         };
         let kw = warps_per_item(x.cols, w.dtype);
-        // The final norm and output projection make the logits themselves:
-        // Auto keeps them in f32 (int8 rounding there moves the logits
-        // directly, enough to flip SmolLM2's near ties); only On forces it.
-        let q8_ok = what != "rms_norm_matmuls" || self.q8.mode == crate::Q8Mode::On;
+        // Logits keep f32 activations unless q8 is forced (On): int8
+        // rounding there moves them directly, enough to flip SmolLM2's near
+        // ties.
+        let q8 = (mode != MvOut::Logits || self.q8.mode == crate::Q8Mode::On)
+            .then_some(&self.k.mvq_plain);
         let l = self.mv_launch(
-            if q8_ok {
-                &self.k.mvq_plain
-            } else {
-                &self.k.mvq_none
-            },
+            q8,
             &self.k.mv_plain,
             n,
             x.cols,
@@ -206,7 +215,7 @@ impl CudaBackend {
                 Arg::I32(n as i32),
                 Arg::U64(g),
                 Arg::F32(eps),
-                Arg::I32(i32::from(accumulate)),
+                Arg::I32(i32::from(mode == MvOut::Add)),
                 Arg::I32(kw as i32),
             ],
         );
@@ -306,7 +315,7 @@ impl CudaBackend {
         let items = (w.q.n_rows + 2 * width) / 2;
         let kw = warps_per_item(x.cols, w.q.dtype);
         let lc = self.mv_launch(
-            &self.k.mvq_qkv,
+            Some(&self.k.mvq_qkv),
             &self.k.mv_qkv,
             n,
             x.cols,
@@ -394,7 +403,7 @@ impl CudaBackend {
         };
         let kw = warps_per_item(x.cols, w_gate.dtype);
         let l = self.mv_launch(
-            &self.k.mvq_swiglu,
+            Some(&self.k.mvq_swiglu),
             &self.k.mv_swiglu,
             n,
             x.cols,

@@ -145,8 +145,6 @@ struct Kernels {
     /// Embedding lookup per weight type, indexed by [`weight_code`].
     embed: Vec<CudaFunction>,
     mvq_plain: Q8Kernels,
-    /// No q8 kernels: products that must keep f32 activations.
-    mvq_none: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
     mv_plain: MvKernels,
@@ -488,7 +486,6 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     Ok(Kernels {
         embed,
         mvq_plain: q8("mvq_plain")?,
-        mvq_none: Q8Kernels { typed: Vec::new() },
         mvq_qkv: q8("mvq_qkv")?,
         mvq_swiglu: q8("mvq_swiglu")?,
         mv_plain: mv("mv_plain")?,
