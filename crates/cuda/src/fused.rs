@@ -24,20 +24,27 @@ const ARGMAX_PER_BLOCK: usize = 4096;
 const ARGMAX_MAX_BLOCKS: usize = 64;
 /// Warps that share one item of a fused matrix product (`kw` in matvec.cu):
 /// long rows are split over 2 or 4 warps so that a weight with few rows
-/// still has warps enough in flight. A function of the row only (its
-/// length and type), so every launch on a weight splits its rows alike.
-fn warps_per_item(n_in: usize, dtype: DType) -> u32 {
+/// still has warps enough in flight; so are rows of a weight with too few
+/// items (`items`) for 8 warps per SM (`sms`), as long as every lane still
+/// gets a unit. A function of the weight only (its row length, type and
+/// rows), so every launch on a weight splits its rows alike.
+fn warps_per_item(n_in: usize, dtype: DType, items: usize, sms: u32) -> u32 {
     // Values each thread takes at a time (units.cu, or dequant8's chunks).
     let unit = match dtype {
         DType::Q4_1 | DType::Q8_0 | DType::Q4K => 32,
         DType::Q6K => 64,
         _ => 8,
     };
-    match n_in / unit {
+    let units = n_in / unit;
+    let mut kw = match units {
         u if u >= 256 => 4,
         u if u >= 96 => 2,
         _ => 1,
+    };
+    while kw < 4 && items * (kw as usize) < 8 * sms as usize && units >= 64 * kw as usize {
+        kw *= 2;
     }
+    kw
 }
 
 /// What a plain product does with its output.
@@ -57,6 +64,8 @@ pub(crate) enum MvOut {
 struct MvLaunch<'a> {
     f: &'a cudarc::driver::CudaFunction,
     per: usize,
+    /// Warps per item (`kw` of the kernel).
+    kw: u32,
     block: u32,
     grid_x: u32,
     shared: u32,
@@ -95,19 +104,32 @@ impl CudaBackend {
             .filter(|_| staged(8) <= self.q8.max_shared)
             .and_then(|c| q8?.pick(n, c));
         match q8_kernel {
-            Some((f, per)) => MvLaunch {
-                f,
-                per,
-                block: self.q8.warps * 32,
-                grid_x: blocks(items, self.q8.warps / kw)
-                    .min(self.q8.sm_count * self.q8.blocks_per_sm),
-                shared: staged(per) as u32,
-            },
-            None => {
-                let (f, per) = f32.pick(n, code);
+            Some((f, per)) => {
+                // The q8 blocks loop over items; when there are items for
+                // every warp of the grid, one warp per item spares the
+                // block-wide barrier that joins the warps of an item, so
+                // warps run (and fetch) independently of each other.
+                let kw = if items >= (self.q8.sm_count * self.q8.warps) as usize {
+                    1
+                } else {
+                    kw
+                };
                 MvLaunch {
                     f,
                     per,
+                    kw,
+                    block: self.q8.warps * 32,
+                    grid_x: blocks(items, self.q8.warps / kw)
+                        .min(self.q8.sm_count * self.q8.blocks_per_sm),
+                    shared: staged(per) as u32,
+                }
+            }
+            None => {
+                let (f, per) = f32.pick(n, n_in, code);
+                MvLaunch {
+                    f,
+                    per,
+                    kw,
                     block: MV_WARPS * 32,
                     grid_x: blocks(items, MV_WARPS / kw),
                     shared: 0,
@@ -184,7 +206,7 @@ impl CudaBackend {
         let Some(job) = self.mv_job(what, w, oa, None) else {
             return;
         };
-        let kw = warps_per_item(x.cols, w.dtype);
+        let kw = warps_per_item(x.cols, w.dtype, w.n_rows.div_ceil(2), self.q8.sm_count);
         // Logits keep f32 activations unless q8 is forced (On): int8
         // rounding there moves them directly, enough to flip SmolLM2's near
         // ties.
@@ -216,7 +238,7 @@ impl CudaBackend {
                 Arg::U64(g),
                 Arg::F32(eps),
                 Arg::I32(i32::from(mode == MvOut::Add)),
-                Arg::I32(kw as i32),
+                Arg::I32(l.kw as i32),
             ],
         );
     }
@@ -311,49 +333,66 @@ impl CudaBackend {
         ) else {
             return;
         };
-        let same = jq.wtype == jk.wtype && jq.wtype == jv.wtype;
-        let items = (w.q.n_rows + 2 * width) / 2;
-        let kw = warps_per_item(x.cols, w.q.dtype);
-        let lc = self.mv_launch(
-            Some(&self.k.mvq_qkv),
-            &self.k.mv_qkv,
-            n,
-            x.cols,
-            same.then_some(jq.wtype as usize),
-            items,
-            kw,
-        );
-        let Some(grid_y) = self.batch_blocks(WHAT, n, lc.per) else {
-            return;
-        };
-        self.launch_shared(
-            WHAT,
-            lc.f,
-            (lc.grid_x, grid_y, 1),
-            lc.block,
-            lc.shared,
-            &[
-                Arg::Job(jq),
-                Arg::Job(jk),
-                Arg::Job(jv),
-                Arg::U64(xa),
-                Arg::I32(x.cols as i32),
-                Arg::I32(n as i32),
-                Arg::U64(g),
-                Arg::F32(eps),
-                Arg::U64(pos),
-                Arg::U64(freq),
-                Arg::I32(hd as i32),
-                Arg::I32(rope.n_rot as i32),
-                Arg::I32(i32::from(rope.style == RopeStyle::Neox)),
-                Arg::U64(self.addr(&kv.k)),
-                Arg::U64(self.addr(&kv.v)),
-                Arg::U64((at.layer * n_slots * width) as u64),
-                Arg::U64(sl),
-                Arg::I32(i32::from(l.dtype == KvType::F16)),
-                Arg::I32(kw as i32),
-            ],
-        );
+        // Items (RoPE pairs / row pairs) of Q, then K, then V, in runs of
+        // one weight type: each run is a launch of that type's kernel (Q4_K_M
+        // files store V as Q6_K, so Q+K and V are two launches), a function
+        // of the weights alone.
+        let (pq, pk) = (w.q.n_rows / 2, width / 2);
+        let mut runs: Vec<(usize, usize, i32, DType)> = Vec::with_capacity(3);
+        for (lo, hi, t, d) in [
+            (0, pq, jq.wtype, w.q.dtype),
+            (pq, pq + pk, jk.wtype, w.k.dtype),
+            (pq + pk, pq + 2 * pk, jv.wtype, w.v.dtype),
+        ] {
+            match runs.last_mut() {
+                Some(last) if last.2 == t => last.1 = hi,
+                _ => runs.push((lo, hi, t, d)),
+            }
+        }
+        for (item0, item1, t, dtype) in runs {
+            let lc = self.mv_launch(
+                Some(&self.k.mvq_qkv),
+                &self.k.mv_qkv,
+                n,
+                x.cols,
+                Some(t as usize),
+                item1 - item0,
+                warps_per_item(x.cols, dtype, item1 - item0, self.q8.sm_count),
+            );
+            let Some(grid_y) = self.batch_blocks(WHAT, n, lc.per) else {
+                return;
+            };
+            self.launch_shared(
+                WHAT,
+                lc.f,
+                (lc.grid_x, grid_y, 1),
+                lc.block,
+                lc.shared,
+                &[
+                    Arg::Job(jq),
+                    Arg::Job(jk),
+                    Arg::Job(jv),
+                    Arg::U64(xa),
+                    Arg::I32(x.cols as i32),
+                    Arg::I32(n as i32),
+                    Arg::U64(g),
+                    Arg::F32(eps),
+                    Arg::U64(pos),
+                    Arg::U64(freq),
+                    Arg::I32(hd as i32),
+                    Arg::I32(rope.n_rot as i32),
+                    Arg::I32(i32::from(rope.style == RopeStyle::Neox)),
+                    Arg::U64(self.addr(&kv.k)),
+                    Arg::U64(self.addr(&kv.v)),
+                    Arg::U64((at.layer * n_slots * width) as u64),
+                    Arg::U64(sl),
+                    Arg::I32(i32::from(l.dtype == KvType::F16)),
+                    Arg::I32(lc.kw as i32),
+                    Arg::I32(item0 as i32),
+                    Arg::I32(item1 as i32),
+                ],
+            );
+        }
     }
 
     /// `Backend::norm_gate_up_swiglu` as one `mv_swiglu` launch.
@@ -401,7 +440,7 @@ impl CudaBackend {
         ) else {
             return;
         };
-        let kw = warps_per_item(x.cols, w_gate.dtype);
+        let kw = warps_per_item(x.cols, w_gate.dtype, w_gate.n_rows, self.q8.sm_count);
         let l = self.mv_launch(
             Some(&self.k.mvq_swiglu),
             &self.k.mv_swiglu,
@@ -428,7 +467,7 @@ impl CudaBackend {
                 Arg::I32(n as i32),
                 Arg::U64(g),
                 Arg::F32(eps),
-                Arg::I32(kw as i32),
+                Arg::I32(l.kw as i32),
             ],
         );
     }

@@ -66,20 +66,41 @@ pub(crate) struct MvKernels {
     typed: Vec<(usize, [CudaFunction; 2])>,
 }
 
-/// Weight types with kernels of their own (`_<suffix>` in matvec.cu).
-const TYPED_MV: [(DType, &str); 4] = [
+/// Weight types with q8 kernels of their own (`_<suffix>` in matvec_q8.cu).
+const TYPED_Q8: [(DType, &str); 4] = [
     (DType::Q4_1, "q4_1"),
     (DType::Q4K, "q4_k"),
     (DType::Q6K, "q6_k"),
     (DType::Q8_0, "q8_0"),
 ];
 
+/// Weight types with f32-activation kernels of their own (`_<suffix>` in
+/// matvec.cu): the q8 ones, and the 16-bit floats (vector loads of 8
+/// values, so only for rows of a multiple of 8: see `MvKernels::pick`).
+const TYPED_MV: [(DType, &str); 6] = [
+    (DType::Q4_1, "q4_1"),
+    (DType::Q4K, "q4_k"),
+    (DType::Q6K, "q6_k"),
+    (DType::Q8_0, "q8_0"),
+    (DType::BF16, "bf16"),
+    (DType::F16, "f16"),
+];
+
 impl MvKernels {
-    /// The kernel for `n` batch rows of jobs whose weights are all of type
-    /// `code` (None: of several types), and the batch rows each block row
-    /// takes.
-    pub(crate) fn pick(&self, n: usize, code: Option<usize>) -> (&CudaFunction, usize) {
+    /// The kernel for `n` batch rows of `n_in` values against jobs whose
+    /// weights are all of type `code` (None: of several types), and the
+    /// batch rows each block row takes. A function of the weight (type and
+    /// row length) for the kernel's arithmetic, so batch-invariant.
+    pub(crate) fn pick(
+        &self,
+        n: usize,
+        n_in: usize,
+        code: Option<usize>,
+    ) -> (&CudaFunction, usize) {
+        let float16 =
+            |c: usize| [weight_code(DType::BF16), weight_code(DType::F16)].contains(&Some(c));
         let fs = code
+            .filter(|&c| !float16(c) || n_in.is_multiple_of(8))
             .and_then(|c| self.typed.iter().find(|(t, _)| *t == c))
             .map_or(&self.any, |(_, f)| f);
         if n == 1 { (&fs[0], 1) } else { (&fs[1], 8) }
@@ -457,9 +478,11 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         embed.push(f(&format!("embed_{n}"))?);
     }
     // `<name>_1_<type>` / `<name>_8_<type>` of each per-type kernel.
-    let typed = |name: &str| -> Result<Vec<(usize, [CudaFunction; 2])>, CudaError> {
-        let mut typed = Vec::with_capacity(TYPED_MV.len());
-        for (dtype, suffix) in TYPED_MV {
+    let typed = |name: &str,
+                 list: &[(DType, &str)]|
+     -> Result<Vec<(usize, [CudaFunction; 2])>, CudaError> {
+        let mut typed = Vec::with_capacity(list.len());
+        for &(dtype, suffix) in list {
             if let Some(code) = weight_code(dtype) {
                 typed.push((
                     code,
@@ -475,12 +498,12 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     let mv = |name: &str| -> Result<MvKernels, CudaError> {
         Ok(MvKernels {
             any: [f(&format!("{name}_1"))?, f(&format!("{name}_8"))?],
-            typed: typed(name)?,
+            typed: typed(name, &TYPED_MV)?,
         })
     };
     let q8 = |name: &str| -> Result<Q8Kernels, CudaError> {
         Ok(Q8Kernels {
-            typed: typed(name)?,
+            typed: typed(name, &TYPED_Q8)?,
         })
     };
     Ok(Kernels {

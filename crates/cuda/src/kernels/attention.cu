@@ -74,18 +74,30 @@ __device__ __forceinline__ void attention_body(
     __shared__ float s_p[ATT_SPAN];
     __shared__ float s_red[ATT_THREADS / 32];
     __shared__ float s_acc[ATT_THREADS * 8];
+    __shared__ u32 s_slot[ATT_SPAN];
 
-    pdl_wait_then_trigger();
+    // The positions and block tables were copied before this step's kernels
+    // ran, so they are read (and each key's cache slot looked up) before
+    // waiting for the previous kernel, which wrote q and this row's K/V.
     const int h = blockIdx.x, r = blockIdx.y, span = blockIdx.z;
     const int n_pos = (int)positions[r] + 1;
     const int n_spans = (n_pos + ATT_SPAN - 1) / ATT_SPAN;
-    if (span >= n_spans) return;
+    if (span >= n_spans) {
+        pdl_wait_then_trigger();
+        return;
+    }
     const int p0 = span * ATT_SPAN;
     const int n = min(ATT_SPAN, n_pos - p0);
     // A sliding window (window > 0) hides keys before `first`. Spans stay
     // anchored at key 0 (so the span count is the row's own); a span wholly
     // before the window contributes nothing: (max -inf, sum 0, zeros).
     const int first = window > 0 ? max(0, n_pos - window) : 0;
+    const u32* table = tables + table_start[r];
+    for (int i = threadIdx.x; i < n; i += ATT_THREADS) {
+        const int p = p0 + i;
+        if (p >= first) s_slot[i] = table[p / block_size] * block_size + p % block_size;
+    }
+    pdl_wait_then_trigger();
     if (p0 + n <= first) {
         float* sc = scratch + (((u64)r * n_heads + blockIdx.x) * max_spans + span) * (head_dim + 2);
         for (int d = threadIdx.x; d < head_dim + 2; d += ATT_THREADS)
@@ -93,7 +105,6 @@ __device__ __forceinline__ void attention_body(
         return;
     }
     const int kvh = h / (n_heads / n_kv_heads);
-    const u32* table = tables + table_start[r];
     const KV* kbase = kc + layer_off + (u64)kvh * head_dim;
     const KV* vbase = vc + layer_off + (u64)kvh * head_dim;
     const int t = threadIdx.x;
@@ -109,9 +120,7 @@ __device__ __forceinline__ void attention_body(
         if (i < n && p0 + i < first) {
             s_p[i] = NEG_INF;
         } else if (i < n) {
-            const int p = p0 + i;
-            const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
-            const KV* k = kbase + slot * row_width;
+            const KV* k = kbase + (u64)s_slot[i] * row_width;
             float dot = 0.0f;
 #pragma unroll 4
             for (int d0 = 0; d0 < head_dim; d0 += 8) {
@@ -125,6 +134,14 @@ __device__ __forceinline__ void attention_body(
             mloc = fmaxf(mloc, s);
         }
     }
+    // Weighted V: thread (g, c) sums chunk c of keys g, g + G, ...; its
+    // first V chunk is fetched now, while the block reduces the scores.
+    const int n_chunks = head_dim / 8;
+    const int groups = ATT_THREADS / n_chunks;
+    const int g = t / n_chunks, c = t % n_chunks;
+    float v_first[8];
+    if (g < groups && g < n && p0 + g >= first)
+        kv_load8(vbase + (u64)s_slot[g] * row_width + c * 8, v_first);
     const float m = block_max(mloc, s_red);
     float lsum = 0.0f;
 #pragma unroll
@@ -138,21 +155,20 @@ __device__ __forceinline__ void attention_body(
     }
     const float l = block_sum(lsum, s_red);  // (its barriers also publish s_p)
 
-    // Weighted V: thread (g, c) sums chunk c of keys g, g + G, ...
-    const int n_chunks = head_dim / 8;
-    const int groups = ATT_THREADS / n_chunks;
-    const int g = t / n_chunks, c = t % n_chunks;
     float acc[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) acc[j] = 0.0f;
     if (g < groups) {
 #pragma unroll 4
         for (int i = g; i < n; i += groups) {
-            const int p = p0 + i;
-            if (p < first) continue;
-            const u64 slot = (u64)table[p / block_size] * block_size + p % block_size;
+            if (p0 + i < first) continue;
             float v8[8];
-            kv_load8(vbase + slot * row_width + c * 8, v8);
+            if (i == g) {
+#pragma unroll
+                for (int j = 0; j < 8; j++) v8[j] = v_first[j];
+            } else {
+                kv_load8(vbase + (u64)s_slot[i] * row_width + c * 8, v8);
+            }
             const float w = s_p[i];
 #pragma unroll
             for (int j = 0; j < 8; j++) acc[j] += w * v8[j];

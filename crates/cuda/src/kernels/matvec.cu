@@ -37,6 +37,11 @@
 #ifndef SMELT_UNITS_Q6
 #define SMELT_UNITS_Q6 1
 #endif
+// F16 / BF16 units are 16 bytes (8 values). H200, 8B BF16 decode: 2 units
+// 225 tok/s, 4 units 213, 8 units 188.
+#ifndef SMELT_UNITS_F16
+#define SMELT_UNITS_F16 2
+#endif
 
 // One weight of a launch and where its results go.
 struct MvJob {
@@ -162,7 +167,10 @@ __device__ __forceinline__ void dot_rows_sel(int tid, int nt, int t, const u8* r
     if constexpr (TT < 0) {
         dot_rows_any<NR>(tid, nt, t, ra, rb, x, n_in, nv, g, a, b, ss);
     } else {
-        constexpr int UW = NR != 1 ? 1 : (TT == W_Q6_K ? SMELT_UNITS_Q6 : SMELT_UNITS);
+        constexpr int UW = NR != 1 ? 1
+                           : TT == W_Q6_K                  ? SMELT_UNITS_Q6
+                           : (TT == W_BF16 || TT == W_F16) ? SMELT_UNITS_F16
+                                                           : SMELT_UNITS;
         dot_rows_units<TT, NR, UW>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss);
     }
 }
@@ -393,10 +401,11 @@ __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const 
                                             const u32* positions, const float* inv_freq,
                                             int head_dim, int n_rot, int neox, void* kc,
                                             void* vc, u64 layer_off, const u32* slots,
-                                            int kv_f16, int kw) {
+                                            int kv_f16, int kw, int item0, int item1) {
     const Item it = item_of(kw);
     const int r0 = blockIdx.y * NR;
-    const QkvItem q = qkv_item(jq, jk, jv, it.index, head_dim, n_rot, neox);
+    QkvItem q = qkv_item(jq, jk, jv, item0 + it.index, head_dim, n_rot, neox);
+    q.active = q.active && item0 + it.index < item1;
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
     item_dots<TT, NR, true>(it, kw, q.active, q.w + (u64)q.ra * q.row_bytes, q.wtype,
@@ -451,9 +460,10 @@ __device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* 
         mv_qkv_##NR##SUFFIX(MvJob jq, MvJob jk, MvJob jv, const float* x, int n_in, int n,       \
                             const float* g, float eps, const u32* positions,                     \
                             const float* inv_freq, int head_dim, int n_rot, int neox, void* kc,  \
-                            void* vc, u64 layer_off, const u32* slots, int kv_f16, int kw) {     \
+                            void* vc, u64 layer_off, const u32* slots, int kv_f16, int kw,       \
+                            int item0, int item1) {                                              \
         mv_qkv_body<TT, NR>(jq, jk, jv, x, n_in, n, g, eps, positions, inv_freq, head_dim,       \
-                            n_rot, neox, kc, vc, layer_off, slots, kv_f16, kw);                  \
+                            n_rot, neox, kc, vc, layer_off, slots, kv_f16, kw, item0, item1);    \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MV_WARPS * 32)                                  \
         mv_swiglu_##NR##SUFFIX(MvJob jg, MvJob ju, const float* x, int n_in, int n,              \
@@ -471,3 +481,7 @@ SMELT_MV_KERNELS(1, _q6_k, W_Q6_K)
 SMELT_MV_KERNELS(8, _q6_k, W_Q6_K)
 SMELT_MV_KERNELS(1, _q8_0, W_Q8_0)
 SMELT_MV_KERNELS(8, _q8_0, W_Q8_0)
+SMELT_MV_KERNELS(1, _bf16, W_BF16)
+SMELT_MV_KERNELS(8, _bf16, W_BF16)
+SMELT_MV_KERNELS(1, _f16, W_F16)
+SMELT_MV_KERNELS(8, _f16, W_F16)

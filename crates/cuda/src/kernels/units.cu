@@ -256,6 +256,41 @@ template <> struct Unit<W_Q8_0> {
     }
 };
 
+// F16 and BF16: 8 values (16 bytes, one vector load) per unit, for rows
+// whose length is a multiple of 8 (the typed kernels are picked only then;
+// other rows take `dequant8`). Each value converts exactly to f32; the sum
+// runs over the 8 values in order, as `dot8`.
+template <int T> struct FloatUnit {
+    static const int VALUES = 8;
+    struct Raw { uint4 q; };
+    static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
+        r.q = *(const uint4*)(row + (u64)idx * 16);
+    }
+    // The two values of word w.
+    static __device__ __forceinline__ float lo(u32 w) {
+        return T == W_BF16 ? __uint_as_float(w << 16) : half_to_float((u16)(w & 0xFFFF));
+    }
+    static __device__ __forceinline__ float hi(u32 w) {
+        return T == W_BF16 ? __uint_as_float(w & 0xFFFF0000u) : half_to_float((u16)(w >> 16));
+    }
+    static __device__ __forceinline__ float dot8w(const uint4& q, const float4& x0, const float4& x1) {
+        return lo(q.x) * x0.x + hi(q.x) * x0.y + lo(q.y) * x0.z + hi(q.y) * x0.w +
+               lo(q.z) * x1.x + hi(q.z) * x1.y + lo(q.w) * x1.z + hi(q.w) * x1.w;
+    }
+    static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
+        const float* xl = x + (u64)idx * 8;
+        const float* gl = g ? g + (u64)idx * 8 : nullptr;
+        const float4 x0 = x4(xl, gl, ss);
+        const float4 x1 = x4(xl + 4, gl ? gl + 4 : nullptr, ss);
+        a += dot8w(A.q, x0, x1);
+        if (two) b += dot8w(B.q, x0, x1);
+    }
+};
+template <> struct Unit<W_BF16> : FloatUnit<W_BF16> {};
+template <> struct Unit<W_F16> : FloatUnit<W_F16> {};
+
 // Per-thread partial sums as `dot_rows` (matvec.cu), one unit per thread at
 // a time, U units per thread loaded before the first is used. Units tid,
 // tid + nt, ...: nt is a multiple of 32, so a thread's units are all at the
