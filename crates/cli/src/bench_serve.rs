@@ -139,19 +139,21 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
     drop(server);
     let levels = result?;
 
-    println!(
+    outln!(
         "\nsmelt bench-serve {}: prompt {} tokens, output {} tokens per request",
-        args.model, args.prompt_tokens, args.gen_tokens
+        args.model,
+        args.prompt_tokens,
+        args.gen_tokens
     );
-    println!(
+    outln!(
         "| streams | requests | output tok/s | TTFT p50 (ms) | TTFT p99 (ms) | ms/token p50 | decode tok/s | engine busy | forward share |"
     );
-    println!(
+    outln!(
         "|--------:|---------:|-------------:|--------------:|--------------:|-------------:|-------------:|------------:|--------------:|"
     );
     for l in &levels {
         let wall = l.wall.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "| {} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} % | {:.0} % |",
             l.concurrency,
             l.requests,
@@ -166,7 +168,7 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
     }
     if let Some(one) = levels.iter().find(|l| l.concurrency == 1) {
         for l in levels.iter().filter(|l| l.concurrency > 1) {
-            println!(
+            outln!(
                 "{} streams: output {:.2}x, decode {:.2}x the single-stream rate",
                 l.concurrency,
                 l.tok_per_s() / one.tok_per_s().max(1e-9),

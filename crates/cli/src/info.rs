@@ -38,18 +38,22 @@ fn human(bytes: u64) -> String {
 
 /// The config lines both formats print.
 fn print_config(c: &ModelConfig, tied: bool) {
-    println!("architecture:  {}", c.arch.name());
-    println!("context:       {} tokens (trained)", c.context_length);
-    println!("vocab:         {}", c.vocab_size);
-    println!(
+    outln!("architecture:  {}", c.arch.name());
+    outln!("context:       {} tokens (trained)", c.context_length);
+    outln!("vocab:         {}", c.vocab_size);
+    outln!(
         "layers:        {}   width {}   ffn {}",
-        c.n_layers, c.d_model, c.d_ff
+        c.n_layers,
+        c.d_model,
+        c.d_ff
     );
-    println!(
+    outln!(
         "attention:     {} heads, {} kv heads, head dim {}",
-        c.n_heads, c.n_kv_heads, c.head_dim
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim
     );
-    println!(
+    outln!(
         "rope:          {:?}, base {}, {} dims, scale {}{}",
         c.rope_style,
         c.rope_base,
@@ -67,10 +71,10 @@ fn print_config(c: &ModelConfig, tied: bool) {
         .map(|w| w.map_or("global".to_string(), |w| w.to_string()))
         .collect();
     if c.layer_windows.iter().any(Option::is_some) {
-        println!("windows:       {}", windows.join(" "));
+        outln!("windows:       {}", windows.join(" "));
     }
-    println!("rms eps:       {:e}", c.rms_eps);
-    println!(
+    outln!("rms eps:       {:e}", c.rms_eps);
+    outln!(
         "output:        {}",
         if tied {
             "tied to token_embd"
@@ -86,17 +90,17 @@ fn info_hf(dir: &Path, tensors: bool, metadata: bool) -> Result<(), String> {
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.display());
     let (config, source) = HfSource::open_dir(dir).map_err(|e| at(&e))?;
     let list = source.hf_tensors();
-    println!("directory:     {} (Hugging Face)", dir.display());
+    outln!("directory:     {} (Hugging Face)", dir.display());
     let tied = !list.iter().any(|(n, _, _)| n == "lm_head.weight");
     print_config(&config, tied);
     if dir.join(TOKENIZER_JSON).is_file() {
         let text = HfTextConfig::from_dir(dir).map_err(|e| e.to_string())?;
-        println!(
+        outln!(
             "tokenizer:     {} tokens, end of generation {:?}",
             text.tokenizer.vocab_size(),
             text.tokenizer.end_of_generation_ids()
         );
-        println!(
+        outln!(
             "chat template: {}",
             if text.chat_template.is_some() {
                 "yes"
@@ -105,7 +109,7 @@ fn info_hf(dir: &Path, tensors: bool, metadata: bool) -> Result<(), String> {
             }
         );
     } else {
-        println!("tokenizer:     none ({TOKENIZER_JSON} is missing: cannot run)");
+        outln!("tokenizer:     none ({TOKENIZER_JSON} is missing: cannot run)");
     }
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     let n_elems = |shape: &[usize]| shape.iter().product::<usize>() as u64;
@@ -115,13 +119,13 @@ fn info_hf(dir: &Path, tensors: bool, metadata: bool) -> Result<(), String> {
         e.1 += n_elems(shape);
     }
     let total: u64 = list.iter().map(|(_, _, s)| n_elems(s)).sum();
-    println!(
+    outln!(
         "tensors:       {} ({:.1} M parameters)",
         list.len(),
         total as f64 / 1e6
     );
     for (ty, (n, elems)) in &by_type {
-        println!(
+        outln!(
             "  {ty:<6} {n:>4} tensors {:>8.1} M values",
             *elems as f64 / 1e6
         );
@@ -129,15 +133,15 @@ fn info_hf(dir: &Path, tensors: bool, metadata: bool) -> Result<(), String> {
     if metadata {
         let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| at(&e))?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(&e))?;
-        println!("config.json:");
+        outln!("config.json:");
         for (k, v) in json.as_object().into_iter().flatten() {
-            println!("  {k} = {v}");
+            outln!("  {k} = {v}");
         }
     }
     if tensors {
-        println!("tensor list:");
+        outln!("tensor list:");
         for (name, dtype, shape) in &list {
-            println!("  {name:<48} {:<6} {shape:?}", dtype.name());
+            outln!("  {name:<48} {:<6} {shape:?}", dtype.name());
         }
     }
     Ok(())
@@ -149,31 +153,31 @@ pub fn info(model: &str, tensors: bool, metadata: bool) -> Result<(), String> {
         return info_hf(&path, tensors, metadata);
     }
     let file = GgufFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!(
+    outln!(
         "file:          {} ({}, GGUF v{})",
         path.display(),
         human(file.bytes().len() as u64),
         file.version()
     );
-    println!(
+    outln!(
         "name:          {}",
         file.get_str("general.name").unwrap_or("(unnamed)")
     );
     match ModelConfig::from_gguf(&file) {
         Ok(c) => print_config(&c, file.tensor("output.weight").is_none()),
-        Err(e) => println!(
+        Err(e) => outln!(
             "architecture:  {} (cannot run: {e})",
             file.get_str("general.architecture").unwrap_or("?")
         ),
     }
-    println!(
+    outln!(
         "tokenizer:     {} (pre: {}), {} tokens",
         file.get_str("tokenizer.ggml.model").unwrap_or("none"),
         file.get_str("tokenizer.ggml.pre").unwrap_or("-"),
         file.get_array("tokenizer.ggml.tokens")
             .map_or(0, |a| a.len())
     );
-    println!(
+    outln!(
         "chat template: {}",
         if file.get("tokenizer.chat_template").is_some() {
             "yes"
@@ -190,7 +194,7 @@ pub fn info(model: &str, tensors: bool, metadata: bool) -> Result<(), String> {
     }
     let total_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
     let total_bytes: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
-    println!(
+    outln!(
         "tensors:       {} ({:.1} M parameters, {}, {:.2} bits/weight)",
         file.tensors().len(),
         total_params as f64 / 1e6,
@@ -198,22 +202,22 @@ pub fn info(model: &str, tensors: bool, metadata: bool) -> Result<(), String> {
         total_bytes as f64 * 8.0 / total_params.max(1) as f64
     );
     for (ty, (n, bytes, elems)) in &by_type {
-        println!(
+        outln!(
             "  {ty:<6} {n:>4} tensors {:>10} {:>8.1} M values",
             human(*bytes),
             *elems as f64 / 1e6
         );
     }
     if metadata {
-        println!("metadata:");
+        outln!("metadata:");
         for (k, v) in file.metadata() {
-            println!("  {k} = {}", short(v));
+            outln!("  {k} = {}", short(v));
         }
     }
     if tensors {
-        println!("tensor list:");
+        outln!("tensor list:");
         for t in file.tensors() {
-            println!(
+            outln!(
                 "  {:<32} {:<6} {:?} {}",
                 t.name,
                 t.dtype.name(),

@@ -1,5 +1,18 @@
 //! `smelt`: run, chat with and inspect local language models.
 
+/// `println!` for command output: a closed pipe (`smelt info | head`)
+/// ends the output quietly instead of panicking, and the command finishes.
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod args;
 mod bench;
 mod bench_serve;

@@ -458,13 +458,13 @@ fn print_running(out: &mut impl Write, chunk: usize, r: &Report, kl: bool) {
 fn print_final(r: &Report, kl: bool) {
     let (ppl, ppl_err) = r.nll.exp_with_stderr();
     if !kl {
-        println!("Final estimate: PPL = {ppl:.4} +/- {ppl_err:.5}");
+        outln!("Final estimate: PPL = {ppl:.4} +/- {ppl_err:.5}");
         return;
     }
     let (base, base_err) = r.base_nll.exp_with_stderr();
-    println!("Mean PPL(Q)    : {ppl:.6} ± {ppl_err:.6}");
-    println!("Mean PPL(base) : {base:.6} ± {base_err:.6}");
-    println!(
+    outln!("Mean PPL(Q)    : {ppl:.6} ± {ppl_err:.6}");
+    outln!("Mean PPL(base) : {base:.6} ± {base_err:.6}");
+    outln!(
         "Mean KLD       : {:.6} ± {:.6}",
         r.kld.mean(),
         r.kld.stderr()
@@ -476,8 +476,8 @@ fn print_final(r: &Report, kl: bool) {
     } else {
         0.0
     };
-    println!("Same top p     : {:.3} ± {:.3} %", 100.0 * p, 100.0 * p_err);
-    println!("Predictions    : {n}");
+    outln!("Same top p     : {:.3} ± {:.3} %", 100.0 * p, 100.0 * p_err);
+    outln!("Predictions    : {n}");
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod measure;
 mod report;
 mod system;
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
@@ -393,9 +394,9 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         peak_rss_bytes,
     };
     if args.json {
-        print!("{}", report.json().pretty());
+        let _ = write!(std::io::stdout(), "{}", report.json().pretty());
     } else {
-        print!("{}", report.table());
+        let _ = write!(std::io::stdout(), "{}", report.table());
     }
     Ok(())
 }
