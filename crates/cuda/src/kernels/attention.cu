@@ -70,7 +70,6 @@ __device__ __forceinline__ void attention_body(
     const u32* positions, const u32* table_start, const u32* tables, int block_size,
     int n_heads, int n_kv_heads, int head_dim, float scale, int window, float* out,
     int out_cols, float* scratch, int max_spans) {
-    __shared__ float s_q[256];
     __shared__ float s_p[ATT_SPAN];
     __shared__ float s_red[ATT_THREADS / 32];
     __shared__ float s_acc[ATT_THREADS * 8];
@@ -97,6 +96,7 @@ __device__ __forceinline__ void attention_body(
         const int p = p0 + i;
         if (p >= first) s_slot[i] = table[p / block_size] * block_size + p % block_size;
     }
+    __syncthreads();
     pdl_wait_then_trigger();
     if (p0 + n <= first) {
         float* sc = scratch + (((u64)r * n_heads + blockIdx.x) * max_spans + span) * (head_dim + 2);
@@ -109,8 +109,16 @@ __device__ __forceinline__ void attention_body(
     const KV* vbase = vc + layer_off + (u64)kvh * head_dim;
     const int t = threadIdx.x;
 
-    for (int d = t; d < head_dim; d += ATT_THREADS) s_q[d] = q[(u64)r * q_cols + h * head_dim + d];
-    __syncthreads();
+    // q is read from global memory by every thread (one cached line for the
+    // block), so its loads, the K loads and the first V chunk's are all in
+    // flight together after the wait.
+    const float* qr = q + (u64)r * q_cols + h * head_dim;
+    const int n_chunks = head_dim / 8;
+    const int groups = ATT_THREADS / n_chunks;
+    const int g = t / n_chunks, c = t % n_chunks;
+    float v_first[8];
+    if (g < groups && g < n && p0 + g >= first)
+        kv_load8(vbase + (u64)s_slot[g] * row_width + c * 8, v_first);
 
     // Scores: keys t, t + ATT_THREADS, ...
     float mloc = NEG_INF;
@@ -126,22 +134,18 @@ __device__ __forceinline__ void attention_body(
             for (int d0 = 0; d0 < head_dim; d0 += 8) {
                 float kv8[8];
                 kv_load8(k + d0, kv8);
+                const float4 qa = *(const float4*)(qr + d0), qb = *(const float4*)(qr + d0 + 4);
+                const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
-                for (int j = 0; j < 8; j++) dot += s_q[d0 + j] * kv8[j];
+                for (int j = 0; j < 8; j++) dot += qv[j] * kv8[j];
             }
             const float s = dot * scale;
             s_p[i] = s;
             mloc = fmaxf(mloc, s);
         }
     }
-    // Weighted V: thread (g, c) sums chunk c of keys g, g + G, ...; its
-    // first V chunk is fetched now, while the block reduces the scores.
-    const int n_chunks = head_dim / 8;
-    const int groups = ATT_THREADS / n_chunks;
-    const int g = t / n_chunks, c = t % n_chunks;
-    float v_first[8];
-    if (g < groups && g < n && p0 + g >= first)
-        kv_load8(vbase + (u64)s_slot[g] * row_width + c * 8, v_first);
+    // Weighted V: thread (g, c) sums chunk c of keys g, g + G, ... (its
+    // first chunk fetched above).
     const float m = block_max(mloc, s_red);
     float lsum = 0.0f;
 #pragma unroll
