@@ -28,9 +28,13 @@ use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
 use crate::{CudaBackend, weight_code};
 
-/// Output tile of the GEMM kernel (`GB_M`, `GB_N` in gemm.cu) and its threads.
+/// Output tile of the GEMM kernels (`GB_M` and `BN` in gemm.cu) and their
+/// threads. The narrow tiles are for products whose wide tiles would leave
+/// SMs idle; the tile changes only which block computes an output, not how
+/// (the same k tiles in the same order), so the choice may follow the
+/// batch without breaking batch invariance.
 const GEMM_M: u32 = 64;
-const GEMM_N: u32 = 128;
+const GEMM_N: [u32; 2] = [128, 64];
 const GEMM_THREADS: u32 = 256;
 
 /// Which rows of the current step want logits.
@@ -125,7 +129,10 @@ impl CudaBackend {
             self.fail(format!("{what}: the GPU cannot read {} weights", w.dtype));
             return;
         };
-        let grid_y = blocks(w.n_rows, GEMM_N);
+        let grid_x = blocks(m, GEMM_M);
+        let wide = grid_x * blocks(w.n_rows, GEMM_N[0]) >= self.sm_count();
+        let tile = usize::from(!wide);
+        let grid_y = blocks(w.n_rows, GEMM_N[tile]);
         if !self.ensure(grid_y as usize <= MAX_GRID_Y, || {
             format!("{what}: {} weight rows is too many", w.n_rows)
         }) {
@@ -133,8 +140,8 @@ impl CudaBackend {
         }
         self.launch(
             what,
-            &self.k.gemm[code],
-            (blocks(m, GEMM_M), grid_y, 1),
+            &self.k.gemm[code][tile],
+            (grid_x, grid_y, 1),
             GEMM_THREADS,
             &[
                 Arg::U64(self.addr(&w.bytes)),

@@ -146,8 +146,8 @@ struct Kernels {
     /// Embedding lookup per weight type, indexed by [`weight_code`].
     embed: Vec<CudaFunction>,
     /// The bulk rows' tensor-core product per weight type (gemm.cu),
-    /// indexed by [`weight_code`].
-    gemm: Vec<CudaFunction>,
+    /// indexed by [`weight_code`]: 128- and 64-wide output tiles.
+    gemm: Vec<[CudaFunction; 2]>,
     mvq_plain: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
@@ -464,6 +464,11 @@ impl CudaBackend {
         self.bulk
     }
 
+    /// Streaming multiprocessors of the GPU.
+    pub(crate) fn sm_count(&self) -> u32 {
+        self.q8.sm_count
+    }
+
     pub fn pdl(&self) -> bool {
         self.queue.pdl()
     }
@@ -479,7 +484,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     let mut gemm = Vec::with_capacity(WEIGHT_TYPES.len());
     for (_, n) in WEIGHT_TYPES {
         embed.push(f(&format!("embed_{n}"))?);
-        gemm.push(f(&format!("gemm_{n}"))?);
+        gemm.push([f(&format!("gemm_{n}"))?, f(&format!("gemm_{n}_n64"))?]);
     }
     // `<name>_1_<type>` / `<name>_8_<type>` of each per-type kernel.
     let typed = |name: &str| -> Result<Vec<(usize, [CudaFunction; 2])>, CudaError> {

@@ -665,6 +665,51 @@ fn bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec() {
     }
 }
 
+/// Wide steps take 128-wide output tiles, narrow ones 64-wide (bulk.rs):
+/// the tile decides only which block computes an output, so a row gives
+/// the same bits either way, and both match the reference.
+#[test]
+fn bulk_rows_are_the_same_with_wide_and_narrow_tiles() {
+    let Some(cuda) = backend("bulk_rows_are_the_same_with_wide_and_narrow_tiles") else {
+        return;
+    };
+    let mut rng = TestRng::new(96);
+    // 8 x 33 blocks of 64 x 128: wide on a GPU of up to 264 SMs.
+    let (n, n_in, n_out) = (512, 256, 4224);
+    for dtype in [DType::Q4K, DType::BF16] {
+        let w = random_weight(&mut rng, dtype, n_in, n_out);
+        let wc = place(&cuda, &w);
+        let x = rng.buf(n, n_in);
+        let run = |x: &HostBuf| {
+            let xc = cuda.upload(x);
+            let mut o = cuda.alloc(x.rows, n_out);
+            step(&cuda, &[], x.rows);
+            cuda.matmul(&xc, &wc, &mut o);
+            let out = cuda.download(&o);
+            finish(&cuda, "wide tiles");
+            out
+        };
+        let all = run(&x);
+        let mut want = HostBuf::zeros(n, n_out);
+        ReferenceBackend.matmul(&x, &w, &mut want);
+        assert_close(
+            &format!("{dtype} wide tiles"),
+            &all.data,
+            &want.data,
+            &dot_scales(&w, &x),
+            1e-5,
+        );
+        for r in [0, 200, 511] {
+            let one = run(&x.gather(&[r]));
+            assert_eq!(
+                one.data,
+                all.row(r),
+                "{dtype}: row {r} alone (narrow tiles)"
+            );
+        }
+    }
+}
+
 /// Outside a step (or in a step of another row count, or with bulk off)
 /// every row takes the matrix-vector path.
 #[test]
