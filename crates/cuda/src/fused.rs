@@ -4,10 +4,10 @@
 //! the SwiGLU block input (`mv_swiglu`), and the greedy argmax. The kernels
 //! are in kernels/matvec.cu, kernels/units.cu and kernels/ops.cu.
 
+use std::ops::Range;
+
 use smelt_backend::{AttnGeometry, Backend, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 use smelt_tensor::DType;
-
-use std::ops::Range;
 
 use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
 use crate::launch::Arg;
@@ -165,9 +165,6 @@ impl CudaBackend {
         rows: Range<usize>,
     ) {
         let n = rows.len();
-        if n == 0 {
-            return;
-        }
         if !self.ensure(
             x.cols == w.row_len && out.rows == x.rows && rows.end <= x.rows && out.cols == w.n_rows,
             || {
@@ -248,9 +245,6 @@ impl CudaBackend {
         const WHAT: &str = "norm_qkv_rope_store";
         let l = kv.layout;
         let (n, hd) = (x.rows, geom.head_dim);
-        if rows.is_empty() {
-            return;
-        }
         let width = l.row_width();
         let n_slots = l.n_blocks * l.block_size;
         let ok = [w.q, w.k, w.v].iter().all(|m| m.row_len == x.cols)
@@ -386,9 +380,6 @@ impl CudaBackend {
     ) {
         const WHAT: &str = "norm_gate_up_swiglu";
         let n = rows.len();
-        if n == 0 {
-            return;
-        }
         if !self.ensure(
             w_gate.row_len == x.cols
                 && w_up.row_len == x.cols
