@@ -423,6 +423,19 @@ pub trait Backend: Send + Sync {
             .collect()
     }
 
+    /// Called by the model at the start of every step of `n_rows` rows with
+    /// the rows whose logits the step wants (`Batch::logits_rows`). Until
+    /// the next call, the step's operations on buffers of `n_rows` rows may
+    /// compute the other rows ("bulk rows": prompt tokens whose logits
+    /// nobody reads) on a faster path whose results differ from the
+    /// logits rows' in the last bits, as long as each row's path and
+    /// arithmetic depend only on that row (batch invariance). The CUDA
+    /// backend runs bulk rows on tensor cores and logits rows on its
+    /// matrix-vector kernels. Exact backends ignore it (the default).
+    fn begin_step(&self, logits_rows: &[usize], n_rows: usize) {
+        let _ = (logits_rows, n_rows);
+    }
+
     /// Waits for the queued work of a step and reports the first error an
     /// operation met. The operations above return nothing: a device backend
     /// runs them asynchronously and keeps its first failure (a launch error,

@@ -140,6 +140,11 @@ pub(crate) fn blocks(n: usize, per: u32) -> u32 {
     n.div_ceil(per as usize) as u32
 }
 
+/// The device address of row `r` of `buf`, whose data starts at `base`.
+pub(crate) fn row_at(base: u64, buf: &CudaBuf, r: usize) -> u64 {
+    base + (r * buf.cols * std::mem::size_of::<f32>()) as u64
+}
+
 impl CudaBackend {
     /// The address of a buffer's data, if it has any.
     pub(crate) fn buf_addr(&self, b: &CudaBuf) -> Option<u64> {
@@ -429,7 +434,13 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, x: &CudaBuf, w: &CudaWeight, out: &mut CudaBuf) {
-        self.mv_plain("matmul", x, w, None, out, MvOut::Write);
+        for run in self.row_runs(x.rows) {
+            if run.bulk {
+                self.bulk_matmul("matmul", x, w, out, run.rows, false);
+            } else {
+                self.mv_plain("matmul", x, w, None, out, MvOut::Write, run.rows);
+            }
+        }
     }
 
     fn add_bias(&self, x: &mut CudaBuf, bias: &CudaWeight) {
@@ -653,7 +664,8 @@ impl Backend for CudaBackend {
         jobs: &mut [(&CudaWeight, &mut CudaBuf)],
     ) {
         for (w, out) in jobs.iter_mut() {
-            // The model's final norm and output projection.
+            // The model's final norm and output projection: the logits,
+            // always on the matrix-vector kernels.
             self.mv_plain(
                 "rms_norm_matmuls",
                 x,
@@ -661,12 +673,19 @@ impl Backend for CudaBackend {
                 Some((norm, eps)),
                 out,
                 MvOut::Logits,
+                0..x.rows,
             );
         }
     }
 
     fn matmul_add(&self, x: &CudaBuf, w: &CudaWeight, _t: &mut CudaBuf, acc: &mut CudaBuf) {
-        self.mv_plain("matmul_add", x, w, None, acc, MvOut::Add);
+        for run in self.row_runs(x.rows) {
+            if run.bulk {
+                self.bulk_matmul("matmul_add", x, w, acc, run.rows, true);
+            } else {
+                self.mv_plain("matmul_add", x, w, None, acc, MvOut::Add, run.rows);
+            }
+        }
     }
 
     fn norm_qkv_rope_store(
@@ -678,9 +697,25 @@ impl Backend for CudaBackend {
         rope: &RopeParams,
         kv: &mut CudaKv,
         at: &KvWrite<'_>,
-        [_h, q, _k, _v]: [&mut CudaBuf; 4],
+        [h, q, k, v]: [&mut CudaBuf; 4],
     ) {
-        self.qkv_fused(x, w, eps, geom, rope, kv, at, q);
+        for run in self.row_runs(x.rows) {
+            if run.bulk {
+                self.bulk_qkv(
+                    x,
+                    w,
+                    eps,
+                    geom,
+                    rope,
+                    kv,
+                    at,
+                    [&mut *h, &mut *q, &mut *k, &mut *v],
+                    run.rows,
+                );
+            } else {
+                self.qkv_fused(x, w, eps, geom, rope, kv, at, q, run.rows);
+            }
+        }
     }
 
     fn norm_gate_up_swiglu(
@@ -690,11 +725,24 @@ impl Backend for CudaBackend {
         eps: f32,
         w_gate: &CudaWeight,
         w_up: &CudaWeight,
-        _h: &mut CudaBuf,
+        h: &mut CudaBuf,
         gate: &mut CudaBuf,
-        _up: &mut CudaBuf,
+        up: &mut CudaBuf,
     ) {
-        self.gate_up_swiglu_fused(x, norm, eps, w_gate, w_up, gate);
+        for run in self.row_runs(x.rows) {
+            if run.bulk {
+                self.bulk_gate_up(
+                    x,
+                    norm,
+                    eps,
+                    [w_gate, w_up],
+                    [&mut *h, &mut *gate, &mut *up],
+                    run.rows,
+                );
+            } else {
+                self.gate_up_swiglu_fused(x, norm, eps, w_gate, w_up, gate, run.rows);
+            }
+        }
     }
 
     fn argmax_rows(&self, x: &CudaBuf) -> Vec<u32> {
@@ -705,7 +753,14 @@ impl Backend for CudaBackend {
         self.top_k_on_device(x, k)
     }
 
+    fn begin_step(&self, logits_rows: &[usize], n_rows: usize) {
+        self.set_step_rows(logits_rows, n_rows);
+    }
+
     fn finish(&self) -> Result<(), BackendError> {
+        // The step is over: later operations take the matrix-vector path
+        // for every row until the next `begin_step`.
+        self.clear_step_rows();
         self.queue.flush();
         let sync = self.queue.stream.synchronize();
         let sticky = self.queue.ctx.check_err();

@@ -4,10 +4,12 @@
 //! the SwiGLU block input (`mv_swiglu`), and the greedy argmax. The kernels
 //! are in kernels/matvec.cu, kernels/units.cu and kernels/ops.cu.
 
+use std::ops::Range;
+
 use smelt_backend::{AttnGeometry, Backend, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 use smelt_tensor::DType;
 
-use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks};
+use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
 use crate::launch::Arg;
 use crate::meta::Meta;
 use crate::queue::MvJob;
@@ -171,7 +173,9 @@ impl CudaBackend {
             .then_some(y as u32)
     }
 
-    /// `out (+)= W · x`, x first RMS-normed with `norm` if given.
+    /// `out (+)= W · x`, x first RMS-normed with `norm` if given, for the
+    /// batch rows `rows` (bulk.rs runs the others on tensor cores).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn mv_plain(
         &self,
         what: &'static str,
@@ -180,10 +184,11 @@ impl CudaBackend {
         norm: Option<(&CudaWeight, f32)>,
         out: &mut CudaBuf,
         mode: MvOut,
+        rows: Range<usize>,
     ) {
-        let n = x.rows;
+        let n = rows.len();
         if !self.ensure(
-            x.cols == w.row_len && out.rows == n && out.cols == w.n_rows,
+            x.cols == w.row_len && out.rows == x.rows && rows.end <= x.rows && out.cols == w.n_rows,
             || {
                 format!(
                     "{what}: x {}×{}, weight {}×{}, out {}×{}",
@@ -203,6 +208,7 @@ impl CudaBackend {
         let Some([xa, oa]) = self.addrs([x, out]) else {
             return;
         };
+        let (xa, oa) = (row_at(xa, x, rows.start), row_at(oa, out, rows.start));
         let Some(job) = self.mv_job(what, w, oa, None) else {
             return;
         };
@@ -256,6 +262,7 @@ impl CudaBackend {
         kv: &mut CudaKv,
         at: &KvWrite<'_>,
         q: &mut CudaBuf,
+        rows: Range<usize>,
     ) {
         const WHAT: &str = "norm_qkv_rope_store";
         let l = kv.layout;
@@ -276,6 +283,7 @@ impl CudaBackend {
             && (q.rows, q.cols) == (n, w.q.n_rows)
             && at.positions.len() == n
             && at.slots.len() == n
+            && rows.end <= n
             && at.layer < l.n_layers
             && at.slots.iter().all(|&s| (s as usize) < n_slots);
         if !self.ensure(ok, || {
@@ -313,6 +321,8 @@ impl CudaBackend {
         let Some([xa, qa]) = self.addrs([x, q]) else {
             return;
         };
+        let (xa, qa) = (row_at(xa, x, rows.start), row_at(qa, q, rows.start));
+        let (n, r0) = (rows.len(), 4 * rows.start as u64);
         let (Some(jq), Some(jk), Some(jv)) = (
             self.mv_job(WHAT, w.q, qa, w.q_bias),
             self.mv_job(WHAT, w.k, 0, w.k_bias),
@@ -377,7 +387,7 @@ impl CudaBackend {
                     Arg::I32(n as i32),
                     Arg::U64(g),
                     Arg::F32(eps),
-                    Arg::U64(pos),
+                    Arg::U64(pos + r0),
                     Arg::U64(freq),
                     Arg::I32(hd as i32),
                     Arg::I32(rope.n_rot as i32),
@@ -385,7 +395,7 @@ impl CudaBackend {
                     Arg::U64(self.addr(&kv.k)),
                     Arg::U64(self.addr(&kv.v)),
                     Arg::U64((at.layer * n_slots * width) as u64),
-                    Arg::U64(sl),
+                    Arg::U64(sl + r0),
                     Arg::I32(i32::from(l.dtype == KvType::F16)),
                     Arg::I32(lc.kw as i32),
                     Arg::I32(item0 as i32),
@@ -396,6 +406,7 @@ impl CudaBackend {
     }
 
     /// `Backend::norm_gate_up_swiglu` as one `mv_swiglu` launch.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn gate_up_swiglu_fused(
         &self,
         x: &CudaBuf,
@@ -404,14 +415,16 @@ impl CudaBackend {
         w_gate: &CudaWeight,
         w_up: &CudaWeight,
         gate: &mut CudaBuf,
+        rows: Range<usize>,
     ) {
         const WHAT: &str = "norm_gate_up_swiglu";
-        let n = x.rows;
+        let n = rows.len();
         if !self.ensure(
             w_gate.row_len == x.cols
                 && w_up.row_len == x.cols
                 && w_gate.n_rows == w_up.n_rows
-                && (gate.rows, gate.cols) == (n, w_gate.n_rows),
+                && rows.end <= x.rows
+                && (gate.rows, gate.cols) == (x.rows, w_gate.n_rows),
             || {
                 format!(
                     "{WHAT}: x {}×{}, gate {}×{}, up {}×{}, out {}×{}",
@@ -434,6 +447,7 @@ impl CudaBackend {
         let Some([xa, ga]) = self.addrs([x, gate]) else {
             return;
         };
+        let (xa, ga) = (row_at(xa, x, rows.start), row_at(ga, gate, rows.start));
         let (Some(jg), Some(ju)) = (
             self.mv_job(WHAT, w_gate, ga, None),
             self.mv_job(WHAT, w_up, 0, None),

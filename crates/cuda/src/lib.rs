@@ -15,6 +15,7 @@
 
 mod attention;
 mod backend;
+mod bulk;
 pub mod compile;
 mod fused;
 mod launch;
@@ -165,6 +166,9 @@ pub(crate) struct Q8Config {
 struct Kernels {
     /// Embedding lookup per weight type, indexed by [`weight_code`].
     embed: Vec<CudaFunction>,
+    /// The bulk rows' tensor-core product per weight type (gemm.cu),
+    /// indexed by [`weight_code`]: 128- and 64-wide output tiles.
+    gemm: Vec<[CudaFunction; 2]>,
     mvq_plain: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
@@ -249,6 +253,10 @@ pub struct CudaBackend {
     argmax_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize, usize)>>,
     /// `top_k_rows`' output: (buffer, its length in u32).
     top_k_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize)>>,
+    /// Whether rows without logits take the tensor-core path (bulk.rs).
+    bulk: bool,
+    /// Which rows of the current step want logits (`Backend::begin_step`).
+    step_rows: Mutex<Option<bulk::StepRows>>,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -348,6 +356,8 @@ impl CudaBackend {
             attn_scratch: Mutex::new(None),
             argmax_scratch: Mutex::new(None),
             top_k_scratch: Mutex::new(None),
+            bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
+            step_rows: Mutex::new(None),
         })
     }
 
@@ -462,6 +472,24 @@ impl CudaBackend {
         self.q8.mode
     }
 
+    /// Sends the rows of a step that want no logits (prompt tokens other
+    /// than each prompt's last) to the tensor-core products (on, the
+    /// default), or every row to the matrix-vector kernels
+    /// (`SMELT_CUDA_BULK=0` starts off). See `bulk.rs`.
+    pub fn set_bulk(&mut self, on: bool) {
+        self.bulk = on;
+    }
+
+    /// Whether bulk rows take the tensor-core products.
+    pub fn bulk(&self) -> bool {
+        self.bulk
+    }
+
+    /// Streaming multiprocessors of the GPU.
+    pub(crate) fn sm_count(&self) -> u32 {
+        self.q8.sm_count
+    }
+
     pub fn pdl(&self) -> bool {
         self.queue.pdl()
     }
@@ -474,8 +502,10 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
             .map_err(|e| CudaError::Compile(format!("kernel {name} missing from the module: {e}")))
     };
     let mut embed = Vec::with_capacity(WEIGHT_TYPES.len());
+    let mut gemm = Vec::with_capacity(WEIGHT_TYPES.len());
     for (_, n) in WEIGHT_TYPES {
         embed.push(f(&format!("embed_{n}"))?);
+        gemm.push([f(&format!("gemm_{n}"))?, f(&format!("gemm_{n}_n64"))?]);
     }
     // `<name>_1_<type>` / `<name>_8_<type>` of each per-type kernel.
     let typed = |name: &str,
@@ -508,6 +538,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     };
     Ok(Kernels {
         embed,
+        gemm,
         mvq_plain: q8("mvq_plain")?,
         mvq_qkv: q8("mvq_qkv")?,
         mvq_swiglu: q8("mvq_swiglu")?,

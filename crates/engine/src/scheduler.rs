@@ -491,7 +491,12 @@ impl<'m, B: Backend> Scheduler<'m, B> {
                 continue;
             }
             s.published = true;
-            let full = s.prompt_len / bs;
+            // Only blocks wholly before the prompt's last token: that row
+            // wanted logits, so a backend may have computed it on another
+            // path than the prompt's other rows (CUDA's matrix-vector
+            // kernels instead of tensor cores); a cached block must hold
+            // only rows that a later request would compute the same way.
+            let full = s.prompt_len.saturating_sub(1) / bs;
             let taken = self
                 .cache
                 .publish(&s.tokens[..full * bs], &s.blocks.blocks[..full]);

@@ -140,15 +140,21 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         self.pool.reserve(&mut self.seq, total)?;
         let mut next = Next::Logits(Vec::new());
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
+        let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let start = self.tokens.len() as u32;
             let positions: Vec<u32> = (start..start + chunk.len() as u32).collect();
             let tables = vec![&self.seq.blocks[..]; chunk.len()];
+            // Only the final chunk's last row asks for logits: a backend may
+            // compute rows without logits on another path (CUDA's tensor
+            // cores), so which rows want logits must depend on the request,
+            // not on how its prompt was cut into chunks.
+            let last = [chunk.len() - 1];
             let batch = Batch {
                 tokens: chunk,
                 positions: &positions,
                 block_tables: &tables,
-                logits_rows: &[chunk.len() - 1],
+                logits_rows: if i + 1 == n_chunks { &last } else { &[] },
             };
             next = match want {
                 Want::Logits => Next::Logits(self.model.forward(&mut self.kv, &batch)?.data),

@@ -244,7 +244,8 @@ fn prefix_cache_reuses_full_prompt_blocks_and_evicts_under_pressure() {
     run_to_end(&mut s);
     assert_eq!(first.stats().cached_tokens, 0);
     let full = (prompt.len() - 1) / bs;
-    assert_eq!(s.stats().kv_blocks_cached, prompt.len() / bs);
+    // Only full blocks before the last prompt token are published.
+    assert_eq!(s.stats().kv_blocks_cached, full);
 
     let (req, second) = request(prompt.clone(), greedy(20), usize::MAX);
     s.submit(req).expect("submit");
@@ -264,6 +265,42 @@ fn prefix_cache_reuses_full_prompt_blocks_and_evicts_under_pressure() {
     s.submit(req).expect("submit");
     run_to_end(&mut s);
     assert_eq!(h.stats().cached_tokens, 0);
+    assert_no_leak(&s);
+}
+
+/// A prompt of exactly `k` full blocks publishes `k - 1`: the last block
+/// holds the last prompt token, whose row wanted logits (a backend may
+/// compute such rows on another path), so it is never shared. The next
+/// request with that prompt recomputes the last block and still gets the
+/// same tokens.
+#[test]
+fn prefix_cache_never_publishes_the_block_of_the_last_prompt_token() {
+    let (model, tok) = open("stories260K.gguf");
+    let bs = model.kv_block_size();
+    let text = "Once upon a time, there was a little girl named Lily. She loved to play with \
+                her friends in the park and eat apples with her mom and dad every day";
+    let mut prompt: Vec<u32> = tok.encode(text, true, false);
+    assert!(prompt.len() >= 2 * bs, "prompt of {} tokens", prompt.len());
+    prompt.truncate(2 * bs);
+    let config = SchedulerConfig {
+        n_blocks: 128 / bs,
+        kv_type: KvType::F32,
+        max_seq_len: 128,
+        max_running: 4,
+        // Chunks of 5 rows: the prompt spans several steps.
+        max_step_rows: 5,
+        prefix_cache: true,
+    };
+    let mut s = Scheduler::new(&model, &tok, config).expect("scheduler");
+    let (req, first) = request(prompt.clone(), greedy(8), usize::MAX);
+    s.submit(req).expect("submit");
+    run_to_end(&mut s);
+    assert_eq!(s.stats().kv_blocks_cached, 1);
+    let (req, second) = request(prompt.clone(), greedy(8), usize::MAX);
+    s.submit(req).expect("submit");
+    run_to_end(&mut s);
+    assert_eq!(second.stats().cached_tokens, bs);
+    assert_eq!(second.tokens(), first.tokens());
     assert_no_leak(&s);
 }
 

@@ -289,6 +289,7 @@ impl<B: Backend> Model<B> {
             .unwrap_or_else(|| Activations::new(be, c, n));
         let a = &mut acts;
 
+        be.begin_step(batch.logits_rows, n);
         be.embed(&w.token_embd, batch.tokens, c.embed_scale, &mut a.x);
         for (layer, l) in w.layers.iter().enumerate() {
             let (geom, rope) = (&self.geoms[layer], self.rope(layer));

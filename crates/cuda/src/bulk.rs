@@ -1,0 +1,464 @@
+//! Bulk rows on tensor cores.
+//!
+//! A step's rows are of two kinds: rows whose logits the step wants (each
+//! decode row, each prompt's last token) and bulk rows (every other prompt
+//! token, whose logits no one reads). The model names the first kind at the
+//! start of a step (`Backend::begin_step`); every matrix product of the step
+//! then splits its rows into contiguous runs: runs of logits rows go to the
+//! matrix-vector kernels exactly as before (fused.rs, row offsets into the
+//! same buffers), runs of bulk rows to the tensor-core GEMM (kernels/gemm.cu)
+//! with the unfused ops around it (RMSNorm, RoPE, K/V store, SwiGLU from
+//! ops.cu). Which path a row takes depends only on the row's request (is it
+//! the last prompt token or a generated one), and each path computes a row
+//! the same way whatever the other rows are, so batch invariance holds: a
+//! request's logits are the same alone or among others, and a cached prompt
+//! block (engine: only blocks before the last prompt token are published)
+//! holds the same K/V whoever computed it.
+//!
+//! The final norm and output projection (the logits) always take the
+//! matrix-vector path. `SMELT_CUDA_BULK=0` (or [`CudaBackend::set_bulk`])
+//! sends every row to the matrix-vector kernels.
+
+use std::ops::Range;
+
+use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
+
+use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
+use crate::launch::{Arg, BLOCK};
+use crate::meta::Meta;
+use crate::{CudaBackend, weight_code};
+
+/// Output tile of the GEMM kernels (`GB_M` and `BN` in gemm.cu) and their
+/// threads. The narrow tiles are for products whose wide tiles would leave
+/// SMs idle; the tile changes only which block computes an output, not how
+/// (the same k tiles in the same order), so the choice may follow the
+/// batch without breaking batch invariance.
+const GEMM_M: u32 = 64;
+const GEMM_N: [u32; 2] = [128, 64];
+const GEMM_THREADS: u32 = 256;
+
+/// Which rows of the current step want logits.
+pub(crate) struct StepRows {
+    n_rows: usize,
+    wants_logits: Vec<bool>,
+}
+
+/// A contiguous run of a step's rows and the path it takes.
+pub(crate) struct RowRun {
+    pub rows: Range<usize>,
+    /// Tensor cores (bulk rows) or the matrix-vector kernels.
+    pub bulk: bool,
+}
+
+/// Splits `0..n` into runs of equal `bulk(r)`.
+fn runs_of(n: usize, bulk: impl Fn(usize) -> bool) -> Vec<RowRun> {
+    let mut runs: Vec<RowRun> = Vec::new();
+    for r in 0..n {
+        let b = bulk(r);
+        match runs.last_mut() {
+            Some(run) if run.bulk == b => run.rows.end = r + 1,
+            _ => runs.push(RowRun {
+                rows: r..r + 1,
+                bulk: b,
+            }),
+        }
+    }
+    runs
+}
+
+impl CudaBackend {
+    /// `Backend::begin_step`: remembers which of the step's `n_rows` rows
+    /// want logits (indices past `n_rows` are ignored; the model checks them).
+    pub(crate) fn set_step_rows(&self, logits_rows: &[usize], n_rows: usize) {
+        let mut wants_logits = vec![false; n_rows];
+        for &r in logits_rows {
+            if let Some(w) = wants_logits.get_mut(r) {
+                *w = true;
+            }
+        }
+        *self.step_rows.lock().unwrap_or_else(|p| p.into_inner()) = Some(StepRows {
+            n_rows,
+            wants_logits,
+        });
+    }
+
+    /// Ends the step: every row takes the matrix-vector path until the next
+    /// `begin_step`.
+    pub(crate) fn clear_step_rows(&self) {
+        *self.step_rows.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The runs of an operation over a buffer of `n` rows: bulk runs only
+    /// inside a step of `n` rows with bulk rows on; otherwise one
+    /// matrix-vector run of every row (decode steps, buffers of other
+    /// shapes, operations outside a step).
+    pub(crate) fn row_runs(&self, n: usize) -> Vec<RowRun> {
+        let all = || {
+            vec![RowRun {
+                rows: 0..n,
+                bulk: false,
+            }]
+        };
+        if !self.bulk {
+            return all();
+        }
+        let step = self.step_rows.lock().unwrap_or_else(|p| p.into_inner());
+        match step.as_ref() {
+            Some(s) if s.n_rows == n && s.wants_logits.iter().any(|w| !w) => {
+                runs_of(n, |r| !s.wants_logits[r])
+            }
+            _ => all(),
+        }
+    }
+
+    /// Launches the GEMM: `out[m] (+)= W · x[m] (+ bias)` for `m` rows of
+    /// `k` inputs at `xa`, outputs at `oa` with rows `ldo` apart.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        what: &'static str,
+        w: &CudaWeight,
+        xa: u64,
+        oa: u64,
+        ldo: usize,
+        bias: u64,
+        m: usize,
+        add: bool,
+    ) {
+        let Some(code) = weight_code(w.dtype) else {
+            self.fail(format!("{what}: the GPU cannot read {} weights", w.dtype));
+            return;
+        };
+        let grid_x = blocks(m, GEMM_M);
+        let wide = grid_x * blocks(w.n_rows, GEMM_N[0]) >= self.sm_count();
+        let tile = usize::from(!wide);
+        let grid_y = blocks(w.n_rows, GEMM_N[tile]);
+        if !self.ensure(grid_y as usize <= MAX_GRID_Y, || {
+            format!("{what}: {} weight rows is too many", w.n_rows)
+        }) {
+            return;
+        }
+        self.launch(
+            what,
+            &self.k.gemm[code][tile],
+            (grid_x, grid_y, 1),
+            GEMM_THREADS,
+            &[
+                Arg::U64(self.addr(&w.bytes)),
+                Arg::U64(w.row_bytes as u64),
+                Arg::U64(xa),
+                Arg::U64(oa),
+                Arg::U64(bias),
+                Arg::I32(m as i32),
+                Arg::I32(w.n_rows as i32),
+                Arg::I32(w.row_len as i32),
+                Arg::I32(ldo as i32),
+                Arg::I32(i32::from(add)),
+            ],
+        );
+    }
+
+    /// `out (+)= W · x` for the bulk rows `rows`.
+    pub(crate) fn bulk_matmul(
+        &self,
+        what: &'static str,
+        x: &CudaBuf,
+        w: &CudaWeight,
+        out: &mut CudaBuf,
+        rows: Range<usize>,
+        add: bool,
+    ) {
+        if !self.ensure(
+            x.cols == w.row_len && out.rows == x.rows && out.cols == w.n_rows && rows.end <= x.rows,
+            || {
+                format!(
+                    "{what}: x {}×{}, weight {}×{}, out {}×{}",
+                    x.rows, x.cols, w.n_rows, w.row_len, out.rows, out.cols
+                )
+            },
+        ) {
+            return;
+        }
+        let Some([xa, oa]) = self.addrs([x, out]) else {
+            return;
+        };
+        self.gemm(
+            what,
+            w,
+            row_at(xa, x, rows.start),
+            row_at(oa, out, rows.start),
+            out.cols,
+            0,
+            rows.len(),
+            add,
+        );
+    }
+
+    /// The RMSNorm of rows `rows` of `x` into the same rows of `h`.
+    fn bulk_rms_norm(
+        &self,
+        what: &'static str,
+        x: &CudaBuf,
+        norm: &CudaWeight,
+        eps: f32,
+        h: &CudaBuf,
+        rows: &Range<usize>,
+    ) -> Option<()> {
+        let g = self.vector_addr(what, norm, x.cols)?;
+        let [xa, ha] = self.addrs([x, h])?;
+        self.launch(
+            what,
+            &self.k.rms_norm,
+            (rows.len() as u32, 1, 1),
+            BLOCK,
+            &[
+                Arg::U64(row_at(xa, x, rows.start)),
+                Arg::U64(g),
+                Arg::F32(eps),
+                Arg::I32(x.cols as i32),
+                Arg::U64(row_at(ha, h, rows.start)),
+            ],
+        );
+        Some(())
+    }
+
+    /// `Backend::norm_qkv_rope_store` for the bulk rows `rows`, unfused:
+    /// RMSNorm into `h`, three GEMMs (+ bias) into `q`, `k`, `v`, RoPE on
+    /// `q` and `k`, then `k` and `v` into the cache.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn bulk_qkv(
+        &self,
+        x: &CudaBuf,
+        w: &QkvWeights<'_, CudaWeight>,
+        eps: f32,
+        geom: &AttnGeometry,
+        rope: &RopeParams,
+        kv: &mut CudaKv,
+        at: &KvWrite<'_>,
+        [h, q, k, v]: [&mut CudaBuf; 4],
+        rows: Range<usize>,
+    ) {
+        const WHAT: &str = "norm_qkv_rope_store";
+        let l = kv.layout;
+        let (n, hd) = (x.rows, geom.head_dim);
+        let width = l.row_width();
+        let n_slots = l.n_blocks * l.block_size;
+        let ok = [w.q, w.k, w.v].iter().all(|m| m.row_len == x.cols)
+            && w.q.n_rows == geom.n_heads * hd
+            && w.k.n_rows == width
+            && w.v.n_rows == width
+            && geom.n_kv_heads == l.n_kv_heads
+            && hd == l.head_dim
+            && rope.head_dim == hd
+            && rope.n_rot <= hd
+            && rope.inv_freq.len() == rope.n_rot / 2
+            && (h.rows, h.cols) == (n, x.cols)
+            && (q.rows, q.cols) == (n, w.q.n_rows)
+            && (k.rows, k.cols) == (n, width)
+            && (v.rows, v.cols) == (n, width)
+            && at.positions.len() == n
+            && at.slots.len() == n
+            && rows.end <= n
+            && at.layer < l.n_layers
+            && at.slots.iter().all(|&s| (s as usize) < n_slots);
+        if !self.ensure(ok, || {
+            format!(
+                "{WHAT} (bulk rows): x {}×{}, h {}×{}, q {}×{} k {}×{} v {}×{} weights, q/k/v \
+                 out {}×{} {}×{} {}×{}, {} heads / {} KV heads of {hd} (rope {} of {}), cache \
+                 {} KV heads of {}, layer {} of {}, {} positions, {} slots",
+                x.rows,
+                x.cols,
+                h.rows,
+                h.cols,
+                w.q.n_rows,
+                w.q.row_len,
+                w.k.n_rows,
+                w.k.row_len,
+                w.v.n_rows,
+                w.v.row_len,
+                q.rows,
+                q.cols,
+                k.rows,
+                k.cols,
+                v.rows,
+                v.cols,
+                geom.n_heads,
+                geom.n_kv_heads,
+                rope.n_rot,
+                rope.head_dim,
+                l.n_kv_heads,
+                l.head_dim,
+                at.layer,
+                l.n_layers,
+                at.positions.len(),
+                at.slots.len()
+            )
+        }) {
+            return;
+        }
+        if self.bulk_rms_norm(WHAT, x, w.norm, eps, h, &rows).is_none() {
+            return;
+        }
+        let bias = |b: Option<&CudaWeight>, len: usize| match b {
+            Some(b) => self.vector_addr(WHAT, b, len),
+            None => Some(0),
+        };
+        let (Some(bq), Some(bk), Some(bv)) = (
+            bias(w.q_bias, w.q.n_rows),
+            bias(w.k_bias, width),
+            bias(w.v_bias, width),
+        ) else {
+            return;
+        };
+        let Some([ha, qa, ka, va]) = self.addrs([h, q, k, v]) else {
+            return;
+        };
+        let (r0, m) = (rows.start, rows.len());
+        let hr = row_at(ha, h, r0);
+        let (qr, kr, vr) = (row_at(qa, q, r0), row_at(ka, k, r0), row_at(va, v, r0));
+        self.gemm(WHAT, w.q, hr, qr, q.cols, bq, m, false);
+        self.gemm(WHAT, w.k, hr, kr, width, bk, m, false);
+        self.gemm(WHAT, w.v, hr, vr, width, bv, m, false);
+        let Some(pos) = self.meta(Meta::Positions, at.positions) else {
+            return;
+        };
+        let pos = pos + 4 * r0 as u64;
+        if rope.n_rot > 0 {
+            let bits: Vec<u32> = rope.inv_freq.iter().map(|f| f.to_bits()).collect();
+            let Some(freq) = self.freq_meta(&bits) else {
+                return;
+            };
+            for (xa, cols, heads) in [(qr, q.cols, geom.n_heads), (kr, width, geom.n_kv_heads)] {
+                self.launch(
+                    WHAT,
+                    &self.k.rope,
+                    (m as u32, 1, 1),
+                    128,
+                    &[
+                        Arg::U64(xa),
+                        Arg::I32(cols as i32),
+                        Arg::I32(heads as i32),
+                        Arg::I32(hd as i32),
+                        Arg::I32(rope.n_rot as i32),
+                        Arg::I32(i32::from(rope.style == RopeStyle::Neox)),
+                        Arg::U64(pos),
+                        Arg::U64(freq),
+                    ],
+                );
+            }
+        }
+        let Some(sl) = self.meta(Meta::Slots, at.slots) else {
+            return;
+        };
+        let store = match l.dtype {
+            KvType::F16 => &self.k.kv_store_f16,
+            KvType::F32 => &self.k.kv_store_f32,
+        };
+        self.launch(
+            WHAT,
+            store,
+            (m as u32, 1, 1),
+            128,
+            &[
+                Arg::U64(self.addr(&kv.k)),
+                Arg::U64(self.addr(&kv.v)),
+                Arg::U64(kr),
+                Arg::U64(vr),
+                Arg::U64(sl + 4 * r0 as u64),
+                Arg::I32(width as i32),
+                Arg::U64((at.layer * n_slots * width) as u64),
+            ],
+        );
+    }
+
+    /// `Backend::norm_gate_up_swiglu` for the bulk rows `rows`, unfused:
+    /// RMSNorm into `h`, the gate and up GEMMs, then SwiGLU into `gate`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn bulk_gate_up(
+        &self,
+        x: &CudaBuf,
+        norm: &CudaWeight,
+        eps: f32,
+        [w_gate, w_up]: [&CudaWeight; 2],
+        [h, gate, up]: [&mut CudaBuf; 3],
+        rows: Range<usize>,
+    ) {
+        const WHAT: &str = "norm_gate_up_swiglu";
+        let n = x.rows;
+        let ff = w_gate.n_rows;
+        if !self.ensure(
+            w_gate.row_len == x.cols
+                && w_up.row_len == x.cols
+                && w_up.n_rows == ff
+                && (h.rows, h.cols) == (n, x.cols)
+                && (gate.rows, gate.cols) == (n, ff)
+                && (up.rows, up.cols) == (n, ff)
+                && rows.end <= n,
+            || {
+                format!(
+                    "{WHAT} (bulk rows): x {}×{}, h {}×{}, gate {}×{}, up {}×{} weights, out \
+                     {}×{} and {}×{}",
+                    x.rows,
+                    x.cols,
+                    h.rows,
+                    h.cols,
+                    w_gate.n_rows,
+                    w_gate.row_len,
+                    w_up.n_rows,
+                    w_up.row_len,
+                    gate.rows,
+                    gate.cols,
+                    up.rows,
+                    up.cols
+                )
+            },
+        ) {
+            return;
+        }
+        if self.bulk_rms_norm(WHAT, x, norm, eps, h, &rows).is_none() {
+            return;
+        }
+        let Some([ha, ga, ua]) = self.addrs([h, gate, up]) else {
+            return;
+        };
+        let (r0, m) = (rows.start, rows.len());
+        let hr = row_at(ha, h, r0);
+        let (gr, ur) = (row_at(ga, gate, r0), row_at(ua, up, r0));
+        self.gemm(WHAT, w_gate, hr, gr, ff, 0, m, false);
+        self.gemm(WHAT, w_up, hr, ur, ff, 0, m, false);
+        let count = m * ff;
+        self.launch(
+            WHAT,
+            &self.k.swiglu,
+            (blocks(count, BLOCK), 1, 1),
+            BLOCK,
+            &[Arg::U64(gr), Arg::U64(ur), Arg::U64(count as u64)],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs_of;
+
+    #[test]
+    fn runs_split_rows_where_the_path_changes() {
+        let wants = [false, false, true, false, true, true, false];
+        let runs = runs_of(wants.len(), |r| !wants[r]);
+        let got: Vec<(usize, usize, bool)> = runs
+            .iter()
+            .map(|r| (r.rows.start, r.rows.end, r.bulk))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 2, true),
+                (2, 3, false),
+                (3, 4, true),
+                (4, 6, false),
+                (6, 7, true)
+            ]
+        );
+        assert!(runs_of(0, |_| true).is_empty());
+    }
+}

@@ -1,0 +1,60 @@
+//! A prompt longer than one prefill chunk (the session's earlier chunks ask
+//! no logits, the final one its last row's): the logits the session returns
+//! equal those of the whole prompt fed as one batch, bit for bit (the CPU
+//! backend is batch-invariant), so chunking with empty `logits_rows` loses
+//! nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use smelt_cpu::CpuBackend;
+use smelt_engine::Session;
+use smelt_gguf::GgufFile;
+use smelt_model::{Batch, KvType, Model};
+
+fn open(name: &str) -> Model<CpuBackend> {
+    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
+        PathBuf::from,
+    );
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-assets.sh",
+        path.display()
+    );
+    let file = Arc::new(GgufFile::open(&path).expect("open"));
+    Model::load(file, CpuBackend::new(0).expect("pool")).expect("model")
+}
+
+#[test]
+fn a_prompt_of_several_chunks_gives_the_one_batch_logits() {
+    let model = open("stories260K.gguf");
+    // Two chunks of the session's 256 rows.
+    let n: usize = 300;
+    let vocab = model.config.vocab_size as u32;
+    let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 97 + 13) % vocab).collect();
+
+    let mut session = Session::with_kv_type(&model, 512, KvType::F32).expect("session");
+    let chunked = session.feed(&prompt).expect("feed");
+    assert_eq!(session.tokens(), &prompt[..]);
+
+    let bs = model.kv_block_size();
+    let table: Vec<u32> = (0..n.div_ceil(bs) as u32).collect();
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let tables = vec![&table[..]; n];
+    let mut kv = model.new_kv(table.len(), KvType::F32).expect("kv");
+    let whole = model
+        .forward(
+            &mut kv,
+            &Batch {
+                tokens: &prompt,
+                positions: &positions,
+                block_tables: &tables,
+                logits_rows: &[n - 1],
+            },
+        )
+        .expect("forward");
+    assert_eq!(chunked.len(), model.config.vocab_size);
+    assert_eq!(chunked, whole.data);
+}
