@@ -101,6 +101,9 @@ pub struct BenchArgs {
     /// `auto` (cuda where it is usable, else cpu).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// CPU: 8-bit activations in the matrix products (else SMELT_CPU_Q8 decides).
+    #[arg(long)]
+    pub q8_activations: bool,
 }
 
 impl BenchArgs {
@@ -311,9 +314,16 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         runs.push(run);
     } else {
         for &threads in &args.threads {
-            let loaded =
-                measure::timed_load(&path, threads, kv_blocks, args.kv(), args.repetitions)?;
+            let loaded = measure::timed_load(
+                &path,
+                threads,
+                args.q8_activations,
+                kv_blocks,
+                args.kv(),
+                args.repetitions,
+            )?;
             let threads = loaded.model.backend.threads();
+            say_activations(args, loaded.model.backend.activations());
             let (run, base) = plan.run("cpu", threads, &loaded)?;
             if let Some(st) = base {
                 baseline_cpu.push((threads, st));
@@ -639,5 +649,12 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert!(seen.len() > 40, "{} distinct ids", seen.len());
+    }
+}
+
+/// Says which activation precision the CPU runs use (stderr, not in JSON).
+fn say_activations(args: &BenchArgs, a: smelt_cpu::Activations) {
+    if !args.json {
+        eprintln!("smelt bench: cpu activations {}", a.name());
     }
 }

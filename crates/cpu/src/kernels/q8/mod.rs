@@ -40,9 +40,12 @@
 //!
 //! `I_b` is an exact integer below 2^24 in magnitude, so `I_b as f32` is exact
 //! and any way of summing the integers (VNNI's four-byte groups, AVX2's pairs,
-//! a scalar loop) gives the same value; the kernels compute `Σ (x + 128) w`
-//! with unsigned activation bytes and subtract `128 Σ w`, precomputed per
-//! weight block. [`dot_reference`] writes the contract out in plain Rust.
+//! a scalar loop) gives the same value. The kernels multiply the formats'
+//! unsigned quants `q` (bytes) with the signed activations and subtract the
+//! offset times the activations' sums, kept per four values with the
+//! quantized rows (offsets are powers of two: a shift); Q8_0's signed weights
+//! take `q + 128` on AVX-512 and the sign trick on AVX2.
+//! [`dot_reference`] writes the contract out in plain Rust.
 //!
 //! Other weight types (F32, F16, BF16, Q5_1, Q2_K, Q3_K, Q5_K, Q8_K) have no
 //! integer path: [`supports`] says so and the backend keeps them on f32.
@@ -123,16 +126,20 @@ impl Kind {
 pub struct ActQ8 {
     pub(crate) n_rows: usize,
     pub(crate) n_in: usize,
-    /// `q + 128` as bytes, row-major (`n_rows × n_in`).
-    pub(crate) xu: Vec<u8>,
+    /// `q`, row-major (`n_rows × n_in`).
+    pub(crate) xs: Vec<i8>,
+    /// Sums of each four consecutive `q` (`n_rows × n_in / 4`).
+    pub(crate) s4: Vec<i32>,
     /// `dx` per row and block (`n_rows × n_in / 32`).
     pub(crate) d: Vec<f32>,
     /// `ds` per row and block.
     pub(crate) ds: Vec<f32>,
     /// Row groups laid out for the row-lane kernel.
     pub(crate) lane_groups: usize,
-    /// `[group][block][k / 4][lane][4]` bytes of `xu` (padding rows: 128).
-    pub(crate) xt: Vec<u8>,
+    /// `[group][block][k / 4][lane][4]` of `q` (padding rows: 0).
+    pub(crate) xt: Vec<i8>,
+    /// `[group][block][half][lane]`: sums of `q` over each half-block.
+    pub(crate) st: Vec<i32>,
     /// `[group][block][lane]` of `d` (padding rows: 0).
     pub(crate) dt: Vec<f32>,
     /// `[group][block][lane]` of `ds` (padding rows: 0).
@@ -158,28 +165,42 @@ impl ActQ8 {
         let nb = n_in / BLOCK;
         self.n_rows = n_rows;
         self.n_in = n_in;
-        self.xu.resize(n_rows * n_in, 0);
+        self.xs.resize(n_rows * n_in, 0);
+        self.s4.resize(n_rows * n_in / 4, 0);
         self.d.resize(n_rows * nb, 0.0);
         self.ds.resize(n_rows * nb, 0.0);
-        quantize_rows(&x[..n_rows * n_in], &mut self.xu, &mut self.d, &mut self.ds);
+        quantize_rows(
+            &x[..n_rows * n_in],
+            &mut self.xs,
+            &mut self.s4,
+            &mut self.d,
+            &mut self.ds,
+        );
         let (full, rest) = (n_rows / LANES, n_rows % LANES);
         self.lane_groups = full + usize::from(rest >= LANE_ROWS_MIN);
         let g_n = self.lane_groups;
         self.xt.clear();
-        self.xt.resize(g_n * nb * BLOCK * LANES, 128);
+        self.xt.resize(g_n * nb * BLOCK * LANES, 0);
+        self.st.clear();
+        self.st.resize(g_n * nb * 2 * LANES, 0);
         self.dt.clear();
         self.dt.resize(g_n * nb * LANES, 0.0);
         self.dst.clear();
         self.dst.resize(g_n * nb * LANES, 0.0);
         for r in 0..(g_n * LANES).min(n_rows) {
             let (g, lane) = (r / LANES, r % LANES);
-            let row = &self.xu[r * n_in..(r + 1) * n_in];
+            let row = &self.xs[r * n_in..(r + 1) * n_in];
+            let s4 = &self.s4[r * n_in / 4..(r + 1) * n_in / 4];
             for b in 0..nb {
                 let gb = g * nb + b;
                 for k4 in 0..BLOCK / 4 {
                     let at = ((gb * (BLOCK / 4) + k4) * LANES + lane) * 4;
                     let from = b * BLOCK + 4 * k4;
                     self.xt[at..at + 4].copy_from_slice(&row[from..from + 4]);
+                }
+                for h in 0..2 {
+                    let sum = s4[8 * b + 4 * h..8 * b + 4 * h + 4].iter().sum();
+                    self.st[(gb * 2 + h) * LANES + lane] = sum;
                 }
                 self.dt[gb * LANES + lane] = self.d[r * nb + b];
                 self.dst[gb * LANES + lane] = self.ds[r * nb + b];
@@ -193,11 +214,8 @@ impl ActQ8 {
     }
 
     /// The int8 values of row `r` (for tests and the reference).
-    pub fn row_q(&self, r: usize) -> Vec<i8> {
-        self.xu[r * self.n_in..(r + 1) * self.n_in]
-            .iter()
-            .map(|&u| (u ^ 0x80) as i8)
-            .collect()
+    pub fn row_q(&self, r: usize) -> &[i8] {
+        &self.xs[r * self.n_in..(r + 1) * self.n_in]
     }
 
     /// `dx` of each block of row `r`.
@@ -214,49 +232,111 @@ impl ActQ8 {
 }
 
 /// The quantization of every block (see the module docs).
-fn quantize_rows(x: &[f32], xu: &mut [u8], d: &mut [f32], ds: &mut [f32]) {
+fn quantize_rows(x: &[f32], xs: &mut [i8], s4: &mut [i32], d: &mut [f32], ds: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if Isa::Avx2.available() {
         // SAFETY: AVX2 and FMA are present (checked just above); the body is
         // plain Rust, compiled with them enabled so that it vectorizes.
-        unsafe { quantize_rows_avx2(x, xu, d, ds) };
+        unsafe { quantize_rows_avx2(x, xs, s4, d, ds) };
         return;
     }
-    quantize_rows_body(x, xu, d, ds);
+    quantize_rows_body(x, xs, s4, d, ds);
 }
 
-/// [`quantize_rows_body`] compiled for AVX2.
+/// [`quantize_rows_body`] with AVX2: the same values, bit for bit (the
+/// division, the rounding to nearest even and the clamp are IEEE operations;
+/// a NaN input gives 0 as the scalar `as` conversion does).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_rows_avx2(x: &[f32], xu: &mut [u8], d: &mut [f32], ds: &mut [f32]) {
-    quantize_rows_body(x, xu, d, ds);
+unsafe fn quantize_rows_avx2(
+    x: &[f32],
+    xs: &mut [i8],
+    s4: &mut [i32],
+    d: &mut [f32],
+    ds: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let n = d.len();
+    assert!(x.len() >= n * BLOCK && xs.len() >= n * BLOCK && s4.len() >= n * 8 && ds.len() >= n);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for blk in 0..n {
+        // SAFETY: block `blk < n` of each array is in bounds (asserted).
+        unsafe {
+            let xp = x.as_ptr().add(blk * BLOCK);
+            let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(xp.add(8 * j)));
+            // max(|v|, acc) keeps `acc` where `v` is NaN, as `f32::max` does.
+            let mut m = _mm256_setzero_ps();
+            for vj in v {
+                m = _mm256_max_ps(_mm256_and_ps(vj, abs_mask), m);
+            }
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2));
+            let amax = _mm_cvtss_f32(m1);
+            let dx = amax / 127.0;
+            d[blk] = dx;
+            let qp = xs.as_mut_ptr().add(blk * BLOCK);
+            let sp = s4.as_mut_ptr().add(blk * 8);
+            if dx == 0.0 {
+                _mm256_storeu_si256(qp.cast(), _mm256_setzero_si256());
+                _mm256_storeu_si256(sp.cast(), _mm256_setzero_si256());
+                ds[blk] = 0.0;
+                continue;
+            }
+            let dv = _mm256_set1_ps(dx);
+            let q: [__m256i; 4] = std::array::from_fn(|j| {
+                let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_div_ps(v[j], dv),
+                );
+                let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, lo), hi))
+            });
+            let w01 = _mm256_packs_epi32(q[0], q[1]);
+            let w23 = _mm256_packs_epi32(q[2], q[3]);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), order);
+            _mm256_storeu_si256(qp.cast(), bytes);
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, bytes), ones16);
+            _mm256_storeu_si256(sp.cast(), sums);
+            let s2 = _mm_add_epi32(
+                _mm256_castsi256_si128(sums),
+                _mm256_extracti128_si256::<1>(sums),
+            );
+            let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32::<0b01_00_11_10>(s2));
+            let s0 = _mm_add_epi32(s1, _mm_shuffle_epi32::<0b10_11_00_01>(s1));
+            ds[blk] = dx * _mm_cvtsi128_si32(s0) as f32;
+        }
+    }
 }
 
 #[inline(always)]
-fn quantize_rows_body(x: &[f32], xu: &mut [u8], d: &mut [f32], ds: &mut [f32]) {
-    for (((xb, ub), d), ds) in x
+fn quantize_rows_body(x: &[f32], xs: &mut [i8], s4: &mut [i32], d: &mut [f32], ds: &mut [f32]) {
+    for ((((xb, qb), sb), d), ds) in x
         .chunks_exact(BLOCK)
-        .zip(xu.chunks_exact_mut(BLOCK))
+        .zip(xs.chunks_exact_mut(BLOCK))
+        .zip(s4.chunks_exact_mut(BLOCK / 4))
         .zip(d.iter_mut())
         .zip(ds.iter_mut())
     {
         let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let dx = amax / 127.0;
-        let mut sum = 0i32;
         if dx == 0.0 {
-            ub.fill(128);
+            qb.fill(0);
         } else {
-            for (u, &v) in ub.iter_mut().zip(xb) {
-                let q = (v / dx).round_ties_even().clamp(-127.0, 127.0) as i32;
-                sum += q;
-                *u = (q + 128) as u8;
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                *q = (v / dx).round_ties_even().clamp(-127.0, 127.0) as i8;
             }
         }
+        for (s, q4) in sb.iter_mut().zip(qb.chunks_exact(4)) {
+            *s = q4.iter().map(|&q| i32::from(q)).sum();
+        }
         *d = dx;
-        *ds = dx * sum as f32;
+        *ds = dx * sb.iter().sum::<i32>() as f32;
     }
 }
 
@@ -427,5 +507,48 @@ unsafe fn run(
             }
         }
         o += m;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smelt_backend::testing::TestRng;
+
+    use super::{BLOCK, Isa, quantize_rows, quantize_rows_body};
+
+    /// The SIMD quantizer gives the scalar definition's bytes, sums and
+    /// scales, ties, zeros, huge values and NaNs included.
+    #[test]
+    fn simd_quantization_equals_the_scalar_one() {
+        if !Isa::Avx2.available() {
+            eprintln!("note: no AVX2; only the scalar quantizer exists here");
+        }
+        let mut rng = TestRng::new(31);
+        let n = 64;
+        let mut x: Vec<f32> = (0..n * BLOCK).map(|_| rng.uniform(-4.0, 4.0)).collect();
+        x[..BLOCK].fill(0.0);
+        x[BLOCK] = 127.0;
+        x[BLOCK + 1] = 0.5;
+        x[BLOCK + 2] = -1.5;
+        x[2 * BLOCK + 3] = f32::NAN;
+        x[3 * BLOCK + 4] = 1e30;
+        x[4 * BLOCK + 7] = -3e-39;
+        let run = |f: &dyn Fn(&[f32], &mut [i8], &mut [i32], &mut [f32], &mut [f32])| {
+            let (mut q, mut s, mut d, mut ds) = (
+                vec![0i8; n * BLOCK],
+                vec![0i32; n * 8],
+                vec![0f32; n],
+                vec![0f32; n],
+            );
+            f(&x, &mut q, &mut s, &mut d, &mut ds);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            (q, s, bits(&d), bits(&ds))
+        };
+        let simd = run(&|x, q, s, d, ds| quantize_rows(x, q, s, d, ds));
+        let scalar = run(&|x, q, s, d, ds| quantize_rows_body(x, q, s, d, ds));
+        assert_eq!(simd.0, scalar.0, "bytes");
+        assert_eq!(simd.1, scalar.1, "sums of four");
+        assert_eq!(simd.2, scalar.2, "dx");
+        assert_eq!(simd.3, scalar.3, "ds");
     }
 }

@@ -73,7 +73,7 @@ fn block_mults(dtype: DType, row: &[u8], b: usize) -> (f32, f32, [i32; 2]) {
 /// # Panics
 /// If `dtype` has no integer path or `row` is too short.
 pub fn dot_reference(dtype: DType, row: &[u8], x: &ActQ8, r: usize) -> f32 {
-    let q = x.row_q(r);
+    let q = x.row_q(r).to_vec();
     let (d, ds) = (x.row_d(r), x.row_ds(r));
     let mut acc = 0.0f32;
     for b in 0..x.n_in / BLOCK {
@@ -98,27 +98,28 @@ pub fn dot_reference(dtype: DType, row: &[u8], x: &ActQ8, r: usize) -> f32 {
 /// `dst` must be valid and exclusive for outputs `(o..o + m, 0..x.n_rows)`.
 pub(super) unsafe fn tile(kind: Kind, t: &Tile, x: &ActQ8, o: usize, m: usize, dst: Dst) {
     let (n_in, nb) = (x.n_in, t.nb);
+    let wide = kind == Kind::Wide;
     for i in 0..m {
-        let w = t.row(i);
         let sc = &t.sc[i * t.nbp * 2..];
+        let w: Vec<i32> = (0..n_in).map(|k| t.w(i, k, wide)).collect();
         for r in 0..x.n_rows {
-            let xu = &x.xu[r * n_in..(r + 1) * n_in];
-            let (d, ds) = (&x.d[r * nb..(r + 1) * nb], &x.ds[r * nb..(r + 1) * nb]);
+            let xs = x.row_q(r);
+            let (d, ds) = (x.row_d(r), x.row_ds(r));
             let mut acc = 0.0f32;
             for b in 0..nb {
                 let dot = |h: usize| -> i32 {
                     let at = b * BLOCK + 16 * h;
                     w[at..at + 16]
                         .iter()
-                        .zip(&xu[at..at + 16])
-                        .map(|(&wk, &u)| i32::from(wk) * i32::from(u))
+                        .zip(&xs[at..at + 16])
+                        .map(|(&wk, &q)| wk * i32::from(q))
                         .sum()
                 };
                 let (s0, s1) = match kind {
                     Kind::Halves => (sc[2 * b], sc[2 * b + 1]),
                     _ => (1, 1),
                 };
-                let i_b = s0 * dot(0) + s1 * dot(1) - t.c[b * TILE_ROWS + i];
+                let i_b = s0 * dot(0) + s1 * dot(1);
                 acc = (i_b as f32).mul_add(t.dw[b * TILE_ROWS + i] * d[b], acc);
                 if kind == Kind::Min {
                     acc = t.m_b[b * TILE_ROWS + i].mul_add(ds[b], acc);

@@ -1,10 +1,10 @@
 //! Q8 kernels with AVX2 (`vpmaddubsw` then `vpmaddwd`: unsigned activation
 //! bytes times signed weight bytes, pairs summed in 16 bits, then in 32).
 //!
-//! The 16-bit pair sums cannot saturate: activation bytes are at most 255
-//! and weights at most 32 in magnitude, except Q8_0 ([`Kind::Wide`]), whose
-//! products take the sign trick (`|w|` times `x` with `w`'s sign, both at
-//! most 128 in magnitude). The integers are exact; the f32 chain is the
+//! The 16-bit pair sums cannot saturate: the unsigned weight bytes are at
+//! most 63 and activations at most 127 in magnitude, except Q8_0
+//! ([`Kind::Wide`]), whose products take the sign trick (`|w|` times `x`
+//! with `w`'s sign, at most 128 and 127 in magnitude). The integers are exact; the f32 chain is the
 //! contract's (see `kernels::q8`).
 
 use std::arch::x86_64::*;
@@ -58,18 +58,27 @@ unsafe fn tile_k<const K: u8>(t: &Tile, x: &ActQ8, o: usize, m: usize, dst: Dst)
     }
 }
 
-/// The exact i32 sums of four adjacent byte products, `x` unsigned (signed
-/// for [`WIDE`]) and `w` signed.
+/// The exact i32 sums of four adjacent byte products of unsigned weight
+/// bytes `wv` and signed activations `xv` (for [`WIDE`], signed weights).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn dot4<const K: u8>(xv: __m256i, wv: __m256i) -> __m256i {
+fn dot4<const K: u8>(wv: __m256i, xv: __m256i) -> __m256i {
     let pairs = if K == WIDE {
-        let xs = _mm256_xor_si256(xv, _mm256_set1_epi8(-128));
-        _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xs, wv))
+        _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv))
     } else {
-        _mm256_maddubs_epi16(xv, wv)
+        _mm256_maddubs_epi16(wv, xv)
     };
     _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// `-(s << shift)` per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn neg_shifted(s: __m256i, shift: u32) -> __m256i {
+    _mm256_sub_epi32(
+        _mm256_setzero_si256(),
+        _mm256_sll_epi32(s, _mm_cvtsi32_si128(shift as i32)),
+    )
 }
 
 /// Weight row `i` of the tile against the sixteen activation rows of group
@@ -79,7 +88,9 @@ unsafe fn lanes_row<const K: u8>(t: &Tile, x: &ActQ8, g: usize, i: usize, o: usi
     let nb = t.nb;
     let w = t.row(i);
     let sc = &t.sc[i * t.nbp * 2..(i + 1) * t.nbp * 2];
+    let shift = if K == WIDE { 0 } else { t.shift };
     let xt = &x.xt[g * nb * BLOCK * LANES..(g + 1) * nb * BLOCK * LANES];
+    let st = &x.st[g * nb * 2 * LANES..(g + 1) * nb * 2 * LANES];
     let (dt, dst_s) = (
         &x.dt[g * nb * LANES..(g + 1) * nb * LANES],
         &x.dst[g * nb * LANES..(g + 1) * nb * LANES],
@@ -93,22 +104,28 @@ unsafe fn lanes_row<const K: u8>(t: &Tile, x: &ActQ8, g: usize, i: usize, o: usi
             let step = |k4: usize| unsafe {
                 let wv = _mm256_set1_epi32(wb.as_ptr().add(4 * k4).cast::<i32>().read_unaligned());
                 let xv = _mm256_loadu_si256(xb.as_ptr().add(64 * k4 + 32 * h).cast());
-                dot4::<K>(xv, wv)
+                dot4::<K>(wv, xv)
             };
             let add = _mm256_add_epi32;
-            let lo = add(add(step(0), step(1)), add(step(2), step(3)));
-            let hi = add(add(step(4), step(5)), add(step(6), step(7)));
+            let mut lo = add(add(step(0), step(1)), add(step(2), step(3)));
+            let mut hi = add(add(step(4), step(5)), add(step(6), step(7)));
+            if shift != 0 {
+                // SAFETY: two half sums of 16 lanes per block.
+                let (s_lo, s_hi) = unsafe {
+                    (
+                        _mm256_loadu_si256(st.as_ptr().add(b * 2 * LANES + 8 * h).cast()),
+                        _mm256_loadu_si256(st.as_ptr().add((b * 2 + 1) * LANES + 8 * h).cast()),
+                    )
+                };
+                lo = add(lo, neg_shifted(s_lo, shift));
+                hi = add(hi, neg_shifted(s_hi, shift));
+            }
             let int = if K == HALVES {
                 let lo = _mm256_mullo_epi32(lo, _mm256_set1_epi32(sc[2 * b]));
                 let hi = _mm256_mullo_epi32(hi, _mm256_set1_epi32(sc[2 * b + 1]));
                 add(lo, hi)
             } else {
                 add(lo, hi)
-            };
-            let int = if K == WIDE {
-                int
-            } else {
-                _mm256_sub_epi32(int, _mm256_set1_epi32(t.c[b * TILE_ROWS + i]))
             };
             let lane0 = b * LANES + 8 * h;
             // SAFETY: `dt`/`dst_s` hold 16 values per block.
@@ -161,17 +178,29 @@ fn reduce8(p: [__m256i; 8]) -> __m256i {
 unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usize, dst: Dst) {
     let (n_in, nb, nbp) = (x.n_in, t.nb, t.nbp);
     let stride = nbp * BLOCK;
-    let xu = &x.xu[r * n_in..(r + 1) * n_in];
-    let (d, ds) = (&x.d[r * nb..(r + 1) * nb], &x.ds[r * nb..(r + 1) * nb]);
+    let shift = if K == WIDE { 0 } else { t.shift };
+    let xs = x.row_q(r);
+    let s4 = &x.s4[r * n_in / 4..(r + 1) * n_in / 4];
+    let (d, ds) = (x.row_d(r), x.row_ds(r));
     let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     let mut acc = _mm256_setzero_ps();
     for b in 0..nb {
-        // SAFETY: block `b` of the row: 32 bytes.
-        let xv = unsafe { _mm256_loadu_si256(xu.as_ptr().add(b * BLOCK).cast()) };
+        // SAFETY: block `b` of the row: 32 bytes, 8 sums.
+        let (xv, sums) = unsafe {
+            (
+                _mm256_loadu_si256(xs.as_ptr().add(b * BLOCK).cast()),
+                _mm256_loadu_si256(s4.as_ptr().add(b * 8).cast()),
+            )
+        };
+        let init = if shift == 0 {
+            _mm256_setzero_si256()
+        } else {
+            neg_shifted(sums, shift)
+        };
         let p: [__m256i; 8] = std::array::from_fn(|i| {
             // SAFETY: row `i` of the tile has `nbp * 32` bytes, `b < nbp`.
             let wv = unsafe { _mm256_loadu_si256(t.q.as_ptr().add(i * stride + b * BLOCK).cast()) };
-            let prod = dot4::<K>(xv, wv);
+            let prod = _mm256_add_epi32(init, dot4::<K>(wv, xv));
             if K == HALVES {
                 // SAFETY: row `i` has `2 * nbp` scales; `b < nbp`.
                 let s2 = unsafe { _mm_loadl_epi64(t.sc.as_ptr().add((i * nbp + b) * 2).cast()) };
@@ -182,21 +211,14 @@ unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usi
             }
         });
         // SAFETY: `[block][row]` arrays hold `nbp * 8` entries; `b < nbp`.
-        let (c, dw, mb) = unsafe {
+        let (dw, mb) = unsafe {
             (
-                _mm256_loadu_si256(t.c.as_ptr().add(b * TILE_ROWS).cast()),
                 _mm256_loadu_ps(t.dw.as_ptr().add(b * TILE_ROWS)),
                 _mm256_loadu_ps(t.m_b.as_ptr().add(b * TILE_ROWS)),
             )
         };
-        let int = reduce8(p);
-        let int = if K == WIDE {
-            int
-        } else {
-            _mm256_sub_epi32(int, c)
-        };
         let s = _mm256_mul_ps(dw, _mm256_set1_ps(d[b]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(int), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(p)), s, acc);
         if K == MIN {
             acc = _mm256_fmadd_ps(mb, _mm256_set1_ps(ds[b]), acc);
         }

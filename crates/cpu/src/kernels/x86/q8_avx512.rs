@@ -27,23 +27,35 @@ pub(in crate::kernels) unsafe fn tile(
     // SAFETY: the caller's contract, passed on.
     unsafe {
         match kind {
-            Kind::Plain | Kind::Wide => tile_k::<0>(t, x, o, m, dst),
-            Kind::Min => tile_k::<1>(t, x, o, m, dst),
-            Kind::Halves => tile_k::<2>(t, x, o, m, dst),
+            Kind::Plain => tile_k::<PLAIN>(t, x, o, m, dst),
+            Kind::Min => tile_k::<MIN>(t, x, o, m, dst),
+            Kind::Halves => tile_k::<HALVES>(t, x, o, m, dst),
+            Kind::Wide => tile_k::<WIDE>(t, x, o, m, dst),
         }
     }
 }
 
+const PLAIN: u8 = 0;
 const MIN: u8 = 1;
 const HALVES: u8 = 2;
+const WIDE: u8 = 3;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn tile_k<const K: u8>(t: &Tile, x: &ActQ8, o: usize, m: usize, dst: Dst) {
     let lane_rows = (x.lane_groups * LANES).min(x.n_rows);
     for g in 0..x.lane_groups {
-        for i in 0..m {
-            // SAFETY: the caller's contract; `g < lane_groups`, `i < m`.
-            unsafe { lanes_row::<K>(t, x, g, i, o, dst) };
+        let mut i = 0;
+        // SAFETY (each call): the caller's contract; `g < lane_groups`, and
+        // the rows `i..i + R` are below `m`.
+        while i + 4 <= m {
+            unsafe { lanes_rows::<K, 4>(t, x, g, i, o, dst) };
+            i += 4;
+        }
+        match m - i {
+            3 => unsafe { lanes_rows::<K, 3>(t, x, g, i, o, dst) },
+            2 => unsafe { lanes_rows::<K, 2>(t, x, g, i, o, dst) },
+            1 => unsafe { lanes_rows::<K, 1>(t, x, g, i, o, dst) },
+            _ => {}
         }
     }
     for r in lane_rows..x.n_rows {
@@ -52,42 +64,92 @@ unsafe fn tile_k<const K: u8>(t: &Tile, x: &ActQ8, o: usize, m: usize, dst: Dst)
     }
 }
 
-/// Weight row `i` of the tile against the sixteen activation rows of group
-/// `g`, one row per lane.
+/// `-(s << shift)` per lane (0 for `shift == 0`).
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn lanes_row<const K: u8>(t: &Tile, x: &ActQ8, g: usize, i: usize, o: usize, dst: Dst) {
+fn neg_shifted(s: __m512i, shift: u32) -> __m512i {
+    _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_sll_epi32(s, _mm_cvtsi32_si128(shift as i32)),
+    )
+}
+
+/// The offset of the tile's bytes as a shift, and the bytes to flip to
+/// make them unsigned (Q8_0: `q + 128`).
+fn offset(t: &Tile, k: u8) -> (u32, i32) {
+    if k == WIDE {
+        (7, i32::from_ne_bytes([0x80; 4]))
+    } else {
+        (t.shift, 0)
+    }
+}
+
+/// Weight rows `i0..i0 + R` of the tile against the sixteen activation
+/// rows of group `g`, one activation row per lane; the `R` weight rows share
+/// each activation load and keep `R` independent f32 chains in flight.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn lanes_rows<const K: u8, const R: usize>(
+    t: &Tile,
+    x: &ActQ8,
+    g: usize,
+    i0: usize,
+    o: usize,
+    dst: Dst,
+) {
     let nb = t.nb;
-    let w = t.row(i);
-    let sc = &t.sc[i * t.nbp * 2..(i + 1) * t.nbp * 2];
+    let stride = t.nbp * BLOCK;
+    let (shift, _) = offset(t, K);
+    let flip = _mm512_set1_epi8(-128);
     let xt = &x.xt[g * nb * BLOCK * LANES..(g + 1) * nb * BLOCK * LANES];
+    let st = &x.st[g * nb * 2 * LANES..(g + 1) * nb * 2 * LANES];
     let (dt, dst_s) = (
         &x.dt[g * nb * LANES..(g + 1) * nb * LANES],
         &x.dst[g * nb * LANES..(g + 1) * nb * LANES],
     );
-    let mut acc = _mm512_setzero_ps();
+    assert!(i0 + R <= TILE_ROWS && t.q.len() >= TILE_ROWS * stride);
+    let q = t.q.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
-        let wb = &w[b * BLOCK..(b + 1) * BLOCK];
         let xb = &xt[b * BLOCK * LANES..(b + 1) * BLOCK * LANES];
-        // SAFETY: `wb` holds 32 bytes (8 groups of 4), `xb` 8 × 64 bytes.
-        let step = |k4: usize, a: __m512i| unsafe {
-            let wv = _mm512_set1_epi32(wb.as_ptr().add(4 * k4).cast::<i32>().read_unaligned());
-            let xv = _mm512_loadu_si512(xb.as_ptr().add(64 * k4).cast());
-            _mm512_dpbusd_epi32(a, xv, wv)
-        };
         let z = _mm512_setzero_si512();
-        let (a0, a1) = (step(0, z), step(1, z));
-        let (a0, a1) = (step(2, a0), step(3, a1));
-        let (b0, b1) = (step(4, z), step(5, z));
-        let (b0, b1) = (step(6, b0), step(7, b1));
-        let (lo, hi) = (_mm512_add_epi32(a0, a1), _mm512_add_epi32(b0, b1));
-        let c = _mm512_set1_epi32(t.c[b * TILE_ROWS + i]);
-        let int = if K == HALVES {
-            let lo = _mm512_mullo_epi32(lo, _mm512_set1_epi32(sc[2 * b]));
-            let hi = _mm512_mullo_epi32(hi, _mm512_set1_epi32(sc[2 * b + 1]));
-            _mm512_sub_epi32(_mm512_add_epi32(lo, hi), c)
+        let (lo0, hi0) = if shift == 0 {
+            (z, z)
         } else {
-            _mm512_sub_epi32(_mm512_add_epi32(lo, hi), c)
+            // SAFETY: two half sums of 16 lanes per block.
+            unsafe {
+                (
+                    neg_shifted(
+                        _mm512_loadu_si512(st.as_ptr().add(b * 2 * LANES).cast()),
+                        shift,
+                    ),
+                    neg_shifted(
+                        _mm512_loadu_si512(st.as_ptr().add((b * 2 + 1) * LANES).cast()),
+                        shift,
+                    ),
+                )
+            }
         };
+        // Four integer chains per weight row: k / 4 even and odd, each half.
+        let mut ints = [[lo0, z, hi0, z]; R];
+        for k4 in 0..BLOCK / 4 {
+            // SAFETY: `xb` holds 8 × 64 bytes.
+            let xv = unsafe { _mm512_loadu_si512(xb.as_ptr().add(64 * k4).cast()) };
+            for (r, int) in ints.iter_mut().enumerate() {
+                // SAFETY: row `i0 + r < TILE_ROWS` (asserted) holds `nbp *
+                // 32` bytes; group `k4` of block `b < nb` is inside it.
+                let wv = unsafe {
+                    let p = q.add((i0 + r) * stride + b * BLOCK + 4 * k4);
+                    _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+                };
+                let wv = if K == WIDE {
+                    _mm512_xor_si512(wv, flip)
+                } else {
+                    wv
+                };
+                let c = (k4 / 4) * 2 + k4 % 2;
+                int[c] = _mm512_dpbusd_epi32(int[c], wv, xv);
+            }
+        }
         // SAFETY: `dt`/`dst_s` hold 16 values per block.
         let (dx, ds) = unsafe {
             (
@@ -95,20 +157,37 @@ unsafe fn lanes_row<const K: u8>(t: &Tile, x: &ActQ8, g: usize, i: usize, o: usi
                 _mm512_loadu_ps(dst_s.as_ptr().add(b * LANES)),
             )
         };
-        let s = _mm512_mul_ps(_mm512_set1_ps(t.dw[b * TILE_ROWS + i]), dx);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(int), s, acc);
-        if K == MIN {
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(t.m_b[b * TILE_ROWS + i]), ds, acc);
+        for (r, (acc, int)) in acc.iter_mut().zip(&ints).enumerate() {
+            let i = i0 + r;
+            let (lo, hi) = (
+                _mm512_add_epi32(int[0], int[1]),
+                _mm512_add_epi32(int[2], int[3]),
+            );
+            let int = if K == HALVES {
+                let sc = &t.sc[(i * t.nbp + b) * 2..(i * t.nbp + b) * 2 + 2];
+                let lo = _mm512_mullo_epi32(lo, _mm512_set1_epi32(sc[0]));
+                let hi = _mm512_mullo_epi32(hi, _mm512_set1_epi32(sc[1]));
+                _mm512_add_epi32(lo, hi)
+            } else {
+                _mm512_add_epi32(lo, hi)
+            };
+            let s = _mm512_mul_ps(_mm512_set1_ps(t.dw[b * TILE_ROWS + i]), dx);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(int), s, *acc);
+            if K == MIN {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(t.m_b[b * TILE_ROWS + i]), ds, *acc);
+            }
         }
     }
-    let mut out = [0.0f32; LANES];
-    // SAFETY: `out` holds 16 floats.
-    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
-    for (lane, v) in out.iter().enumerate() {
-        let r = g * LANES + lane;
-        if r < x.n_rows {
-            // SAFETY: `(o + i, r)` is one of our outputs.
-            unsafe { *dst.at(o + i, r) = *v };
+    for (r, acc) in acc.iter().enumerate() {
+        let mut out = [0.0f32; LANES];
+        // SAFETY: `out` holds 16 floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *acc) };
+        for (lane, v) in out.iter().enumerate() {
+            let row = g * LANES + lane;
+            if row < x.n_rows {
+                // SAFETY: `(o + i0 + r, row)` is one of our outputs.
+                unsafe { *dst.at(o + i0 + r, row) = *v };
+            }
         }
     }
 }
@@ -140,25 +219,40 @@ fn reduce8(p: [__m512i; 8]) -> __m512i {
 unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usize, dst: Dst) {
     let (n_in, nb, nbp) = (x.n_in, t.nb, t.nbp);
     let stride = nbp * BLOCK;
-    let xu = &x.xu[r * n_in..(r + 1) * n_in];
-    let (d, ds) = (&x.d[r * nb..(r + 1) * nb], &x.ds[r * nb..(r + 1) * nb]);
+    let (shift, flip) = offset(t, K);
+    let flip = _mm512_set1_epi32(flip);
+    let xs = x.row_q(r);
+    let s4 = &x.s4[r * n_in / 4..(r + 1) * n_in / 4];
+    let (d, ds) = (x.row_d(r), x.row_ds(r));
     let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     let mut acc = _mm256_setzero_ps();
     let mut b = 0;
     while b < nb {
         let two = b + 1 < nb;
-        // SAFETY: 64 bytes of blocks `b, b + 1`, or 32 of the last block.
-        let xv = unsafe {
+        // SAFETY: 64 bytes (16 sums) of blocks `b, b + 1`, or 32 (8) of the
+        // last block.
+        let (xv, sums) = unsafe {
             if two {
-                _mm512_loadu_si512(xu.as_ptr().add(b * BLOCK).cast())
+                (
+                    _mm512_loadu_si512(xs.as_ptr().add(b * BLOCK).cast()),
+                    _mm512_loadu_si512(s4.as_ptr().add(b * 8).cast()),
+                )
             } else {
-                _mm512_zextsi256_si512(_mm256_loadu_si256(xu.as_ptr().add(b * BLOCK).cast()))
+                (
+                    _mm512_zextsi256_si512(_mm256_loadu_si256(xs.as_ptr().add(b * BLOCK).cast())),
+                    _mm512_zextsi256_si512(_mm256_loadu_si256(s4.as_ptr().add(b * 8).cast())),
+                )
             }
+        };
+        let init = if shift == 0 {
+            _mm512_setzero_si512()
+        } else {
+            neg_shifted(sums, shift)
         };
         let p: [__m512i; 8] = std::array::from_fn(|i| {
             // SAFETY: row `i` of the tile has `nbp * 32` bytes, `b + 1 < nbp`.
             let wv = unsafe { _mm512_loadu_si512(t.q.as_ptr().add(i * stride + b * BLOCK).cast()) };
-            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv);
+            let prod = _mm512_dpbusd_epi32(init, _mm512_xor_si512(wv, flip), xv);
             if K == HALVES {
                 // SAFETY: row `i` has `2 * nbp` scales; `b + 1 < nbp`.
                 let s4 = unsafe { _mm_loadu_si128(t.sc.as_ptr().add((i * nbp + b) * 2).cast()) };
@@ -169,16 +263,15 @@ unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usi
             }
         });
         // SAFETY: `[block][row]` arrays hold `nbp * 8` entries; `b + 1 < nbp`.
-        let (c, dw, dw1, mb, mb1) = unsafe {
+        let (dw, dw1, mb, mb1) = unsafe {
             (
-                _mm512_loadu_si512(t.c.as_ptr().add(b * TILE_ROWS).cast()),
                 _mm256_loadu_ps(t.dw.as_ptr().add(b * TILE_ROWS)),
                 _mm256_loadu_ps(t.dw.as_ptr().add((b + 1) * TILE_ROWS)),
                 _mm256_loadu_ps(t.m_b.as_ptr().add(b * TILE_ROWS)),
                 _mm256_loadu_ps(t.m_b.as_ptr().add((b + 1) * TILE_ROWS)),
             )
         };
-        let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(reduce8(p), c));
+        let f = _mm512_cvtepi32_ps(reduce8(p));
         let s = _mm256_mul_ps(dw, _mm256_set1_ps(d[b]));
         acc = _mm256_fmadd_ps(_mm512_castps512_ps256(f), s, acc);
         if K == MIN {
@@ -186,11 +279,8 @@ unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usi
         }
         if two {
             let s = _mm256_mul_ps(dw1, _mm256_set1_ps(d[b + 1]));
-            acc = _mm256_fmadd_ps(
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f))),
-                s,
-                acc,
-            );
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
+            acc = _mm256_fmadd_ps(hi, s, acc);
             if K == MIN {
                 acc = _mm256_fmadd_ps(mb1, _mm256_set1_ps(ds[b + 1]), acc);
             }
