@@ -24,6 +24,10 @@ pub struct ModelArgs {
     /// Without it the SMELT_CPU_Q8 environment variable decides (0, 1, all).
     #[arg(long)]
     pub q8_activations: bool,
+    /// CPU: f32 activations whatever the flag and SMELT_CPU_Q8 say (the
+    /// reference model of `perplexity --kl-base`).
+    #[arg(skip)]
+    pub f32_activations: bool,
 }
 
 /// `--device` values.
@@ -48,7 +52,12 @@ impl ModelArgs {
     /// A CPU backend as these flags ask: threads, and activation precision
     /// (`--q8-activations`, else `SMELT_CPU_Q8`).
     pub fn cpu_backend(&self) -> Result<smelt_cpu::CpuBackend, String> {
-        cpu_backend(self.threads, self.q8_activations)
+        let backend = cpu_backend(self.threads, self.q8_activations)?;
+        Ok(if self.f32_activations {
+            backend.with_activations(smelt_cpu::Activations::F32)
+        } else {
+            backend
+        })
     }
 
     /// The engine's KV cache type.

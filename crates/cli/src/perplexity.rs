@@ -49,9 +49,9 @@ pub struct PerplexityArgs {
     /// Where to run: CUDA when a usable GPU is present (auto), or as told.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// CPU: 8-bit activations for the evaluated model (the `--kl-base` model
-    /// keeps the SMELT_CPU_Q8 default, so `--kl-base` on the same file
-    /// measures what the 8-bit activations change).
+    /// CPU: 8-bit activations for the evaluated model (else SMELT_CPU_Q8
+    /// decides; the `--kl-base` model always has f32 activations, so
+    /// `--kl-base` on the same file measures what 8-bit activations change).
     #[arg(long)]
     pub q8_activations: bool,
 }
@@ -216,6 +216,7 @@ fn model_args(args: &PerplexityArgs, ctx: usize) -> ModelArgs {
         kv_type: args.kv_type,
         device: args.device,
         q8_activations: false,
+        f32_activations: false,
     }
 }
 
@@ -317,7 +318,13 @@ fn load_base(
     text: &str,
     tokens: &[u32],
 ) -> Result<Loaded, String> {
-    let base = load(name, &model_args(args, ctx))?;
+    let base = load(
+        name,
+        &ModelArgs {
+            f32_activations: true,
+            ..model_args(args, ctx)
+        },
+    )?;
     let (qv, bv) = (
         with_model!(&quant.model, |m| m.config.vocab_size),
         with_model!(&base.model, |m| m.config.vocab_size),
