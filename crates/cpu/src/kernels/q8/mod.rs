@@ -34,9 +34,12 @@
 //! from `acc = +0`:
 //!
 //! ```text
-//! acc = fma(I_b as f32, dw_b * dx_b, acc)          // every format
-//! acc = fma(m_b, ds_b, acc)                        // Q4_1, Q4_K only
+//! acc = fma(I_b as f32, dw_b * dx_b, acc)                    // Q4_0, Q5_0, Q8_0, Q6_K
+//! acc = acc + fma(m_b, ds_b, (I_b as f32) * (dw_b * dx_b))   // Q4_1, Q4_K
 //! ```
+//!
+//! (The minimum's term is added to the block's value before the block joins
+//! the chain, so each block costs the chain one dependent operation.)
 //!
 //! `I_b` is an exact integer below 2^24 in magnitude, so `I_b as f32` is exact
 //! and any way of summing the integers (VNNI's four-byte groups, AVX2's pairs,

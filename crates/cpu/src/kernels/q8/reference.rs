@@ -83,9 +83,10 @@ pub fn dot_reference(dtype: DType, row: &[u8], x: &ActQ8, r: usize) -> f32 {
             let half = (k % BLOCK) / 16;
             i_b += sc[half] * weight_int(dtype, row, k) * i32::from(q[k]);
         }
-        acc = (i_b as f32).mul_add(dw * d[b], acc);
         if matches!(dtype, DType::Q4_1 | DType::Q4K) {
-            acc = m.mul_add(ds[b], acc);
+            acc += m.mul_add(ds[b], (i_b as f32) * (dw * d[b]));
+        } else {
+            acc = (i_b as f32).mul_add(dw * d[b], acc);
         }
     }
     acc
@@ -120,9 +121,11 @@ pub(super) unsafe fn tile(kind: Kind, t: &Tile, x: &ActQ8, o: usize, m: usize, d
                     _ => (1, 1),
                 };
                 let i_b = s0 * dot(0) + s1 * dot(1);
-                acc = (i_b as f32).mul_add(t.dw[b * TILE_ROWS + i] * d[b], acc);
+                let s = t.dw[b * TILE_ROWS + i] * d[b];
                 if kind == Kind::Min {
-                    acc = t.m_b[b * TILE_ROWS + i].mul_add(ds[b], acc);
+                    acc += t.m_b[b * TILE_ROWS + i].mul_add(ds[b], i_b as f32 * s);
+                } else {
+                    acc = (i_b as f32).mul_add(s, acc);
                 }
             }
             // SAFETY: `(o + i, r)` is one of our outputs.

@@ -77,7 +77,8 @@ pub(crate) fn shift_of(dtype: DType) -> u32 {
 }
 
 /// Unpacks `m` (at most [`TILE_ROWS`]) rows of `n_in` values of `dtype`
-/// stored back to back in `w`. Rows `m..TILE_ROWS` are zeroed.
+/// stored back to back in `w`. Rows `m..TILE_ROWS` hold zeros or copies:
+/// their outputs are never written.
 pub(crate) fn unpack_tile(dtype: DType, w: &[u8], n_in: usize, m: usize, tile: &mut Tile) {
     tile.shape(dtype, n_in, m);
     #[cfg(target_arch = "x86_64")]
@@ -231,6 +232,16 @@ mod simd {
     }
 
     impl RowOut {
+        /// Block `b`'s 32 bytes.
+        ///
+        /// # Safety
+        /// `b` must be below the tile's block count.
+        #[inline(always)]
+        unsafe fn bytes(&self, b: usize, v: __m256i) {
+            // SAFETY: 32 bytes at `32 b` of the row (the caller's contract).
+            unsafe { _mm256_storeu_si256(self.q.add(b * BLOCK).cast(), v) };
+        }
+
         /// Block `b`'s 32 bytes, `dw` and `m`.
         ///
         /// # Safety
@@ -291,18 +302,12 @@ mod simd {
             match dtype {
                 DType::Q4_0 => {
                     for b in 0..nb {
-                        unsafe {
-                            let blk = src.add(b * bb);
-                            out.put(b, nibbles(blk.add(2)), f16(blk), 0.0);
-                        }
+                        unsafe { out.bytes(b, nibbles(src.add(b * bb + 2))) };
                     }
                 }
                 DType::Q4_1 => {
                     for b in 0..nb {
-                        unsafe {
-                            let blk = src.add(b * bb);
-                            out.put(b, nibbles(blk.add(4)), f16(blk), f16(blk.add(2)));
-                        }
+                        unsafe { out.bytes(b, nibbles(src.add(b * bb + 4))) };
                     }
                 }
                 DType::Q5_0 => {
@@ -310,18 +315,13 @@ mod simd {
                         unsafe {
                             let blk = src.add(b * bb);
                             let qh = blk.add(2).cast::<u32>().read_unaligned();
-                            let v = _mm256_or_si256(nibbles(blk.add(6)), fifth_bits(qh));
-                            out.put(b, v, f16(blk), 0.0);
+                            out.bytes(b, _mm256_or_si256(nibbles(blk.add(6)), fifth_bits(qh)));
                         }
                     }
                 }
                 DType::Q8_0 => {
                     for b in 0..nb {
-                        unsafe {
-                            let blk = src.add(b * bb);
-                            let v = _mm256_loadu_si256(blk.add(2).cast());
-                            out.put(b, v, f16(blk), 0.0);
-                        }
+                        unsafe { out.bytes(b, _mm256_loadu_si256(src.add(b * bb + 2).cast())) };
                     }
                 }
                 DType::Q4K => {
@@ -384,6 +384,61 @@ mod simd {
                     }
                 }
                 other => panic!("q8 unpack: no integer path for {other}"),
+            }
+        }
+        if matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0) {
+            // SAFETY: the assert above: `m` rows of `nb` blocks of `bb` bytes.
+            unsafe { legacy_scales(w, row_bytes, m, nb, bb, dtype == DType::Q4_1, tile) };
+        }
+    }
+
+    /// `dw` (and Q4_1's `m`) of the 32-value formats, eight rows at a time:
+    /// the block's first four bytes (`d`, then `m` or quants) gathered from
+    /// the eight rows, widened from f16 together. Rows past `m` read row 0
+    /// (their outputs are never written).
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be present; `w` must hold `m` rows of `row_bytes`
+    /// with `nb` blocks of `bb` bytes each; the tile must be shaped for `nb`.
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn legacy_scales(
+        w: &[u8],
+        row_bytes: usize,
+        m: usize,
+        nb: usize,
+        bb: usize,
+        min: bool,
+        tile: &mut Tile,
+    ) {
+        assert!(m >= 1 && m * row_bytes <= w.len() && nb * bb <= row_bytes);
+        assert!(w.len() <= i32::MAX as usize && tile.dw.len() >= nb * TILE_ROWS);
+        let rows: [i32; TILE_ROWS] =
+            std::array::from_fn(|i| if i < m { (i * row_bytes) as i32 } else { 0 });
+        // SAFETY: eight i32.
+        let rows = unsafe { _mm256_loadu_si256(rows.as_ptr().cast()) };
+        let low = _mm256_set1_epi32(0xFFFF);
+        let widen = |v: __m256i| {
+            let packed = _mm256_packus_epi32(v, v);
+            let halves = _mm256_permute4x64_epi64::<0b10_00>(packed);
+            _mm256_cvtph_ps(_mm256_castsi256_si128(halves))
+        };
+        for b in 0..nb {
+            let idx = _mm256_add_epi32(rows, _mm256_set1_epi32((b * bb) as i32));
+            // SAFETY: each index is the start of block `b` of a row in `w`,
+            // and a block holds at least 4 bytes; the tile holds `nb * 8`
+            // multipliers.
+            unsafe {
+                let v = _mm256_i32gather_epi32::<1>(w.as_ptr().cast(), idx);
+                _mm256_storeu_ps(
+                    tile.dw.as_mut_ptr().add(b * TILE_ROWS),
+                    widen(_mm256_and_si256(v, low)),
+                );
+                let mb = if min {
+                    widen(_mm256_srli_epi32::<16>(v))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                _mm256_storeu_ps(tile.m_b.as_mut_ptr().add(b * TILE_ROWS), mb);
             }
         }
     }
@@ -494,10 +549,15 @@ mod tests {
                     for i in 0..m {
                         assert_eq!(a.row(i), b.row(i), "{dtype} {n_in} row {i}: bytes");
                     }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    let nbm = a.nb * TILE_ROWS;
-                    assert_eq!(bits(&a.dw[..nbm]), bits(&b.dw[..nbm]), "{dtype}: dw");
-                    assert_eq!(bits(&a.m_b[..nbm]), bits(&b.m_b[..nbm]), "{dtype}: m");
+                    // Multipliers of the unpacked rows (padding rows may differ).
+                    let bits = |v: &[f32]| {
+                        v.chunks(TILE_ROWS)
+                            .take(a.nb)
+                            .flat_map(|c| c[..m].iter().map(|x| x.to_bits()))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&a.dw), bits(&b.dw), "{dtype}: dw");
+                    assert_eq!(bits(&a.m_b), bits(&b.m_b), "{dtype}: m");
                     if dtype == DType::Q6K {
                         for i in 0..m {
                             let r = i * a.nbp * 2..i * a.nbp * 2 + a.nb * 2;

@@ -71,6 +71,24 @@ fn dot4<const K: u8>(wv: __m256i, xv: __m256i) -> __m256i {
     _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
 }
 
+/// One block's step of the f32 chain: `fma(i, s, acc)`, or for the formats
+/// with minimums `acc + fma(m, ds, i * s)` (see `kernels::q8`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn block<const K: u8>(
+    acc: __m256,
+    i: __m256,
+    s: __m256,
+    m: __m256,
+    ds: __m256,
+) -> __m256 {
+    if K == MIN {
+        _mm256_add_ps(acc, _mm256_fmadd_ps(m, ds, _mm256_mul_ps(i, s)))
+    } else {
+        _mm256_fmadd_ps(i, s, acc)
+    }
+}
+
 /// `-(s << shift)` per lane.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -136,10 +154,13 @@ unsafe fn lanes_row<const K: u8>(t: &Tile, x: &ActQ8, g: usize, i: usize, o: usi
                 )
             };
             let s = _mm256_mul_ps(_mm256_set1_ps(t.dw[b * TILE_ROWS + i]), dx);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(int), s, *acc);
-            if K == MIN {
-                *acc = _mm256_fmadd_ps(_mm256_set1_ps(t.m_b[b * TILE_ROWS + i]), ds, *acc);
-            }
+            *acc = block::<K>(
+                *acc,
+                _mm256_cvtepi32_ps(int),
+                s,
+                _mm256_set1_ps(t.m_b[b * TILE_ROWS + i]),
+                ds,
+            );
         }
     }
     let mut out = [0.0f32; LANES];
@@ -218,10 +239,13 @@ unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usi
             )
         };
         let s = _mm256_mul_ps(dw, _mm256_set1_ps(d[b]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(p)), s, acc);
-        if K == MIN {
-            acc = _mm256_fmadd_ps(mb, _mm256_set1_ps(ds[b]), acc);
-        }
+        acc = block::<K>(
+            acc,
+            _mm256_cvtepi32_ps(reduce8(p)),
+            s,
+            mb,
+            _mm256_set1_ps(ds[b]),
+        );
     }
     let mut out = [0.0f32; TILE_ROWS];
     // SAFETY: `out` holds 8 floats.

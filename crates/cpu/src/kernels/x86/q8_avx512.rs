@@ -6,6 +6,7 @@
 
 use std::arch::x86_64::*;
 
+use super::q8_avx2::block;
 use crate::kernels::Dst;
 use crate::kernels::q8::unpack::Tile;
 use crate::kernels::q8::{ActQ8, BLOCK, Kind, LANES, TILE_ROWS};
@@ -172,10 +173,13 @@ unsafe fn lanes_rows<const K: u8, const R: usize>(
                 _mm512_add_epi32(lo, hi)
             };
             let s = _mm512_mul_ps(_mm512_set1_ps(t.dw[b * TILE_ROWS + i]), dx);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(int), s, *acc);
-            if K == MIN {
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(t.m_b[b * TILE_ROWS + i]), ds, *acc);
-            }
+            let fi = _mm512_cvtepi32_ps(int);
+            *acc = if K == MIN {
+                let m = _mm512_set1_ps(t.m_b[b * TILE_ROWS + i]);
+                _mm512_add_ps(*acc, _mm512_fmadd_ps(m, ds, _mm512_mul_ps(fi, s)))
+            } else {
+                _mm512_fmadd_ps(fi, s, *acc)
+            };
         }
     }
     for (r, acc) in acc.iter().enumerate() {
@@ -273,17 +277,11 @@ unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usi
         };
         let f = _mm512_cvtepi32_ps(reduce8(p));
         let s = _mm256_mul_ps(dw, _mm256_set1_ps(d[b]));
-        acc = _mm256_fmadd_ps(_mm512_castps512_ps256(f), s, acc);
-        if K == MIN {
-            acc = _mm256_fmadd_ps(mb, _mm256_set1_ps(ds[b]), acc);
-        }
+        acc = block::<K>(acc, _mm512_castps512_ps256(f), s, mb, _mm256_set1_ps(ds[b]));
         if two {
             let s = _mm256_mul_ps(dw1, _mm256_set1_ps(d[b + 1]));
             let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
-            acc = _mm256_fmadd_ps(hi, s, acc);
-            if K == MIN {
-                acc = _mm256_fmadd_ps(mb1, _mm256_set1_ps(ds[b + 1]), acc);
-            }
+            acc = block::<K>(acc, hi, s, mb1, _mm256_set1_ps(ds[b + 1]));
         }
         b += 2;
     }
