@@ -533,6 +533,13 @@ fn reference_decode(
     measure::decode_speed(&mut session, tokens, reps).map_err(|e| e.to_string())
 }
 
+/// Says which activation precision the CPU runs use (stderr, not in JSON).
+fn say_activations(args: &BenchArgs, a: smelt_cpu::Activations) {
+    if !args.json {
+        eprintln!("smelt bench: cpu activations {}", a.name());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,12 +656,5 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert!(seen.len() > 40, "{} distinct ids", seen.len());
-    }
-}
-
-/// Says which activation precision the CPU runs use (stderr, not in JSON).
-fn say_activations(args: &BenchArgs, a: smelt_cpu::Activations) {
-    if !args.json {
-        eprintln!("smelt bench: cpu activations {}", a.name());
     }
 }

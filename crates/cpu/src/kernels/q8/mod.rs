@@ -536,7 +536,8 @@ mod tests {
         x[2 * BLOCK + 3] = f32::NAN;
         x[3 * BLOCK + 4] = 1e30;
         x[4 * BLOCK + 7] = -3e-39;
-        let run = |f: &dyn Fn(&[f32], &mut [i8], &mut [i32], &mut [f32], &mut [f32])| {
+        type Quantizer<'a> = &'a dyn Fn(&[f32], &mut [i8], &mut [i32], &mut [f32], &mut [f32]);
+        let run = |f: Quantizer<'_>| {
             let (mut q, mut s, mut d, mut ds) = (
                 vec![0i8; n * BLOCK],
                 vec![0i32; n * 8],

@@ -79,9 +79,9 @@ pub fn dot_reference(dtype: DType, row: &[u8], x: &ActQ8, r: usize) -> f32 {
     for b in 0..x.n_in / BLOCK {
         let (dw, m, sc) = block_mults(dtype, row, b);
         let mut i_b = 0i32;
-        for k in b * BLOCK..(b + 1) * BLOCK {
+        for (k, &qk) in q.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
             let half = (k % BLOCK) / 16;
-            i_b += sc[half] * weight_int(dtype, row, k) * i32::from(q[k]);
+            i_b += sc[half] * weight_int(dtype, row, k) * i32::from(qk);
         }
         if matches!(dtype, DType::Q4_1 | DType::Q4K) {
             acc += m.mul_add(ds[b], (i_b as f32) * (dw * d[b]));
