@@ -429,6 +429,23 @@ pub unsafe fn matmul_to_ptr(
     unsafe { run(detected_isa(), dtype, w, rows, x, dst, scratch) }
 }
 
+/// Asks for `bytes` to be brought into the cache (a hint; no-op off x86).
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: prefetching is a hint that never faults; the address is
+        // inside `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// Which kernels a call runs with.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -497,13 +514,24 @@ unsafe fn run(
     let mut o = rows.start;
     while o < rows.end {
         let m = (rows.end - o).min(TILE_ROWS);
-        unpack::unpack_tile(dtype, &w[o * row_bytes..(o + m) * row_bytes], n_in, m, tile);
+        let raw = &w[o * row_bytes..(o + m) * row_bytes];
+        // The next tile's bytes are fetched while this one computes: its
+        // first touch (a gather of scales) would otherwise wait on memory.
+        let next = (o + m) * row_bytes..((o + m + TILE_ROWS).min(rows.end)) * row_bytes;
+        prefetch(&w[next]);
+        // The AVX-512 small-batch kernel decodes the weight bytes itself:
+        // the tile then needs only the multipliers.
+        #[cfg(target_arch = "x86_64")]
+        let bytes = !(path == Path::Vnni && x.lane_groups == 0);
+        #[cfg(not(target_arch = "x86_64"))]
+        let bytes = true;
+        unpack::unpack_tile(dtype, raw, n_in, m, tile, bytes);
         // SAFETY: outputs `(o..o + m, r)` are the caller's; the tile holds
-        // `m` unpacked rows of `n_in` (padded to TILE_ROWS with zeros).
+        // `m` unpacked rows of `n_in` (padded to TILE_ROWS).
         unsafe {
             match path {
                 #[cfg(target_arch = "x86_64")]
-                Path::Vnni => super::x86::q8_avx512::tile(kind, tile, x, o, m, dst),
+                Path::Vnni => super::x86::q8_avx512::tile(dtype, kind, tile, raw, x, o, m, dst),
                 #[cfg(target_arch = "x86_64")]
                 Path::Avx2 => super::x86::q8_avx2::tile(kind, tile, x, o, m, dst),
                 Path::Portable => reference::tile(kind, tile, x, o, m, dst),

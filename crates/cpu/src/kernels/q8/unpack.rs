@@ -79,15 +79,25 @@ pub(crate) fn shift_of(dtype: DType) -> u32 {
 /// Unpacks `m` (at most [`TILE_ROWS`]) rows of `n_in` values of `dtype`
 /// stored back to back in `w`. Rows `m..TILE_ROWS` hold zeros or copies:
 /// their outputs are never written.
-pub(crate) fn unpack_tile(dtype: DType, w: &[u8], n_in: usize, m: usize, tile: &mut Tile) {
+/// Without `bytes` only the multipliers need be written (the AVX2 path
+/// then skips the bytes).
+pub(crate) fn unpack_tile(
+    dtype: DType,
+    w: &[u8],
+    n_in: usize,
+    m: usize,
+    tile: &mut Tile,
+    bytes: bool,
+) {
     tile.shape(dtype, n_in, m);
     #[cfg(target_arch = "x86_64")]
     if super::Isa::Avx2.available() {
         // SAFETY: AVX2 and F16C are present (checked just above); the tile
         // was shaped for `n_in` just above.
-        unsafe { simd::unpack(dtype, w, m, tile) };
+        unsafe { simd::unpack(dtype, w, m, tile, bytes) };
         return;
     }
+    let _ = bytes;
     unpack_scalar(dtype, w, m, tile);
 }
 
@@ -226,6 +236,8 @@ mod simd {
     /// Where one tile row goes: its bytes, and its column of the
     /// `[block][row]` multiplier arrays.
     struct RowOut {
+        /// Whether to write the bytes (else only the multipliers).
+        write_bytes: bool,
         q: *mut u8,
         dw: *mut f32,
         mb: *mut f32,
@@ -252,7 +264,9 @@ mod simd {
             // caller's contract): 32 bytes at `32 b` of the row, and entry
             // `b * TILE_ROWS` of this row's multiplier column.
             unsafe {
-                _mm256_storeu_si256(self.q.add(b * BLOCK).cast(), v);
+                if self.write_bytes {
+                    _mm256_storeu_si256(self.q.add(b * BLOCK).cast(), v);
+                }
                 *self.dw.add(b * TILE_ROWS) = dw;
                 *self.mb.add(b * TILE_ROWS) = mb;
             }
@@ -275,7 +289,7 @@ mod simd {
     /// AVX2 and F16C must be present; the tile must be shaped for `w`'s
     /// rows (`m` rows of `tile.nb` blocks).
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn unpack(dtype: DType, w: &[u8], m: usize, tile: &mut Tile) {
+    pub(super) unsafe fn unpack(dtype: DType, w: &[u8], m: usize, tile: &mut Tile, bytes: bool) {
         let row_bytes = w.len() / m.max(1);
         let (nb, nbp) = (tile.nb, tile.nbp);
         let bb = dtype.block_bytes();
@@ -289,9 +303,14 @@ mod simd {
             clear_row(tile, i);
         }
         let low = _mm256_set1_epi8(0x0F);
+        let legacy = matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0);
         for i in 0..m {
+            if legacy && !bytes {
+                break;
+            }
             let src = w[i * row_bytes..(i + 1) * row_bytes].as_ptr();
             let out = RowOut {
+                write_bytes: bytes,
                 q: tile.q[i * nbp * BLOCK..].as_mut_ptr(),
                 dw: tile.dw[i..].as_mut_ptr(),
                 mb: tile.m_b[i..].as_mut_ptr(),
@@ -543,7 +562,7 @@ mod tests {
                 for m in [1, 7, 8] {
                     let w = random_weight(&mut rng, dtype, n_in, m).bytes().to_vec();
                     let (mut a, mut b) = (Tile::default(), Tile::default());
-                    unpack_tile(dtype, &w, n_in, m, &mut a);
+                    unpack_tile(dtype, &w, n_in, m, &mut a, true);
                     b.shape(dtype, n_in, m);
                     unpack_scalar(dtype, &w, m, &mut b);
                     for i in 0..m {

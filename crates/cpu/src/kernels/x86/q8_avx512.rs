@@ -6,32 +6,42 @@
 
 use std::arch::x86_64::*;
 
+use smelt_tensor::DType;
+
 use super::q8_avx2::block;
 use crate::kernels::Dst;
 use crate::kernels::q8::unpack::Tile;
 use crate::kernels::q8::{ActQ8, BLOCK, Kind, LANES, TILE_ROWS};
 
-/// Runs `m` unpacked weight rows (outputs `o..o + m`) against every
-/// activation row.
+/// Runs `m` weight rows (outputs `o..o + m`; `raw` their stored bytes, `t`
+/// their unpacked multipliers, and bytes when any row lanes are used)
+/// against every activation row.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI, AVX2 and FMA must be present; `dst` must be valid
 /// and exclusive for outputs `(o..o + m, 0..x.n_rows)`.
+#[allow(clippy::too_many_arguments)]
 pub(in crate::kernels) unsafe fn tile(
+    dtype: DType,
     kind: Kind,
     t: &Tile,
+    raw: &[u8],
     x: &ActQ8,
     o: usize,
     m: usize,
     dst: Dst,
 ) {
+    debug_assert_eq!(kind, Kind::of(dtype));
     // SAFETY: the caller's contract, passed on.
     unsafe {
-        match kind {
-            Kind::Plain => tile_k::<PLAIN>(t, x, o, m, dst),
-            Kind::Min => tile_k::<MIN>(t, x, o, m, dst),
-            Kind::Halves => tile_k::<HALVES>(t, x, o, m, dst),
-            Kind::Wide => tile_k::<WIDE>(t, x, o, m, dst),
+        match dtype {
+            DType::Q4_0 => tile_k::<PLAIN, F_Q4_0>(t, raw, x, o, m, dst),
+            DType::Q4_1 => tile_k::<MIN, F_Q4_1>(t, raw, x, o, m, dst),
+            DType::Q5_0 => tile_k::<PLAIN, F_Q5_0>(t, raw, x, o, m, dst),
+            DType::Q8_0 => tile_k::<WIDE, F_Q8_0>(t, raw, x, o, m, dst),
+            DType::Q4K => tile_k::<MIN, F_Q4K>(t, raw, x, o, m, dst),
+            DType::Q6K => tile_k::<HALVES, F_Q6K>(t, raw, x, o, m, dst),
+            other => panic!("q8: no integer path for {other}"),
         }
     }
 }
@@ -41,8 +51,22 @@ const MIN: u8 = 1;
 const HALVES: u8 = 2;
 const WIDE: u8 = 3;
 
+const F_Q4_0: u8 = 0;
+const F_Q4_1: u8 = 1;
+const F_Q5_0: u8 = 2;
+const F_Q8_0: u8 = 3;
+const F_Q4K: u8 = 4;
+const F_Q6K: u8 = 5;
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn tile_k<const K: u8>(t: &Tile, x: &ActQ8, o: usize, m: usize, dst: Dst) {
+unsafe fn tile_k<const K: u8, const F: u8>(
+    t: &Tile,
+    raw: &[u8],
+    x: &ActQ8,
+    o: usize,
+    m: usize,
+    dst: Dst,
+) {
     let lane_rows = (x.lane_groups * LANES).min(x.n_rows);
     for g in 0..x.lane_groups {
         let mut i = 0;
@@ -59,9 +83,110 @@ unsafe fn tile_k<const K: u8>(t: &Tile, x: &ActQ8, o: usize, m: usize, dst: Dst)
             _ => {}
         }
     }
+    let row_bytes = raw.len() / m.max(1);
     for r in lane_rows..x.n_rows {
-        // SAFETY: as above, `r < n_rows`.
-        unsafe { small_row::<K>(t, x, r, o, m, dst) };
+        // SAFETY: as above, `r < n_rows`; `raw` holds `m` rows.
+        unsafe { small_row::<K, F>(t, raw, row_bytes, x, r, o, m, dst) };
+    }
+}
+
+/// Blocks `b` and `b + 1` (only `b` when `!two`: the high half is then
+/// zero) of the stored row at `row`, as the tile's bytes.
+///
+/// # Safety
+/// `row` must point at a whole stored row of format `F` with block `b` (and
+/// `b + 1` when `two`) in it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn decode_pair<const F: u8>(row: *const u8, b: usize, two: bool) -> __m512i {
+    let low = _mm512_set1_epi8(0x0F);
+    // 16-bit shift counts: 4 in the second and fourth 128-bit lanes.
+    let odd4 = _mm512_setr_epi64(
+        0,
+        0,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+        0,
+        0,
+        0x0004_0004_0004_0004,
+        0x0004_0004_0004_0004,
+    );
+    // SAFETY (all reads): inside blocks `b` (and `b + 1` when `two`) of the
+    // row, by the formats' layouts (crates/tensor).
+    unsafe {
+        // Two 16-byte nibble arrays at `off` in blocks of `bb` bytes.
+        let nibble_pair = |bb: usize, off: usize| {
+            let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(row.add(b * bb + off).cast()));
+            let hi = if two {
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(row.add((b + 1) * bb + off).cast()))
+            } else {
+                _mm256_setzero_si256()
+            };
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            _mm512_and_si512(_mm512_srlv_epi16(z, odd4), low)
+        };
+        match F {
+            F_Q4_0 => nibble_pair(18, 2),
+            F_Q4_1 => nibble_pair(20, 4),
+            F_Q5_0 => {
+                let qh0 = row.add(b * 22 + 2).cast::<u32>().read_unaligned();
+                let qh1 = if two {
+                    row.add((b + 1) * 22 + 2).cast::<u32>().read_unaligned()
+                } else {
+                    0
+                };
+                let mask = u64::from(qh0) | (u64::from(qh1) << 32);
+                _mm512_or_si512(
+                    nibble_pair(22, 6),
+                    _mm512_maskz_mov_epi8(mask, _mm512_set1_epi8(0x10)),
+                )
+            }
+            F_Q8_0 => {
+                let lo = _mm256_loadu_si256(row.add(b * 34 + 2).cast());
+                let hi = if two {
+                    _mm256_loadu_si256(row.add((b + 1) * 34 + 2).cast())
+                } else {
+                    _mm256_setzero_si256()
+                };
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+            }
+            F_Q4K => {
+                // Blocks 2c and 2c + 1 of a super-block: the low and high
+                // nibbles of the same 32 bytes (`b` is even).
+                let blk = row.add((b / 8) * 144);
+                let y = _mm256_loadu_si256(blk.add(16 + 32 * ((b % 8) / 2)).cast());
+                let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y), y);
+                let hi4 = _mm512_setr_epi64(
+                    0,
+                    0,
+                    0,
+                    0,
+                    0x0004_0004_0004_0004,
+                    0x0004_0004_0004_0004,
+                    0x0004_0004_0004_0004,
+                    0x0004_0004_0004_0004,
+                );
+                _mm512_and_si512(_mm512_srlv_epi16(z, hi4), low)
+            }
+            _ => {
+                // Q6_K: blocks j, j + 1 (j even) of half h: quarters q, q + 1
+                // with q in {0, 2}: low nibbles (q = 0) or high ones (q = 2)
+                // of ql[64 h..64 h + 64]; high bits at 2 q and 2 q + 2 of
+                // qh[32 h..32 h + 32].
+                let blk = row.add((b / 8) * 210);
+                let j = b % 8;
+                let (h, q) = (j / 4, j % 4);
+                let ql = _mm512_loadu_si512(blk.add(64 * h).cast());
+                let lowq =
+                    _mm512_and_si512(_mm512_srl_epi16(ql, _mm_cvtsi32_si128(2 * q as i32)), low);
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * h).cast());
+                let h0 = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32));
+                let h1 = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * q as i32 + 2));
+                let hz = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h0), h1);
+                let high = _mm512_slli_epi16::<4>(_mm512_and_si512(hz, _mm512_set1_epi8(3)));
+                _mm512_or_si512(lowq, high)
+            }
+        }
     }
 }
 
@@ -220,9 +345,19 @@ fn reduce8(p: [__m512i; 8]) -> __m512i {
 /// a time (row `i`'s blocks `b, b + 1` in one vector), one weight row per
 /// output lane after [`reduce8`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usize, dst: Dst) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_row<const K: u8, const F: u8>(
+    t: &Tile,
+    raw: &[u8],
+    row_bytes: usize,
+    x: &ActQ8,
+    r: usize,
+    o: usize,
+    m: usize,
+    dst: Dst,
+) {
     let (n_in, nb, nbp) = (x.n_in, t.nb, t.nbp);
-    let stride = nbp * BLOCK;
+    assert!(m >= 1 && raw.len() >= m * row_bytes);
     let (shift, flip) = offset(t, K);
     let flip = _mm512_set1_epi32(flip);
     let xs = x.row_q(r);
@@ -254,8 +389,11 @@ unsafe fn small_row<const K: u8>(t: &Tile, x: &ActQ8, r: usize, o: usize, m: usi
             neg_shifted(sums, shift)
         };
         let p: [__m512i; 8] = std::array::from_fn(|i| {
-            // SAFETY: row `i` of the tile has `nbp * 32` bytes, `b + 1 < nbp`.
-            let wv = unsafe { _mm512_loadu_si512(t.q.as_ptr().add(i * stride + b * BLOCK).cast()) };
+            // Rows past `m` decode row 0 again (their outputs are dropped).
+            let row = if i < m { i } else { 0 };
+            // SAFETY: stored row `row < m` of `raw` holds blocks `b` and,
+            // when `two`, `b + 1`.
+            let wv = unsafe { decode_pair::<F>(raw.as_ptr().add(row * row_bytes), b, two) };
             let prod = _mm512_dpbusd_epi32(init, _mm512_xor_si512(wv, flip), xv);
             if K == HALVES {
                 // SAFETY: row `i` has `2 * nbp` scales; `b + 1 < nbp`.
