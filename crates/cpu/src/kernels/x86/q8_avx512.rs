@@ -84,9 +84,18 @@ unsafe fn tile_k<const K: u8, const F: u8>(
         }
     }
     let row_bytes = raw.len() / m.max(1);
-    for r in lane_rows..x.n_rows {
-        // SAFETY: as above, `r < n_rows`; `raw` holds `m` rows.
-        unsafe { small_row::<K, F>(t, raw, row_bytes, x, r, o, m, dst) };
+    let mut r = lane_rows;
+    // SAFETY (each call): as above; rows `r..r + R` are below `n_rows`, and
+    // `raw` holds `m` rows.
+    while r + 4 <= x.n_rows {
+        unsafe { small_rows::<K, F, 4>(t, raw, row_bytes, x, r, o, m, dst) };
+        r += 4;
+    }
+    match x.n_rows - r {
+        3 => unsafe { small_rows::<K, F, 3>(t, raw, row_bytes, x, r, o, m, dst) },
+        2 => unsafe { small_rows::<K, F, 2>(t, raw, row_bytes, x, r, o, m, dst) },
+        1 => unsafe { small_rows::<K, F, 1>(t, raw, row_bytes, x, r, o, m, dst) },
+        _ => {}
     }
 }
 
@@ -341,67 +350,45 @@ fn reduce8(p: [__m512i; 8]) -> __m512i {
     )
 }
 
-/// The tile's eight weight rows against activation row `r`, a block pair at
-/// a time (row `i`'s blocks `b, b + 1` in one vector), one weight row per
-/// output lane after [`reduce8`].
+/// The tile's eight weight rows against activation rows `r0..r0 + R`, a
+/// block pair at a time (row `i`'s blocks `b, b + 1` in one vector, decoded
+/// once for the `R` rows), one weight row per output lane after [`reduce8`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn small_row<const K: u8, const F: u8>(
+unsafe fn small_rows<const K: u8, const F: u8, const R: usize>(
     t: &Tile,
     raw: &[u8],
     row_bytes: usize,
     x: &ActQ8,
-    r: usize,
+    r0: usize,
     o: usize,
     m: usize,
     dst: Dst,
 ) {
     let (n_in, nb, nbp) = (x.n_in, t.nb, t.nbp);
-    assert!(m >= 1 && raw.len() >= m * row_bytes);
+    assert!(m >= 1 && raw.len() >= m * row_bytes && r0 + R <= x.n_rows);
     let (shift, flip) = offset(t, K);
     let flip = _mm512_set1_epi32(flip);
-    let xs = x.row_q(r);
-    let s4 = &x.s4[r * n_in / 4..(r + 1) * n_in / 4];
-    let (d, ds) = (x.row_d(r), x.row_ds(r));
     let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); R];
     let mut b = 0;
     while b < nb {
         let two = b + 1 < nb;
-        // SAFETY: 64 bytes (16 sums) of blocks `b, b + 1`, or 32 (8) of the
-        // last block.
-        let (xv, sums) = unsafe {
-            if two {
-                (
-                    _mm512_loadu_si512(xs.as_ptr().add(b * BLOCK).cast()),
-                    _mm512_loadu_si512(s4.as_ptr().add(b * 8).cast()),
-                )
-            } else {
-                (
-                    _mm512_zextsi256_si512(_mm256_loadu_si256(xs.as_ptr().add(b * BLOCK).cast())),
-                    _mm512_zextsi256_si512(_mm256_loadu_si256(s4.as_ptr().add(b * 8).cast())),
-                )
-            }
-        };
-        let init = if shift == 0 {
-            _mm512_setzero_si512()
-        } else {
-            neg_shifted(sums, shift)
-        };
-        let p: [__m512i; 8] = std::array::from_fn(|i| {
+        let w: [__m512i; 8] = std::array::from_fn(|i| {
             // Rows past `m` decode row 0 again (their outputs are dropped).
             let row = if i < m { i } else { 0 };
             // SAFETY: stored row `row < m` of `raw` holds blocks `b` and,
             // when `two`, `b + 1`.
             let wv = unsafe { decode_pair::<F>(raw.as_ptr().add(row * row_bytes), b, two) };
-            let prod = _mm512_dpbusd_epi32(init, _mm512_xor_si512(wv, flip), xv);
+            _mm512_xor_si512(wv, flip)
+        });
+        let scv: [__m512i; 8] = std::array::from_fn(|i| {
             if K == HALVES {
                 // SAFETY: row `i` has `2 * nbp` scales; `b + 1 < nbp`.
                 let s4 = unsafe { _mm_loadu_si128(t.sc.as_ptr().add((i * nbp + b) * 2).cast()) };
-                let scv = _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(s4));
-                _mm512_mullo_epi32(prod, scv)
+                _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(s4))
             } else {
-                prod
+                _mm512_setzero_si512()
             }
         });
         // SAFETY: `[block][row]` arrays hold `nbp * 8` entries; `b + 1 < nbp`.
@@ -413,21 +400,65 @@ unsafe fn small_row<const K: u8, const F: u8>(
                 _mm256_loadu_ps(t.m_b.as_ptr().add((b + 1) * TILE_ROWS)),
             )
         };
-        let f = _mm512_cvtepi32_ps(reduce8(p));
-        let s = _mm256_mul_ps(dw, _mm256_set1_ps(d[b]));
-        acc = block::<K>(acc, _mm512_castps512_ps256(f), s, mb, _mm256_set1_ps(ds[b]));
-        if two {
-            let s = _mm256_mul_ps(dw1, _mm256_set1_ps(d[b + 1]));
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
-            acc = block::<K>(acc, hi, s, mb1, _mm256_set1_ps(ds[b + 1]));
+        for (rr, acc) in acc.iter_mut().enumerate() {
+            let r = r0 + rr;
+            let xs = &x.xs[r * n_in..(r + 1) * n_in];
+            let s4 = &x.s4[r * n_in / 4..(r + 1) * n_in / 4];
+            let (d, ds) = (x.row_d(r), x.row_ds(r));
+            // SAFETY: 64 bytes (16 sums) of blocks `b, b + 1`, or 32 (8) of
+            // the last block.
+            let (xv, sums) = unsafe {
+                if two {
+                    (
+                        _mm512_loadu_si512(xs.as_ptr().add(b * BLOCK).cast()),
+                        _mm512_loadu_si512(s4.as_ptr().add(b * 8).cast()),
+                    )
+                } else {
+                    (
+                        _mm512_zextsi256_si512(_mm256_loadu_si256(
+                            xs.as_ptr().add(b * BLOCK).cast(),
+                        )),
+                        _mm512_zextsi256_si512(_mm256_loadu_si256(s4.as_ptr().add(b * 8).cast())),
+                    )
+                }
+            };
+            let init = if shift == 0 {
+                _mm512_setzero_si512()
+            } else {
+                neg_shifted(sums, shift)
+            };
+            let p: [__m512i; 8] = std::array::from_fn(|i| {
+                let prod = _mm512_dpbusd_epi32(init, w[i], xv);
+                if K == HALVES {
+                    _mm512_mullo_epi32(prod, scv[i])
+                } else {
+                    prod
+                }
+            });
+            let f = _mm512_cvtepi32_ps(reduce8(p));
+            let s = _mm256_mul_ps(dw, _mm256_set1_ps(d[b]));
+            *acc = block::<K>(
+                *acc,
+                _mm512_castps512_ps256(f),
+                s,
+                mb,
+                _mm256_set1_ps(ds[b]),
+            );
+            if two {
+                let s = _mm256_mul_ps(dw1, _mm256_set1_ps(d[b + 1]));
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(f)));
+                *acc = block::<K>(*acc, hi, s, mb1, _mm256_set1_ps(ds[b + 1]));
+            }
         }
         b += 2;
     }
-    let mut out = [0.0f32; TILE_ROWS];
-    // SAFETY: `out` holds 8 floats.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
-    for (i, v) in out.iter().enumerate().take(m) {
-        // SAFETY: `(o + i, r)` is one of our outputs.
-        unsafe { *dst.at(o + i, r) = *v };
+    for (rr, acc) in acc.iter().enumerate() {
+        let mut out = [0.0f32; TILE_ROWS];
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), *acc) };
+        for (i, v) in out.iter().enumerate().take(m) {
+            // SAFETY: `(o + i, r0 + rr)` is one of our outputs.
+            unsafe { *dst.at(o + i, r0 + rr) = *v };
+        }
     }
 }
