@@ -144,7 +144,7 @@ fn every_type_shape_batch_and_isa_matches_the_reference_bit_for_bit() {
         for n_in in lengths(dtype) {
             // Batch sizes across the small-batch / row-lane switch and the
             // sixteen-row groups.
-            for n_x in [1, 2, 5, 6, 7, 15, 16, 17, 21, 33] {
+            for n_x in [1, 2, 5, 6, 7, 11, 12, 15, 16, 17, 21, 28, 33] {
                 let n_out = 19;
                 let case = Case::new(&mut rng, dtype, n_in, n_out, n_x);
                 let mut act = ActQ8::new();

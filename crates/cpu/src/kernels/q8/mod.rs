@@ -83,7 +83,7 @@ pub const BLOCK: usize = 32;
 pub const LANES: usize = 16;
 /// Rows from which a (possibly partial) group of [`LANES`] takes the
 /// row-lane kernel rather than the small-batch one.
-pub const LANE_ROWS_MIN: usize = 6;
+pub const LANE_ROWS_MIN: usize = 12;
 /// Weight rows unpacked together.
 pub(crate) const TILE_ROWS: usize = 8;
 
