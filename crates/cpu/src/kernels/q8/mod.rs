@@ -55,14 +55,19 @@
 //!
 //! # Kernels
 //!
-//! Every path first unpacks up to eight weight rows ([`unpack`]) into int8
-//! rows and per-block multipliers. Activation rows are then taken
+//! Weight rows go eight at a time (`unpack`: their per-block multipliers,
+//! and their quants as bytes where a kernel reads them from there).
+//! Activation rows are then taken
 //!
 //! * sixteen at a time with the rows in the vector lanes ("row lanes": each
 //!   4-byte group of the weight row is broadcast and multiplied with sixteen
-//!   rows' bytes), when at least [`LANE_ROWS_MIN`] rows are left;
-//! * else one at a time against eight weight rows, a block pair per vector
-//!   and a fixed horizontal reduction ("small batches").
+//!   rows' bytes), for every full group of sixteen and a last group of at
+//!   least [`LANE_ROWS_MIN`];
+//! * else against the eight weight rows with one weight row per output lane
+//!   after a fixed horizontal reduction ("small batches"): AVX-512 takes a
+//!   block pair per vector, decodes the stored bytes in registers and serves
+//!   up to four activation rows per decode; AVX2 takes one block and one
+//!   activation row at a time from the unpacked bytes.
 //!
 //! Which rows take which kernel changes nothing in their values.
 
@@ -81,7 +86,7 @@ use unpack::Tile;
 pub const BLOCK: usize = 32;
 /// Activation rows per group of the row-lane layout.
 pub const LANES: usize = 16;
-/// Rows from which a (possibly partial) group of [`LANES`] takes the
+/// Rows from which a last, partial group of [`LANES`] takes the
 /// row-lane kernel rather than the small-batch one.
 pub const LANE_ROWS_MIN: usize = 12;
 /// Weight rows unpacked together.
