@@ -199,3 +199,25 @@ fn activation_names() {
         .collect();
     assert_eq!(names, ["f32", "q8", "q8-all"]);
 }
+
+#[test]
+fn a_nan_activation_gives_nan_outputs_as_in_f32() {
+    let mut rng = TestRng::new(0x0bc);
+    for dtype in Q8_TYPES {
+        let w = random_weight(&mut rng, dtype, 256, 9);
+        let mut x = rng.buf(3, 256);
+        x.data[256 + 77] = f32::NAN;
+        for a in [Activations::F32, Activations::Q8] {
+            let cpu = backend(a);
+            let out = matmul(&cpu, &x, &place(&cpu, "w", &w));
+            assert!(
+                out.row(1).iter().all(|v| v.is_nan()),
+                "{dtype} {a:?}: row 1"
+            );
+            assert!(
+                out.row(0).iter().all(|v| v.is_finite()),
+                "{dtype} {a:?}: row 0"
+            );
+        }
+    }
+}

@@ -15,6 +15,8 @@
 //! For a block with `amax = max |x_k|`: `dx = amax / 127` (f32 division);
 //! `q_k = round_half_even(x_k / dx)` (f32 division, clamped to ±127), or all
 //! `q_k = 0` and `dx = 0` when `amax = 0`; `S = Σ q_k` and `ds = dx * (S as f32)`.
+//! A block with a NaN gets `dx = NaN` (and `q_k = 0`), so NaNs reach the
+//! outputs as they do in f32.
 //!
 //! **Weights**: a row is read as integers `w_k` and, per 32-value block `b`,
 //! an f32 multiplier `dw_b` (and for the formats with minimums an f32 `m_b`):
@@ -287,7 +289,14 @@ unsafe fn quantize_rows_avx2(
             let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2));
             let amax = _mm_cvtss_f32(m1);
-            let dx = amax / 127.0;
+            let nan = v.iter().fold(_mm256_setzero_ps(), |a, &vj| {
+                _mm256_or_ps(a, _mm256_cmp_ps::<_CMP_UNORD_Q>(vj, vj))
+            });
+            let dx = if _mm256_movemask_ps(nan) != 0 {
+                f32::NAN
+            } else {
+                amax / 127.0
+            };
             d[blk] = dx;
             let qp = xs.as_mut_ptr().add(blk * BLOCK);
             let sp = s4.as_mut_ptr().add(blk * 8);
@@ -332,7 +341,12 @@ fn quantize_rows_body(x: &[f32], xs: &mut [i8], s4: &mut [i32], d: &mut [f32], d
         .zip(ds.iter_mut())
     {
         let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let dx = amax / 127.0;
+        // A NaN makes the block's scale NaN, so it reaches the outputs.
+        let dx = if xb.iter().any(|v| v.is_nan()) {
+            f32::NAN
+        } else {
+            amax / 127.0
+        };
         if dx == 0.0 {
             qb.fill(0);
         } else {
