@@ -19,6 +19,15 @@ pub struct ModelArgs {
     /// Where to run: CUDA when a usable GPU is present (auto), or as told.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// CPU: quantize the matrix products' activations to 8 bits per block of
+    /// 32 (integer dot products; faster for batches, not bit-equal to f32).
+    /// Without it the SMELT_CPU_Q8 environment variable decides (0, 1, all).
+    #[arg(long)]
+    pub q8_activations: bool,
+    /// CPU: f32 activations whatever the flag and SMELT_CPU_Q8 say (the
+    /// reference model of `perplexity --kl-base`).
+    #[arg(skip)]
+    pub f32_activations: bool,
 }
 
 /// `--device` values.
@@ -40,6 +49,17 @@ pub enum KvTypeArg {
 }
 
 impl ModelArgs {
+    /// A CPU backend as these flags ask: threads, and activation precision
+    /// (`--q8-activations`, else `SMELT_CPU_Q8`).
+    pub fn cpu_backend(&self) -> Result<smelt_cpu::CpuBackend, String> {
+        let backend = cpu_backend(self.threads, self.q8_activations)?;
+        Ok(if self.f32_activations {
+            backend.with_activations(smelt_cpu::Activations::F32)
+        } else {
+            backend
+        })
+    }
+
     /// The engine's KV cache type.
     pub fn kv_type(&self) -> KvType {
         match self.kv_type {
@@ -111,4 +131,15 @@ impl SamplingArgs {
             stop: self.stop.clone(),
         }
     }
+}
+
+/// A CPU backend on `threads` threads with 8-bit activations when `q8`, else
+/// with the precision `SMELT_CPU_Q8` gives.
+pub fn cpu_backend(threads: usize, q8: bool) -> Result<smelt_cpu::CpuBackend, String> {
+    let backend = smelt_cpu::CpuBackend::new(threads).map_err(|e| e.to_string())?;
+    Ok(if q8 {
+        backend.with_activations(smelt_cpu::Activations::Q8)
+    } else {
+        backend
+    })
 }

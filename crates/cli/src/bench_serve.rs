@@ -38,6 +38,10 @@ pub struct BenchServeArgs {
     /// Extra flags for `smelt serve` (e.g. "--device cpu -t 2").
     #[arg(long, default_value = "")]
     pub serve_args: String,
+    /// CPU: 8-bit activations in the server's matrix products (passed on as
+    /// `smelt serve --q8-activations`; else SMELT_CPU_Q8 decides).
+    #[arg(long)]
+    pub q8_activations: bool,
 }
 
 /// One request's timings.
@@ -107,6 +111,7 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
         .args(["--parallel", &max_c.to_string(), "--ctx", &ctx.to_string()])
         .args(["--queue", &(max_c * args.rounds.max(1) + 64).to_string()])
         .args(args.serve_args.split_whitespace())
+        .args(args.q8_activations.then_some("--q8-activations"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd

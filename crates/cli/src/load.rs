@@ -148,7 +148,7 @@ fn loaded(
 /// its architecture), else the CPU, saying why.
 fn place(files: &WeightFiles<'_>, args: &ModelArgs) -> Result<AnyModel, String> {
     let cpu = || -> Result<AnyModel, String> {
-        let backend = CpuBackend::new(args.threads).map_err(|e| e.to_string())?;
+        let backend: CpuBackend = args.cpu_backend()?;
         let model = files.load(backend).map_err(|e| e.to_string())?;
         Ok(AnyModel::Cpu(Box::new(model)))
     };

@@ -49,6 +49,11 @@ pub struct PerplexityArgs {
     /// Where to run: CUDA when a usable GPU is present (auto), or as told.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// CPU: 8-bit activations for the evaluated model (else SMELT_CPU_Q8
+    /// decides; the `--kl-base` model always has f32 activations, so
+    /// `--kl-base` on the same file measures what 8-bit activations change).
+    #[arg(long)]
+    pub q8_activations: bool,
 }
 
 /// llama.cpp's default chunk size for perplexity numbers.
@@ -210,6 +215,8 @@ fn model_args(args: &PerplexityArgs, ctx: usize) -> ModelArgs {
         threads: args.threads,
         kv_type: args.kv_type,
         device: args.device,
+        q8_activations: false,
+        f32_activations: false,
     }
 }
 
@@ -239,7 +246,13 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<(), String> {
         )
     })?;
     let ctx_arg = args.ctx.unwrap_or(DEFAULT_CTX);
-    let quant = load(&args.model, &model_args(args, ctx_arg))?;
+    let quant = load(
+        &args.model,
+        &ModelArgs {
+            q8_activations: args.q8_activations,
+            ..model_args(args, ctx_arg)
+        },
+    )?;
     let model_ctx = quant.model.context_length();
     let ctx = args.ctx.unwrap_or(DEFAULT_CTX.min(model_ctx));
     if ctx > model_ctx {
@@ -305,7 +318,13 @@ fn load_base(
     text: &str,
     tokens: &[u32],
 ) -> Result<Loaded, String> {
-    let base = load(name, &model_args(args, ctx))?;
+    let base = load(
+        name,
+        &ModelArgs {
+            f32_activations: true,
+            ..model_args(args, ctx)
+        },
+    )?;
     let (qv, bv) = (
         with_model!(&quant.model, |m| m.config.vocab_size),
         with_model!(&base.model, |m| m.config.vocab_size),

@@ -11,6 +11,12 @@
 //! Every row is computed with the same arithmetic whatever the batch size or
 //! the row's place in it (batch invariance): work is split over weight rows
 //! and attention heads, never over a reduction.
+//!
+//! The activations of the matrix products are f32 by default
+//! ([`Activations::F32`], the canonical reduction of [`kernels`]); with
+//! [`Activations::Q8`] they are quantized to int8 per block of 32 and the
+//! quantized weight types take exact integer block dot products
+//! ([`kernels::q8`]), still batch-invariant bit for bit.
 
 mod attention;
 pub mod kernels;
@@ -29,7 +35,59 @@ use pool::{Pool, split};
 pub enum CpuError {
     #[error("cannot start {threads} CPU threads: {reason}")]
     ThreadPool { threads: usize, reason: String },
+    #[error("{var}={value:?} is not a CPU activation precision (use 0, 1 or all)")]
+    BadEnv { var: &'static str, value: String },
 }
+
+/// The precision of the activations in the CPU matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// f32 activations, one canonical f32 reduction per output (exact
+    /// products of the dequantized weights).
+    #[default]
+    F32,
+    /// int8 activations per block of 32 with exact integer block dot
+    /// products for Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights; every
+    /// other weight type, and the logits' product (the output matrix, or
+    /// the token embedding where it is tied), stay on f32.
+    Q8,
+    /// [`Activations::Q8`] for the logits' product too.
+    Q8All,
+}
+
+impl Activations {
+    /// The environment variable read by [`Activations::from_env`].
+    pub const ENV: &'static str = "SMELT_CPU_Q8";
+
+    /// `SMELT_CPU_Q8`: unset, empty or `0` for [`Activations::F32`], `1` for
+    /// [`Activations::Q8`], `all` for [`Activations::Q8All`].
+    pub fn from_env() -> Result<Activations, CpuError> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(Activations::F32),
+            Ok(v) => match v.trim() {
+                "" | "0" => Ok(Activations::F32),
+                "1" => Ok(Activations::Q8),
+                "all" => Ok(Activations::Q8All),
+                _ => Err(CpuError::BadEnv {
+                    var: Self::ENV,
+                    value: v,
+                }),
+            },
+        }
+    }
+
+    /// A short name for reports: `f32`, `q8` or `q8-all`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::F32 => "f32",
+            Activations::Q8 => "q8",
+            Activations::Q8All => "q8-all",
+        }
+    }
+}
+
+/// Tensor names of the logits' product ([`Activations::Q8`] keeps it on f32).
+const LOGITS_WEIGHTS: [&str; 2] = ["output.weight", "token_embd.weight"];
 
 /// A weight placed on the CPU: the stored tensor (a view into the file), and
 /// for vectors (norm weights, biases) their f32 values, dequantized once so
@@ -38,6 +96,8 @@ pub enum CpuError {
 pub struct CpuWeight {
     pub tensor: HostTensor,
     vector: Option<Vec<f32>>,
+    /// Whether this is the logits' product (kept on f32 in [`Activations::Q8`]).
+    logits: bool,
 }
 
 impl CpuWeight {
@@ -50,17 +110,43 @@ impl CpuWeight {
     }
 }
 
+std::thread_local! {
+    /// The quantized activations of the calling thread's current matrix
+    /// products ([`Activations::Q8`]): reused, so a step allocates nothing.
+    static Q8_ACTIVATIONS: std::cell::RefCell<kernels::q8::ActQ8> =
+        std::cell::RefCell::new(kernels::q8::ActQ8::new());
+}
+
 /// Weight rows a matmul hands to a thread come in whole groups of this many.
 const MATMUL_ROW_GROUP: usize = 8;
 
 /// Multi-threaded CPU implementation of [`Backend`].
 pub struct CpuBackend {
     pool: Pool,
+    activations: Activations,
 }
 
 impl CpuBackend {
-    /// A backend running on `threads` threads (0: one per physical core).
+    /// A backend running on `threads` threads (0: one per physical core),
+    /// with the activation precision of `SMELT_CPU_Q8` ([`Activations::from_env`]).
     pub fn new(threads: usize) -> Result<Self, CpuError> {
+        let activations = Activations::from_env()?;
+        Ok(Self::with_threads(threads)?.with_activations(activations))
+    }
+
+    /// The same backend with activations of precision `a`.
+    pub fn with_activations(mut self, a: Activations) -> Self {
+        self.activations = a;
+        self
+    }
+
+    /// The activation precision of the matrix products.
+    pub fn activations(&self) -> Activations {
+        self.activations
+    }
+
+    /// A backend with f32 activations, whatever the environment says.
+    fn with_threads(threads: usize) -> Result<Self, CpuError> {
         let threads = if threads == 0 {
             physical_cores()
         } else {
@@ -70,7 +156,10 @@ impl CpuBackend {
             threads,
             reason: e.to_string(),
         })?;
-        Ok(CpuBackend { pool })
+        Ok(CpuBackend {
+            pool,
+            activations: Activations::F32,
+        })
     }
 
     /// Number of worker threads.
@@ -154,13 +243,14 @@ impl Backend for CpuBackend {
         true
     }
 
-    fn place(&self, _name: &str, tensor: &HostTensor) -> Result<CpuWeight, BackendError> {
+    fn place(&self, name: &str, tensor: &HostTensor) -> Result<CpuWeight, BackendError> {
         // Zero-copy: the tensor keeps pointing into the file's memory map.
         // Vectors are tiny; their f32 values are kept ready.
         let vector = (tensor.n_rows() == 1).then(|| dequantize_all(tensor));
         Ok(CpuWeight {
             tensor: tensor.clone(),
             vector,
+            logits: LOGITS_WEIGHTS.contains(&name),
         })
     }
 
@@ -232,38 +322,71 @@ impl Backend for CpuBackend {
         }
         first_group.push(total);
         let threads = self.threads();
-        self.pool.run(&|thread| {
-            let mine = split(total, threads, thread);
-            for (j, (w, _)) in jobs.iter().enumerate() {
-                let (start, end) = (
-                    mine.start.max(first_group[j]),
-                    mine.end.min(first_group[j + 1]),
-                );
-                if start >= end {
-                    continue;
-                }
+        // Q8: the activations are quantized once, here, for every job that
+        // takes the integer path.
+        let q8_job: Vec<bool> = jobs
+            .iter()
+            .map(|(w, _)| {
                 let t = &w.tensor;
-                let n_out = t.n_rows();
-                let rows = (start - first_group[j]) * MATMUL_ROW_GROUP
-                    ..((end - first_group[j]) * MATMUL_ROW_GROUP).min(n_out);
-                kernels::with_thread_scratch(|scratch| {
-                    // SAFETY: this thread alone writes output columns `rows`
-                    // of every row of job j's output (n × n_out, row-major).
-                    unsafe {
-                        kernels::matmul_to_ptr(
-                            t.dtype(),
-                            t.bytes(),
-                            t.row_len(),
-                            rows,
-                            &x.data,
-                            n,
-                            outs[j].ptr(),
-                            n_out,
-                            scratch,
-                        )
-                    }
-                })
+                match self.activations {
+                    Activations::F32 => false,
+                    Activations::Q8 => !w.logits && kernels::q8::supports(t.dtype(), t.row_len()),
+                    Activations::Q8All => kernels::q8::supports(t.dtype(), t.row_len()),
+                }
+            })
+            .collect();
+        Q8_ACTIVATIONS.with(|cell| {
+            let mut act = cell.borrow_mut();
+            if q8_job.iter().any(|&q| q) {
+                act.quantize(&x.data, n, x.cols);
             }
+            let act = &*act;
+            self.pool.run(&|thread| {
+                let mine = split(total, threads, thread);
+                for (j, (w, _)) in jobs.iter().enumerate() {
+                    let (start, end) = (
+                        mine.start.max(first_group[j]),
+                        mine.end.min(first_group[j + 1]),
+                    );
+                    if start >= end {
+                        continue;
+                    }
+                    let t = &w.tensor;
+                    let n_out = t.n_rows();
+                    let rows = (start - first_group[j]) * MATMUL_ROW_GROUP
+                        ..((end - first_group[j]) * MATMUL_ROW_GROUP).min(n_out);
+                    kernels::with_thread_scratch(|scratch| {
+                        // SAFETY: this thread alone writes output columns
+                        // `rows` of every row of job j's output (n × n_out,
+                        // row-major).
+                        unsafe {
+                            if q8_job[j] {
+                                kernels::q8::matmul_to_ptr(
+                                    t.dtype(),
+                                    t.bytes(),
+                                    rows,
+                                    act,
+                                    outs[j].ptr(),
+                                    n_out,
+                                    scratch,
+                                )
+                            } else {
+                                kernels::matmul_to_ptr(
+                                    t.dtype(),
+                                    t.bytes(),
+                                    t.row_len(),
+                                    rows,
+                                    &x.data,
+                                    n,
+                                    outs[j].ptr(),
+                                    n_out,
+                                    scratch,
+                                )
+                            }
+                        }
+                    })
+                }
+            });
         });
     }
 

@@ -117,11 +117,13 @@ pub struct TimedLoad<B: Backend> {
 pub fn timed_load(
     path: &Path,
     threads: usize,
+    q8: bool,
     kv_blocks: usize,
     kv_type: KvType,
     reps: usize,
 ) -> Result<TimedLoad<CpuBackend>, String> {
-    timed_load_on(path, || CpuBackend::new(threads), kv_blocks, kv_type, reps)
+    let make = || crate::args::cpu_backend(threads, q8);
+    timed_load_on(path, make, kv_blocks, kv_type, reps)
 }
 
 /// Opens and loads `path` `reps + 1` times on backends `backend()` makes

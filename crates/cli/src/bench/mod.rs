@@ -102,6 +102,9 @@ pub struct BenchArgs {
     /// `auto` (cuda where it is usable, else cpu).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// CPU: 8-bit activations in the matrix products (else SMELT_CPU_Q8 decides).
+    #[arg(long)]
+    pub q8_activations: bool,
 }
 
 impl BenchArgs {
@@ -312,9 +315,16 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         runs.push(run);
     } else {
         for &threads in &args.threads {
-            let loaded =
-                measure::timed_load(&path, threads, kv_blocks, args.kv(), args.repetitions)?;
+            let loaded = measure::timed_load(
+                &path,
+                threads,
+                args.q8_activations,
+                kv_blocks,
+                args.kv(),
+                args.repetitions,
+            )?;
             let threads = loaded.model.backend.threads();
+            say_activations(args, loaded.model.backend.activations());
             let (run, base) = plan.run("cpu", threads, &loaded)?;
             if let Some(st) = base {
                 baseline_cpu.push((threads, st));
@@ -522,6 +532,13 @@ fn reference_decode(
     let model = Model::load(file.clone(), ReferenceBackend).map_err(|e| e.to_string())?;
     let mut session = Session::with_kv_type(&model, ctx, kv).map_err(|e| e.to_string())?;
     measure::decode_speed(&mut session, tokens, reps).map_err(|e| e.to_string())
+}
+
+/// Says which activation precision the CPU runs use (stderr, not in JSON).
+fn say_activations(args: &BenchArgs, a: smelt_cpu::Activations) {
+    if !args.json {
+        eprintln!("smelt bench: cpu activations {}", a.name());
+    }
 }
 
 #[cfg(test)]

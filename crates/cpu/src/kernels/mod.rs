@@ -54,6 +54,7 @@
 //! columns. Row ranges that are multiples of 8 use the widest tiles.
 
 mod canonical;
+pub mod q8;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -133,6 +134,8 @@ pub struct Scratch {
     panel: Vec<f32>,
     /// Activation rows zero-padded to a multiple of 8 (only when `n_in` is not).
     x_pad: Vec<f32>,
+    /// Unpacked weight rows of the Q8 kernels.
+    q8_tile: Option<q8::unpack::Tile>,
 }
 
 impl Scratch {

@@ -60,6 +60,8 @@ mod avx512_formats;
 mod avx512_gemm;
 mod formats;
 mod kquants;
+pub(in crate::kernels) mod q8_avx2;
+pub(in crate::kernels) mod q8_avx512;
 
 use std::arch::x86_64::*;
 use std::ops::Range;
