@@ -21,8 +21,7 @@ pub struct ModelArgs {
     pub device: DeviceArg,
     /// CPU: quantize the matrix products' activations to 8 bits per block of
     /// 32 (integer dot products; faster for batches, not bit-equal to f32).
-    /// Without it the SMELT_CPU_Q8 environment variable decides (0, 1, all);
-    /// `smelt serve` turns it on unless SMELT_CPU_Q8 is set.
+    /// Without it the SMELT_CPU_Q8 environment variable decides (0, 1, all).
     #[arg(long)]
     pub q8_activations: bool,
     /// CPU: f32 activations whatever the flag and SMELT_CPU_Q8 say (the

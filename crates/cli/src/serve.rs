@@ -123,13 +123,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Arc::new(EngineHandle::new(tx, metrics.clone()));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Ready, String>>();
-    let mut thread_args = args.clone();
-    // A server batches, where 8-bit activations pay most on the CPU (1.3–1.6× the
-    // aggregate decode of f32 at 4–16 streams, KL 0.002 on SmolLM2; docs/SERVER.md):
-    // on by default here, unless SMELT_CPU_Q8 says otherwise (SMELT_CPU_Q8=0: f32).
-    if std::env::var_os("SMELT_CPU_Q8").is_none() {
-        thread_args.model_args.q8_activations = true;
-    }
+    let thread_args = args.clone();
     let thread_engine = engine.clone();
     let engine_thread = std::thread::Builder::new()
         .name("smelt-engine".into())
