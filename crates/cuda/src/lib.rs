@@ -169,6 +169,8 @@ struct Kernels {
     /// The bulk rows' tensor-core product per weight type (gemm.cu),
     /// indexed by [`weight_code`]: 128- and 64-wide output tiles.
     gemm: Vec<[CudaFunction; 2]>,
+    /// Adds the k tiles' sums of a GEMM split over k (gemm.cu).
+    gemm_sum_tiles: CudaFunction,
     mvq_plain: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
@@ -247,6 +249,8 @@ pub struct CudaBackend {
     meta: Mutex<meta::MetaCache>,
     /// Per-span partial results of split attention, grown as needed.
     attn_scratch: Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
+    /// The k tiles' sums of bulk products split over k (bulk.rs).
+    gemm_scratch: Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
     /// `argmax_rows`' indices, counters and per-block partial results
     /// (zeroed when allocated), and the rows and blocks per row it is laid
     /// out for.
@@ -257,6 +261,10 @@ pub struct CudaBackend {
     bulk: bool,
     /// Which rows of the current step want logits (`Backend::begin_step`).
     step_rows: Mutex<Option<bulk::StepRows>>,
+    /// Blocks per SM a bulk product is split over k to reach when its output
+    /// tiles are fewer (`SMELT_CUDA_KSPLIT`, default 2; 0: never split).
+    /// Only speed depends on it: a split product gives the same bits.
+    ksplit_per_sm: u32,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -354,10 +362,15 @@ impl CudaBackend {
             info,
             meta: Mutex::new(meta::MetaCache::default()),
             attn_scratch: Mutex::new(None),
+            gemm_scratch: Mutex::new(None),
             argmax_scratch: Mutex::new(None),
             top_k_scratch: Mutex::new(None),
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
             step_rows: Mutex::new(None),
+            ksplit_per_sm: std::env::var("SMELT_CUDA_KSPLIT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
         })
     }
 
@@ -539,6 +552,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     Ok(Kernels {
         embed,
         gemm,
+        gemm_sum_tiles: f("gemm_sum_tiles")?,
         mvq_plain: q8("mvq_plain")?,
         mvq_qkv: q8("mvq_qkv")?,
         mvq_swiglu: q8("mvq_swiglu")?,

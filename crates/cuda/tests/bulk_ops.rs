@@ -665,9 +665,11 @@ fn bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec() {
     }
 }
 
-/// Wide steps take 128-wide output tiles, narrow ones 64-wide (bulk.rs):
-/// the tile decides only which block computes an output, so a row gives
-/// the same bits either way, and both match the reference.
+/// Wide steps take 128-wide output tiles, narrow ones 64-wide (bulk.rs),
+/// and a row alone has so few output tiles that its product is split over
+/// k (each k tile's sum kept, then added in order): the tile and the split
+/// decide only which block computes what, so a row gives the same bits
+/// either way, and both match the reference.
 #[test]
 fn bulk_rows_are_the_same_with_wide_and_narrow_tiles() {
     let Some(cuda) = backend("bulk_rows_are_the_same_with_wide_and_narrow_tiles") else {
@@ -704,7 +706,7 @@ fn bulk_rows_are_the_same_with_wide_and_narrow_tiles() {
             assert_eq!(
                 one.data,
                 all.row(r),
-                "{dtype}: row {r} alone (narrow tiles)"
+                "{dtype}: row {r} alone (narrow tiles, split over k)"
             );
         }
     }

@@ -88,11 +88,17 @@ __device__ __forceinline__ void mma_bf16(float d[4], const u32 a[4], const u32 b
 // WHOLE: K is a multiple of GB_K (see `fetch`). The shared tiles (hi and lo
 // parts of x: GB_M rows, of W: BN rows, GB_LDW words each) are the
 // kernel's, so both instantiations share them.
+//
+// Split over k (`tiles` not null: few output blocks, so blocks along z take
+// kt_per k tiles each): each k tile's sum (its fresh accumulator) is stored
+// at tiles[(kt * M + m) * N + n] instead of being added to a running sum,
+// and `gemm_sum_tiles` adds them in k order afterwards: the same f32 adds
+// in the same order as one block would make, so the same bits.
 template <int T, int BN, bool WHOLE>
 __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const float* x,
                                           float* out, const float* bias, int M, int N, int K,
-                                          int ldo, int add, u32* s_xh, u32* s_xl, u32* s_wh,
-                                          u32* s_wl) {
+                                          int ldo, int add, int kt_per, float* tiles,
+                                          u32* s_xh, u32* s_xl, u32* s_wh, u32* s_wl) {
     // n8 tiles per warp.
     constexpr int NT = BN / 32;
 
@@ -165,8 +171,10 @@ __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const floa
     const u32 sxh = smem_addr(s_xh), sxl = smem_addr(s_xl);
     const u32 swh = smem_addr(s_wh), swl = smem_addr(s_wl);
 
-    fetch(0);
-    for (int k0 = 0; k0 < K; k0 += GB_K) {
+    const int k_begin = blockIdx.z * kt_per * GB_K;
+    const int k_end = min(K, k_begin + kt_per * GB_K);
+    fetch(k_begin);
+    for (int k0 = k_begin; k0 < k_end; k0 += GB_K) {
         store_split8(xv, s_xh + xr * GB_LDW + xc * 4, s_xl + xr * GB_LDW + xc * 4);
 #pragma unroll
         for (int i = 0; i < BN / 64; i++) {
@@ -177,8 +185,8 @@ __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const floa
         // The next tile (with whole tiles, the last one again at the end:
         // no branch here, so the fetch can interleave with the mma below).
         if (WHOLE) {
-            fetch(min(k0 + GB_K, K - GB_K));
-        } else if (k0 + GB_K < K) {
+            fetch(min(k0 + GB_K, k_end - GB_K));
+        } else if (k0 + GB_K < k_end) {
             fetch(k0 + GB_K);
         }
 
@@ -216,14 +224,29 @@ __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const floa
                     mma_bf16(p[i][j], ah[i], bh[j]);
                 }
         }
+        if (tiles) {
+            const u64 kt = (u64)(k0 / GB_K);
 #pragma unroll
-        for (int i = 0; i < 2; i++)
+            for (int i = 0; i < 2; i++)
 #pragma unroll
-            for (int j = 0; j < NT; j++)
+                for (int j = 0; j < NT; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) acc[i][j][e] += p[i][j][e];
+                    for (int e = 0; e < 4; e++) {
+                        const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                        const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
+                        if (m < M && n < N) tiles[(kt * M + m) * N + n] = p[i][j][e];
+                    }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) acc[i][j][e] += p[i][j][e];
+        }
         __syncthreads();
     }
+    if (tiles) return;
 
     // Fragment element e of tile (i, j): row g (+8 for e >= 2), column
     // 2t + (e & 1).
@@ -247,15 +270,15 @@ __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const floa
 template <int T, int BN>
 __device__ __forceinline__ void gemm_kernel(const u8* w, u64 row_bytes, const float* x,
                                             float* out, const float* bias, int M, int N, int K,
-                                            int ldo, int add) {
+                                            int ldo, int add, int kt_per, float* tiles) {
     __shared__ __align__(16) u32 s_xh[GB_M * GB_LDW];
     __shared__ __align__(16) u32 s_xl[GB_M * GB_LDW];
     __shared__ __align__(16) u32 s_wh[BN * GB_LDW];
     __shared__ __align__(16) u32 s_wl[BN * GB_LDW];
     if (K % GB_K == 0) {
-        gemm_body<T, BN, true>(w, row_bytes, x, out, bias, M, N, K, ldo, add, s_xh, s_xl, s_wh, s_wl);
+        gemm_body<T, BN, true>(w, row_bytes, x, out, bias, M, N, K, ldo, add, kt_per, tiles, s_xh, s_xl, s_wh, s_wl);
     } else {
-        gemm_body<T, BN, false>(w, row_bytes, x, out, bias, M, N, K, ldo, add, s_xh, s_xl, s_wh, s_wl);
+        gemm_body<T, BN, false>(w, row_bytes, x, out, bias, M, N, K, ldo, add, kt_per, tiles, s_xh, s_xl, s_wh, s_wl);
     }
 }
 
@@ -263,14 +286,32 @@ __device__ __forceinline__ void gemm_kernel(const u8* w, u64 row_bytes, const fl
 #define SMELT_GEMM_KERNEL(NAME, T)                                                            \
     extern "C" __global__ void __launch_bounds__(GB_THREADS, 2)                               \
         gemm_##NAME(const u8* w, u64 row_bytes, const float* x, float* out,                  \
-                    const float* bias, int M, int N, int K, int ldo, int add) {               \
-        gemm_kernel<T, 128>(w, row_bytes, x, out, bias, M, N, K, ldo, add);                   \
+                    const float* bias, int M, int N, int K, int ldo, int add, int kt_per,     \
+                    float* tiles) {                                                           \
+        gemm_kernel<T, 128>(w, row_bytes, x, out, bias, M, N, K, ldo, add, kt_per, tiles);    \
     }                                                                                         \
     extern "C" __global__ void __launch_bounds__(GB_THREADS, 2)                               \
         gemm_##NAME##_n64(const u8* w, u64 row_bytes, const float* x, float* out,            \
-                          const float* bias, int M, int N, int K, int ldo, int add) {         \
-        gemm_kernel<T, 64>(w, row_bytes, x, out, bias, M, N, K, ldo, add);                    \
+                          const float* bias, int M, int N, int K, int ldo, int add,           \
+                          int kt_per, float* tiles) {                                         \
+        gemm_kernel<T, 64>(w, row_bytes, x, out, bias, M, N, K, ldo, add, kt_per, tiles);     \
     }
+
+// The k tiles' sums of a split product (see gemm_body), added in k order,
+// then the bias and the output as gemm_body's epilogue does.
+extern "C" __global__ void gemm_sum_tiles(const float* tiles, int n_tiles, int M, int N,
+                                          float* out, int ldo, const float* bias, int add) {
+    pdl_wait_then_trigger();
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (u64)M * N) return;
+    const int m = (int)(i / N), n = (int)(i % N);
+    float acc = 0.0f;
+    for (int kt = 0; kt < n_tiles; kt++) acc += tiles[((u64)kt * M + m) * N + n];
+    float v = acc;
+    if (bias) v += bias[n];
+    float* o = out + (u64)m * ldo + n;
+    *o = add ? *o + v : v;
+}
 
 SMELT_GEMM_KERNEL(f32, W_F32)
 SMELT_GEMM_KERNEL(f16, W_F16)
