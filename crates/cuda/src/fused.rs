@@ -249,8 +249,9 @@ impl CudaBackend {
         );
     }
 
-    /// `Backend::norm_qkv_rope_store` as one `mv_qkv` launch (K and V go
-    /// straight into the cache; the k, v and h buffers are not used).
+    /// `Backend::norm_qkv_rope_store` as one `mv_qkv` launch per run of
+    /// Q/K/V items of one weight type (K and V go straight into the cache;
+    /// the k, v and h buffers are not used).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn qkv_fused(
         &self,

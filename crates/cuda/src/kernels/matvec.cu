@@ -19,9 +19,10 @@
 //
 // The RMSNorm is folded in: each warp sums x^2 over the chunks it reads
 // anyway and scales its dot products by 1/rms at the end, so no kernel
-// writes the normed row. The weight type is read at run time (one switch
-// per warp), so Q, K and V (or gate and up) of different types share a
-// launch.
+// writes the normed row. In the `mv_<kind>_<NR>` kernels the weight type
+// is read at run time (one switch per warp), so gate and up of different
+// types share a launch; Q, K and V are launched per run of one type (items
+// item0..item1), each on its type's own kernel.
 //
 // Batch invariance: a row's sums run over the same chunks in the same order
 // whatever NR and its neighbours are.
