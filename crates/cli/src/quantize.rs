@@ -24,6 +24,11 @@ pub struct QuantizeArgs {
     /// q6_k, or the mixes q4_k_m, q5_k_m (see docs/QUANTIZATION.md).
     #[arg(long = "type", value_parser = parse_mix)]
     pub mix: Mix,
+    /// Convert a directory that has no tokenizer.json anyway: the GGUF then
+    /// has no tokenizer and cannot run on its own (llama.cpp refuses such a
+    /// directory; so does Smelt without this flag).
+    #[arg(long)]
+    pub no_tokenizer: bool,
 }
 
 fn parse_mix(name: &str) -> Result<Mix, String> {
@@ -92,7 +97,20 @@ pub fn quantize(args: &QuantizeArgs) -> Result<(), String> {
     options.cancel = Some(&CANCEL);
     options.progress = Some(&mut on_progress);
     let result = if args.input.is_dir() {
-        HfDirSource::open(&args.input).and_then(|source| {
+        let source = HfDirSource::open(&args.input);
+        if let Ok(source) = &source
+            && !source.has_tokenizer()
+            && !args.no_tokenizer
+        {
+            bar.finish_and_clear();
+            return Err(format!(
+                "{} has no tokenizer.json: the GGUF would have no tokenizer and could not run \
+                 on its own; add the model's tokenizer.json, or pass --no-tokenizer to convert \
+                 the weights alone",
+                args.input.display()
+            ));
+        }
+        source.and_then(|source| {
             for note in source.notes() {
                 bar.suspend(|| eprintln!("smelt: note: {note}"));
             }

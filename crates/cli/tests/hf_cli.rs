@@ -199,3 +199,40 @@ fn broken_directories_fail_with_the_file_or_field_named() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn converting_a_directory_without_a_tokenizer_needs_no_tokenizer() {
+    let tmp = scratch("no-tokenizer");
+    let src = fixture("qwen2");
+    let dir = tmp.join("model");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+    }
+    let out_path = tmp.join("out.gguf");
+    let out = smelt(&["convert", s(&dir), s(&out_path), "--type", "f16"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "converted a directory without tokenizer.json"
+    );
+    for want in ["tokenizer.json", "--no-tokenizer"] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out_path.exists(), "convert left {}", out_path.display());
+
+    let out = smelt(&[
+        "convert",
+        s(&dir),
+        s(&out_path),
+        "--type",
+        "f16",
+        "--no-tokenizer",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "--no-tokenizer: {err}");
+    assert!(err.contains("no tokenizer.json"), "no note in {err}");
+    assert!(out_path.is_file());
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -133,6 +133,14 @@ impl HfDirSource {
     }
 
     /// Things the user should know about the conversion (no tokenizer, ...).
+    /// Whether the directory had a `tokenizer.json` (the output then carries
+    /// the tokenizer and chat template as GGUF metadata).
+    pub fn has_tokenizer(&self) -> bool {
+        self.metadata
+            .iter()
+            .any(|(k, _)| k == "tokenizer.ggml.model")
+    }
+
     pub fn notes(&self) -> &[String] {
         &self.notes
     }
