@@ -21,10 +21,11 @@
 mod attention;
 pub mod kernels;
 pub mod pool;
+mod rope;
 
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, Feature, HostBuf, HostKv, HostTensor, KvLayout,
-    RopeParams, dequantize_all, gelu_tanh, inv_rms, rope_row, silu, softcap,
+    KvWrite, QkvWeights, RopeParams, dequantize_all, gelu_tanh, inv_rms, rope_row, silu, softcap,
 };
 use smelt_tensor::dequantize_row;
 
@@ -124,6 +125,8 @@ const MATMUL_ROW_GROUP: usize = 8;
 pub struct CpuBackend {
     pool: Pool,
     activations: Activations,
+    /// RoPE's cosines and sines of the current step's positions.
+    rope_cache: std::sync::Mutex<rope::TableCache>,
 }
 
 impl CpuBackend {
@@ -159,6 +162,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             pool,
             activations: Activations::F32,
+            rope_cache: Default::default(),
         })
     }
 
@@ -193,19 +197,20 @@ pub fn physical_cores() -> usize {
     }
 }
 
-/// An output buffer that several threads fill at disjoint indices.
-struct DisjointOut {
-    ptr: *mut f32,
+/// A buffer that several threads fill at disjoint indices.
+struct DisjointOut<T = f32> {
+    ptr: *mut T,
     len: usize,
 }
 
-// SAFETY: threads only write through `set`, each to indices no other thread
-// touches during the same parallel region (the callers split by weight rows
-// or attention rows), and the region joins before the buffer is read.
-unsafe impl Sync for DisjointOut {}
+// SAFETY: threads only write through `slice` (or the kernels through
+// `ptr`), each to indices no other thread touches during the same parallel
+// region (the callers split by weight rows, activation rows, elements or
+// attention rows), and the region joins before the buffer is read.
+unsafe impl<T: Send> Sync for DisjointOut<T> {}
 
-impl DisjointOut {
-    fn new(out: &mut [f32]) -> Self {
+impl<T> DisjointOut<T> {
+    fn new(out: &mut [T]) -> Self {
         DisjointOut {
             ptr: out.as_mut_ptr(),
             len: out.len(),
@@ -214,7 +219,7 @@ impl DisjointOut {
 
     /// The start of the buffer, for kernels that take the disjointness
     /// contract themselves.
-    fn ptr(&self) -> *mut f32 {
+    fn ptr(&self) -> *mut T {
         self.ptr
     }
 
@@ -223,10 +228,264 @@ impl DisjointOut {
     /// # Safety
     /// No other thread may access `start..start + len` while the slice lives.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(start + len <= self.len, "disjoint write out of bounds");
         // SAFETY: in bounds (checked above) and exclusive (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Work (in rough units of one simple f32 operation) below which a per-row
+/// or element-wise op stays on the calling thread: a parallel region costs
+/// about a microsecond, a few thousand such operations.
+const PAR_MIN_WORK: usize = 4096;
+
+/// Relative cost per element of the element-wise ops (units of
+/// [`PAR_MIN_WORK`]).
+const COST_ADD: usize = 1;
+const COST_NORM: usize = 3;
+const COST_ROPE: usize = 4;
+const COST_TRANSCENDENTAL: usize = 16;
+
+impl CpuBackend {
+    /// Runs `f` on parts of `0..n` (a part per thread, contiguous, the
+    /// remainder to the first parts) when `n * cost` is worth a parallel
+    /// region, else on `0..n` here. `f` must compute each index the same
+    /// way whatever range it comes in (batch invariance).
+    fn par_ranges(&self, n: usize, cost: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        let threads = self.threads();
+        if threads == 1 || n < 2 || n.saturating_mul(cost) < PAR_MIN_WORK {
+            f(0..n);
+            return;
+        }
+        self.pool.run(&|t| {
+            let part = split(n, threads, t);
+            if !part.is_empty() {
+                f(part);
+            }
+        });
+    }
+
+    /// `f(row_in_x, row_out)` for every row of `out` (rows of `cols`
+    /// values), on several threads when worth it.
+    fn par_rows_mut(
+        &self,
+        out: &mut [f32],
+        cols: usize,
+        cost_per_row: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        if cols == 0 {
+            return;
+        }
+        let n = out.len() / cols;
+        let dst = DisjointOut::new(out);
+        self.par_ranges(n, cost_per_row, &|rows| {
+            // SAFETY: this part's rows belong to it alone.
+            let mine = unsafe { dst.slice(rows.start * cols, rows.len() * cols) };
+            for (i, row) in mine.chunks_exact_mut(cols).enumerate() {
+                f(rows.start + i, row);
+            }
+        });
+    }
+
+    /// `f(a_chunk, b_chunk)` over matching chunks of `a` (written) and `b`
+    /// (read), element-wise ops: the chunking changes no value.
+    fn par_zip_mut(
+        &self,
+        a: &mut [f32],
+        b: &[f32],
+        cost: usize,
+        f: &(dyn Fn(&mut [f32], &[f32]) + Sync),
+    ) {
+        let n = a.len().min(b.len());
+        // Whole cache lines per part.
+        const CHUNK: usize = 16;
+        let dst = DisjointOut::new(&mut a[..n]);
+        self.par_ranges(n.div_ceil(CHUNK), cost * CHUNK, &|chunks| {
+            let (start, end) = (chunks.start * CHUNK, (chunks.end * CHUNK).min(n));
+            // SAFETY: this part's elements belong to it alone.
+            let mine = unsafe { dst.slice(start, end - start) };
+            f(mine, &b[start..end]);
+        });
+    }
+}
+
+impl CpuBackend {
+    /// RoPE on every buffer (`n_heads` heads each) in one parallel region:
+    /// [`smelt_backend::rope_row`]'s values, with the step's angles
+    /// computed once ([`rope::TableCache`]).
+    fn rope_bufs(
+        &self,
+        bufs: &mut [(&mut HostBuf, usize)],
+        positions: &[u32],
+        params: &RopeParams,
+    ) {
+        let pairs = params.n_rot / 2;
+        let simple = pairs > 0
+            && params.inv_freq.len() >= pairs
+            && bufs
+                .iter()
+                .all(|(x, heads)| heads * params.head_dim <= x.cols && x.rows >= positions.len());
+        if !simple {
+            // Nothing rotates, or a shape the reference handles (or rejects).
+            for (x, n_heads) in bufs.iter_mut() {
+                for (row, &pos) in x.data.chunks_exact_mut(x.cols).zip(positions) {
+                    rope_row(row, *n_heads, pos, params);
+                }
+            }
+            return;
+        }
+        let n = positions.len();
+        let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let table = cache.table(self, positions, params);
+        let outs: Vec<(DisjointOut, usize, usize)> = bufs
+            .iter_mut()
+            .map(|(x, heads)| (DisjointOut::new(&mut x.data), x.cols, *heads))
+            .collect();
+        let work: usize = outs.iter().map(|o| COST_ROPE * o.2 * params.n_rot).sum();
+        self.par_ranges(n, work, &|rows| {
+            for r in rows {
+                for (out, cols, heads) in &outs {
+                    // SAFETY: row `r` of every buffer belongs to this part alone.
+                    let row = unsafe { out.slice(r * cols, *cols) };
+                    rope::rotate_row(row, *heads, &table[r * pairs..(r + 1) * pairs], params);
+                }
+            }
+        });
+    }
+}
+
+/// Work run by each thread of a fused product on the columns it computed
+/// (see `CpuBackend::run_matmuls`).
+type Epilogue<'a> = dyn Fn(std::ops::Range<usize>, &[DisjointOut]) + Sync + 'a;
+
+impl CpuBackend {
+    /// The products of `x` with every job's weight, in one parallel
+    /// region. Without an epilogue the weight rows of every job, in whole
+    /// groups, are dealt out evenly across the threads. With one, every job
+    /// must have as many outputs as the first: each thread takes the same
+    /// columns (in whole groups) of every job, and then runs
+    /// `epilogue(columns, outputs)` on them (the outputs of the jobs, in
+    /// order; the thread may access those columns of every row).
+    fn run_matmuls(
+        &self,
+        x: &HostBuf,
+        jobs: &mut [(&CpuWeight, &mut HostBuf)],
+        epilogue: Option<&Epilogue<'_>>,
+    ) {
+        let n = x.rows;
+        let mut first_group = Vec::with_capacity(jobs.len() + 1);
+        let mut total = 0;
+        let mut outs = Vec::with_capacity(jobs.len());
+        let jobs_n_out = jobs.first().map_or(0, |(w, _)| w.tensor.n_rows());
+        for (w, out) in jobs.iter_mut() {
+            let t = &w.tensor;
+            assert_eq!(
+                (x.cols, out.rows, out.cols),
+                (t.row_len(), n, t.n_rows()),
+                "matmul shapes"
+            );
+            if epilogue.is_some() {
+                assert_eq!(t.n_rows(), jobs_n_out, "fused products of different widths");
+            }
+            first_group.push(total);
+            total += t.n_rows().div_ceil(MATMUL_ROW_GROUP);
+            outs.push(DisjointOut::new(&mut out.data));
+        }
+        first_group.push(total);
+        let threads = self.threads();
+        // Q8: the activations are quantized once, here, for every job that
+        // takes the integer path.
+        let q8_job: Vec<bool> = jobs
+            .iter()
+            .map(|(w, _)| {
+                let t = &w.tensor;
+                match self.activations {
+                    Activations::F32 => false,
+                    Activations::Q8 => !w.logits && kernels::q8::supports(t.dtype(), t.row_len()),
+                    Activations::Q8All => kernels::q8::supports(t.dtype(), t.row_len()),
+                }
+            })
+            .collect();
+        Q8_ACTIVATIONS.with(|cell| {
+            let mut act = cell.borrow_mut();
+            if q8_job.iter().any(|&q| q) {
+                // Several rows: the blocks are quantized on every thread.
+                let parts = if n * x.cols >= PAR_MIN_WORK {
+                    threads
+                } else {
+                    1
+                };
+                act.quantize_in_parts(&x.data, n, x.cols, parts, &|part| {
+                    if parts == 1 {
+                        part(0)
+                    } else {
+                        self.pool.run(part)
+                    }
+                });
+            }
+            let act = &*act;
+            self.pool.run(&|thread| {
+                let mine = split(total, threads, thread);
+                let mut columns = 0..0;
+                for (j, (w, _)) in jobs.iter().enumerate() {
+                    let (start, end) = if epilogue.is_some() {
+                        // The same groups of every job.
+                        let g = split(first_group[j + 1] - first_group[j], threads, thread);
+                        (first_group[j] + g.start, first_group[j] + g.end)
+                    } else {
+                        (
+                            mine.start.max(first_group[j]),
+                            mine.end.min(first_group[j + 1]),
+                        )
+                    };
+                    if start >= end {
+                        continue;
+                    }
+                    let t = &w.tensor;
+                    let n_out = t.n_rows();
+                    let rows = (start - first_group[j]) * MATMUL_ROW_GROUP
+                        ..((end - first_group[j]) * MATMUL_ROW_GROUP).min(n_out);
+                    columns = rows.clone();
+                    kernels::with_thread_scratch(|scratch| {
+                        // SAFETY: this thread alone writes output columns
+                        // `rows` of every row of job j's output (n × n_out,
+                        // row-major).
+                        unsafe {
+                            if q8_job[j] {
+                                kernels::q8::matmul_to_ptr(
+                                    t.dtype(),
+                                    t.bytes(),
+                                    rows,
+                                    act,
+                                    outs[j].ptr(),
+                                    n_out,
+                                    scratch,
+                                )
+                            } else {
+                                kernels::matmul_to_ptr(
+                                    t.dtype(),
+                                    t.bytes(),
+                                    t.row_len(),
+                                    rows,
+                                    &x.data,
+                                    n,
+                                    outs[j].ptr(),
+                                    n_out,
+                                    scratch,
+                                )
+                            }
+                        }
+                    })
+                }
+                if let Some(epilogue) = epilogue
+                    && !columns.is_empty()
+                {
+                    epilogue(columns, &outs);
+                }
+            });
+        });
     }
 }
 
@@ -286,16 +545,20 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&self, x: &HostBuf, weight: &CpuWeight, eps: f32, out: &mut HostBuf) {
         let w = weight.values();
-        for (o, xr) in out
-            .data
-            .chunks_exact_mut(x.cols)
-            .zip(x.data.chunks_exact(x.cols))
-        {
-            let s = inv_rms(xr, eps);
-            for ((o, v), w) in o.iter_mut().zip(xr).zip(w.iter()) {
-                *o = v * s * w;
-            }
-        }
+        let cols = x.cols;
+        let n = x.rows.min(out.rows);
+        self.par_rows_mut(
+            &mut out.data[..n * cols],
+            cols,
+            COST_NORM * cols,
+            &|r, o| {
+                let xr = x.row(r);
+                let s = inv_rms(xr, eps);
+                for ((o, v), w) in o.iter_mut().zip(xr).zip(w.iter()) {
+                    *o = v * s * w;
+                }
+            },
+        );
     }
 
     fn matmul(&self, x: &HostBuf, w: &CpuWeight, out: &mut HostBuf) {
@@ -303,104 +566,119 @@ impl Backend for CpuBackend {
     }
 
     fn matmuls(&self, x: &HostBuf, jobs: &mut [(&CpuWeight, &mut HostBuf)]) {
-        // One parallel region for all products: the weight rows of every job,
-        // in whole groups, are dealt out evenly across the threads.
-        let n = x.rows;
-        let mut first_group = Vec::with_capacity(jobs.len() + 1);
-        let mut total = 0;
-        let mut outs = Vec::with_capacity(jobs.len());
-        for (w, out) in jobs.iter_mut() {
-            let t = &w.tensor;
-            assert_eq!(
-                (x.cols, out.rows, out.cols),
-                (t.row_len(), n, t.n_rows()),
-                "matmul shapes"
-            );
-            first_group.push(total);
-            total += t.n_rows().div_ceil(MATMUL_ROW_GROUP);
-            outs.push(DisjointOut::new(&mut out.data));
+        self.run_matmuls(x, jobs, None);
+    }
+
+    fn matmul_add(&self, x: &HostBuf, w: &CpuWeight, t: &mut HostBuf, acc: &mut HostBuf) {
+        // The residual add runs in the product's region: each thread adds
+        // the output columns it has just computed (the same `a + b` per
+        // element as `add`).
+        let cols = t.cols;
+        assert_eq!((acc.rows, acc.cols), (t.rows, cols), "matmul_add shapes");
+        let dst = DisjointOut::new(&mut acc.data);
+        self.run_matmuls(
+            x,
+            &mut [(w, t)],
+            Some(&|range: std::ops::Range<usize>, outs: &[DisjointOut]| {
+                for r in 0..x.rows {
+                    // SAFETY: columns `range` of every row are this
+                    // thread's alone, in `acc` and in the product (which
+                    // this thread has finished writing).
+                    let (a, b) = unsafe {
+                        (
+                            dst.slice(r * cols + range.start, range.len()),
+                            outs[0].slice(r * cols + range.start, range.len()),
+                        )
+                    };
+                    a.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += *b);
+                }
+            }),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn norm_gate_up_swiglu(
+        &self,
+        x: &HostBuf,
+        norm: &CpuWeight,
+        eps: f32,
+        w_gate: &CpuWeight,
+        w_up: &CpuWeight,
+        h: &mut HostBuf,
+        gate: &mut HostBuf,
+        up: &mut HostBuf,
+    ) {
+        self.rms_norm(x, norm, eps, h);
+        if w_gate.tensor.n_rows() != w_up.tensor.n_rows() {
+            self.matmuls(h, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
+            self.swiglu(gate, up);
+            return;
         }
-        first_group.push(total);
-        let threads = self.threads();
-        // Q8: the activations are quantized once, here, for every job that
-        // takes the integer path.
-        let q8_job: Vec<bool> = jobs
-            .iter()
-            .map(|(w, _)| {
-                let t = &w.tensor;
-                match self.activations {
-                    Activations::F32 => false,
-                    Activations::Q8 => !w.logits && kernels::q8::supports(t.dtype(), t.row_len()),
-                    Activations::Q8All => kernels::q8::supports(t.dtype(), t.row_len()),
+        // SwiGLU in the products' region: each thread takes the same
+        // columns of both products, then gates them.
+        let cols = gate.cols;
+        let n = h.rows;
+        self.run_matmuls(
+            h,
+            &mut [(w_gate, gate), (w_up, up)],
+            Some(&|range: std::ops::Range<usize>, outs: &[DisjointOut]| {
+                for r in 0..n {
+                    // SAFETY: columns `range` of every row of both products
+                    // are this thread's alone, and finished.
+                    let (g, u) = unsafe {
+                        (
+                            outs[0].slice(r * cols + range.start, range.len()),
+                            outs[1].slice(r * cols + range.start, range.len()),
+                        )
+                    };
+                    g.iter_mut()
+                        .zip(u.iter())
+                        .for_each(|(g, u)| *g = silu(*g) * *u);
                 }
-            })
-            .collect();
-        Q8_ACTIVATIONS.with(|cell| {
-            let mut act = cell.borrow_mut();
-            if q8_job.iter().any(|&q| q) {
-                act.quantize(&x.data, n, x.cols);
+            }),
+        );
+    }
+
+    fn norm_qkv_rope_store(
+        &self,
+        x: &HostBuf,
+        w: &QkvWeights<'_, CpuWeight>,
+        eps: f32,
+        geom: &AttnGeometry,
+        rope: &RopeParams,
+        kv: &mut HostKv,
+        at: &KvWrite<'_>,
+        [h, q, k, v]: [&mut HostBuf; 4],
+    ) {
+        self.rms_norm(x, w.norm, eps, h);
+        self.matmuls(h, &mut [(w.q, &mut *q), (w.k, &mut *k), (w.v, &mut *v)]);
+        for (buf, bias) in [
+            (&mut *q, w.q_bias),
+            (&mut *k, w.k_bias),
+            (&mut *v, w.v_bias),
+        ] {
+            if let Some(b) = bias {
+                self.add_bias(buf, b);
             }
-            let act = &*act;
-            self.pool.run(&|thread| {
-                let mine = split(total, threads, thread);
-                for (j, (w, _)) in jobs.iter().enumerate() {
-                    let (start, end) = (
-                        mine.start.max(first_group[j]),
-                        mine.end.min(first_group[j + 1]),
-                    );
-                    if start >= end {
-                        continue;
-                    }
-                    let t = &w.tensor;
-                    let n_out = t.n_rows();
-                    let rows = (start - first_group[j]) * MATMUL_ROW_GROUP
-                        ..((end - first_group[j]) * MATMUL_ROW_GROUP).min(n_out);
-                    kernels::with_thread_scratch(|scratch| {
-                        // SAFETY: this thread alone writes output columns
-                        // `rows` of every row of job j's output (n × n_out,
-                        // row-major).
-                        unsafe {
-                            if q8_job[j] {
-                                kernels::q8::matmul_to_ptr(
-                                    t.dtype(),
-                                    t.bytes(),
-                                    rows,
-                                    act,
-                                    outs[j].ptr(),
-                                    n_out,
-                                    scratch,
-                                )
-                            } else {
-                                kernels::matmul_to_ptr(
-                                    t.dtype(),
-                                    t.bytes(),
-                                    t.row_len(),
-                                    rows,
-                                    &x.data,
-                                    n,
-                                    outs[j].ptr(),
-                                    n_out,
-                                    scratch,
-                                )
-                            }
-                        }
-                    })
-                }
-            });
-        });
+        }
+        // Q and K rotate in one region.
+        self.rope_bufs(
+            &mut [(&mut *q, geom.n_heads), (&mut *k, geom.n_kv_heads)],
+            at.positions,
+            rope,
+        );
+        self.kv_store(kv, at.layer, k, v, at.slots);
     }
 
     fn add_bias(&self, x: &mut HostBuf, bias: &CpuWeight) {
         let b = bias.values();
-        for row in x.data.chunks_exact_mut(b.len()) {
+        self.par_rows_mut(&mut x.data, b.len(), COST_ADD * b.len(), &|_, row| {
             row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
-        }
+        });
     }
 
     fn rope(&self, x: &mut HostBuf, n_heads: usize, positions: &[u32], params: &RopeParams) {
-        for (row, &pos) in x.data.chunks_exact_mut(x.cols).zip(positions) {
-            rope_row(row, n_heads, pos, params);
-        }
+        self.rope_bufs(&mut [(x, n_heads)], positions, params);
     }
 
     fn kv_store(&self, kv: &mut HostKv, layer: usize, k: &HostBuf, v: &HostBuf, slots: &[u32]) {
@@ -434,38 +712,47 @@ impl Backend for CpuBackend {
     }
 
     fn swiglu(&self, gate: &mut HostBuf, up: &HostBuf) {
-        gate.data
-            .iter_mut()
-            .zip(&up.data)
-            .for_each(|(g, u)| *g = silu(*g) * u);
+        self.par_zip_mut(&mut gate.data, &up.data, COST_TRANSCENDENTAL, &|g, u| {
+            g.iter_mut().zip(u).for_each(|(g, u)| *g = silu(*g) * u);
+        });
     }
 
     fn gelu_tanh_gate(&self, gate: &mut HostBuf, up: &HostBuf) {
-        gate.data
-            .iter_mut()
-            .zip(&up.data)
-            .for_each(|(g, u)| *g = gelu_tanh(*g) * u);
+        self.par_zip_mut(&mut gate.data, &up.data, COST_TRANSCENDENTAL, &|g, u| {
+            g.iter_mut()
+                .zip(u)
+                .for_each(|(g, u)| *g = gelu_tanh(*g) * u);
+        });
     }
 
     fn rms_norm_heads(&self, x: &mut HostBuf, n_heads: usize, weight: &CpuWeight, eps: f32) {
         let w = weight.values();
         let d = w.len();
-        for row in x.data.chunks_exact_mut(x.cols) {
+        if d == 0 {
+            return;
+        }
+        let cols = x.cols;
+        self.par_rows_mut(&mut x.data, cols, COST_NORM * n_heads * d, &|_, row| {
             for head in row[..n_heads * d].chunks_exact_mut(d) {
                 let s = inv_rms(head, eps);
                 head.iter_mut()
                     .zip(w.iter())
                     .for_each(|(v, w)| *v = *v * s * w);
             }
-        }
+        });
     }
 
     fn softcap(&self, x: &mut HostBuf, cap: f32) {
-        x.data.iter_mut().for_each(|v| *v = softcap(*v, cap));
+        let cols = x.cols;
+        self.par_rows_mut(&mut x.data, cols, COST_TRANSCENDENTAL * cols, &|_, row| {
+            row.iter_mut().for_each(|v| *v = softcap(*v, cap));
+        });
     }
 
     fn add(&self, x: &mut HostBuf, y: &HostBuf) {
-        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+        self.par_zip_mut(&mut x.data, &y.data, COST_ADD, &|a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        });
     }
 
     fn gather_rows(&self, x: &HostBuf, rows: &[usize]) -> HostBuf {

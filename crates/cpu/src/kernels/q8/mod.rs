@@ -167,6 +167,25 @@ impl ActQ8 {
     /// # Panics
     /// If `n_in` is not a multiple of 32 or `x` is shorter than the shape.
     pub fn quantize(&mut self, x: &[f32], n_rows: usize, n_in: usize) {
+        self.quantize_in_parts(x, n_rows, n_in, 1, &|part: &(dyn Fn(usize) + Sync)| part(0));
+    }
+
+    /// [`ActQ8::quantize`] cut in `parts` parts (ranges of blocks, for all
+    /// rows) that `run` calls, each once, possibly at the same time on
+    /// several threads (`run(f)` must call `f(i)` for every `i` in
+    /// `0..parts` and return when all are done). Every block is quantized on
+    /// its own, so the values are [`ActQ8::quantize`]'s, bit for bit.
+    ///
+    /// # Panics
+    /// As [`ActQ8::quantize`].
+    pub fn quantize_in_parts(
+        &mut self,
+        x: &[f32],
+        n_rows: usize,
+        n_in: usize,
+        parts: usize,
+        run: &PartRunner<'_>,
+    ) {
         assert!(
             n_in.is_multiple_of(BLOCK) && x.len() >= n_rows * n_in,
             "quantize: {} values cannot be {n_rows} rows of {n_in} (a multiple of {BLOCK})",
@@ -179,16 +198,10 @@ impl ActQ8 {
         self.s4.resize(n_rows * n_in / 4, 0);
         self.d.resize(n_rows * nb, 0.0);
         self.ds.resize(n_rows * nb, 0.0);
-        quantize_rows(
-            &x[..n_rows * n_in],
-            &mut self.xs,
-            &mut self.s4,
-            &mut self.d,
-            &mut self.ds,
-        );
         let (full, rest) = (n_rows / LANES, n_rows % LANES);
         self.lane_groups = full + usize::from(rest >= LANE_ROWS_MIN);
         let g_n = self.lane_groups;
+        // Padding lanes stay 0; the others are all written below.
         self.xt.clear();
         self.xt.resize(g_n * nb * BLOCK * LANES, 0);
         self.st.clear();
@@ -197,25 +210,67 @@ impl ActQ8 {
         self.dt.resize(g_n * nb * LANES, 0.0);
         self.dst.clear();
         self.dst.resize(g_n * nb * LANES, 0.0);
-        for r in 0..(g_n * LANES).min(n_rows) {
-            let (g, lane) = (r / LANES, r % LANES);
-            let row = &self.xs[r * n_in..(r + 1) * n_in];
-            let s4 = &self.s4[r * n_in / 4..(r + 1) * n_in / 4];
-            for b in 0..nb {
-                let gb = g * nb + b;
-                for k4 in 0..BLOCK / 4 {
-                    let at = ((gb * (BLOCK / 4) + k4) * LANES + lane) * 4;
-                    let from = b * BLOCK + 4 * k4;
-                    self.xt[at..at + 4].copy_from_slice(&row[from..from + 4]);
-                }
-                for h in 0..2 {
-                    let sum = s4[8 * b + 4 * h..8 * b + 4 * h + 4].iter().sum();
-                    self.st[(gb * 2 + h) * LANES + lane] = sum;
-                }
-                self.dt[gb * LANES + lane] = self.d[r * nb + b];
-                self.dst[gb * LANES + lane] = self.ds[r * nb + b];
+        let out = Parts {
+            xs: Shared::new(&mut self.xs),
+            s4: Shared::new(&mut self.s4),
+            d: Shared::new(&mut self.d),
+            ds: Shared::new(&mut self.ds),
+            xt: Shared::new(&mut self.xt),
+            st: Shared::new(&mut self.st),
+            dt: Shared::new(&mut self.dt),
+            dst: Shared::new(&mut self.dst),
+        };
+        let parts = parts.max(1);
+        let lane_rows = (g_n * LANES).min(n_rows);
+        run(&|part| {
+            let blocks = crate::pool::split(nb, parts, part);
+            if blocks.is_empty() {
+                return;
             }
-        }
+            let (b0, nbk) = (blocks.start, blocks.len());
+            for r in 0..n_rows {
+                let (e0, ne) = (r * n_in + b0 * BLOCK, nbk * BLOCK);
+                // SAFETY: blocks `blocks` of row `r` belong to this part
+                // alone (the parts split the blocks of every row).
+                unsafe {
+                    quantize_rows(
+                        &x[e0..e0 + ne],
+                        out.xs.slice(e0, ne),
+                        out.s4.slice(e0 / 4, ne / 4),
+                        out.d.slice(r * nb + b0, nbk),
+                        out.ds.slice(r * nb + b0, nbk),
+                    )
+                };
+            }
+            for r in 0..lane_rows {
+                let (g, lane) = (r / LANES, r % LANES);
+                // SAFETY: reads of this part's own blocks, written above by
+                // this thread; the row-lane slots of blocks `blocks` of
+                // group `g` belong to this part alone.
+                unsafe {
+                    let row = out.xs.slice(r * n_in + b0 * BLOCK, nbk * BLOCK);
+                    let s4 = out.s4.slice((r * n_in + b0 * BLOCK) / 4, nbk * BLOCK / 4);
+                    let d = out.d.slice(r * nb + b0, nbk);
+                    let ds = out.ds.slice(r * nb + b0, nbk);
+                    for i in 0..nbk {
+                        let gb = g * nb + b0 + i;
+                        let xt = out.xt.slice(gb * BLOCK * LANES, BLOCK * LANES);
+                        for k4 in 0..BLOCK / 4 {
+                            let at = (k4 * LANES + lane) * 4;
+                            let from = i * BLOCK + 4 * k4;
+                            xt[at..at + 4].copy_from_slice(&row[from..from + 4]);
+                        }
+                        let st = out.st.slice(gb * 2 * LANES, 2 * LANES);
+                        for h in 0..2 {
+                            st[h * LANES + lane] =
+                                s4[8 * i + 4 * h..8 * i + 4 * h + 4].iter().sum();
+                        }
+                        out.dt.slice(gb * LANES + lane, 1)[0] = d[i];
+                        out.dst.slice(gb * LANES + lane, 1)[0] = ds[i];
+                    }
+                }
+            }
+        });
     }
 
     /// Rows held.
@@ -239,6 +294,52 @@ impl ActQ8 {
         let nb = self.n_in / BLOCK;
         &self.ds[r * nb..(r + 1) * nb]
     }
+}
+
+/// Runs a part function for every part ([`ActQ8::quantize_in_parts`]).
+pub type PartRunner<'a> = dyn Fn(&(dyn Fn(usize) + Sync)) + 'a;
+
+/// A buffer that the parts of [`ActQ8::quantize_in_parts`] write at
+/// disjoint places.
+struct Shared<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the parts access disjoint elements only (see `slice`), and the
+// call joins them before the buffers are used again.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    fn new(v: &mut [T]) -> Self {
+        Shared {
+            ptr: v.as_mut_ptr(),
+            len: v.len(),
+        }
+    }
+
+    /// `len` elements at `start`.
+    ///
+    /// # Safety
+    /// No other part may access them while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "quantize: part out of bounds");
+        // SAFETY: in bounds (checked) and exclusive (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// The buffers of an [`ActQ8`] being filled.
+struct Parts {
+    xs: Shared<i8>,
+    s4: Shared<i32>,
+    d: Shared<f32>,
+    ds: Shared<f32>,
+    xt: Shared<i8>,
+    st: Shared<i32>,
+    dt: Shared<f32>,
+    dst: Shared<f32>,
 }
 
 /// The quantization of every block (see the module docs).
@@ -564,7 +665,93 @@ unsafe fn run(
 mod tests {
     use smelt_backend::testing::TestRng;
 
-    use super::{BLOCK, Isa, quantize_rows, quantize_rows_body};
+    use super::{ActQ8, BLOCK, Isa, LANE_ROWS_MIN, LANES, quantize_rows, quantize_rows_body};
+
+    /// The layout [`ActQ8::quantize`] must produce, written out serially:
+    /// every row quantized whole, then copied into the row-lane groups.
+    fn reference_layout(x: &[f32], n_rows: usize, n_in: usize) -> ActQ8 {
+        let nb = n_in / BLOCK;
+        let mut a = ActQ8::new();
+        a.n_rows = n_rows;
+        a.n_in = n_in;
+        a.xs = vec![0; n_rows * n_in];
+        a.s4 = vec![0; n_rows * n_in / 4];
+        a.d = vec![0.0; n_rows * nb];
+        a.ds = vec![0.0; n_rows * nb];
+        quantize_rows_body(x, &mut a.xs, &mut a.s4, &mut a.d, &mut a.ds);
+        a.lane_groups = n_rows / LANES + usize::from(n_rows % LANES >= LANE_ROWS_MIN);
+        let g_n = a.lane_groups;
+        a.xt = vec![0; g_n * nb * BLOCK * LANES];
+        a.st = vec![0; g_n * nb * 2 * LANES];
+        a.dt = vec![0.0; g_n * nb * LANES];
+        a.dst = vec![0.0; g_n * nb * LANES];
+        for r in 0..(g_n * LANES).min(n_rows) {
+            let (g, lane) = (r / LANES, r % LANES);
+            for b in 0..nb {
+                let gb = g * nb + b;
+                for k in 0..BLOCK {
+                    a.xt[((gb * (BLOCK / 4) + k / 4) * LANES + lane) * 4 + k % 4] =
+                        a.xs[r * n_in + b * BLOCK + k];
+                }
+                for h in 0..2 {
+                    a.st[(gb * 2 + h) * LANES + lane] =
+                        a.s4[r * n_in / 4 + 8 * b + 4 * h..][..4].iter().sum();
+                }
+                a.dt[gb * LANES + lane] = a.d[r * nb + b];
+                a.dst[gb * LANES + lane] = a.ds[r * nb + b];
+            }
+        }
+        a
+    }
+
+    /// Quantizing in parts on several threads gives the serial layout's
+    /// values, bit for bit, whatever the number of parts, for any shape
+    /// (partial row-lane groups, more parts than blocks), also when the
+    /// buffers are reused from a larger call.
+    #[test]
+    fn quantizing_in_parts_on_threads_equals_the_serial_layout() {
+        let mut rng = TestRng::new(7);
+        let mut act = ActQ8::new();
+        for (n_rows, n_in) in [
+            (40, 576),
+            (1, 32),
+            (11, 96),
+            (12, 96),
+            (16, 576),
+            (17, 64),
+            (29, 1536),
+            (33, 160),
+        ] {
+            let mut x: Vec<f32> = (0..n_rows * n_in).map(|_| rng.uniform(-3.0, 3.0)).collect();
+            let first = BLOCK.min(x.len());
+            x[..first].fill(0.0);
+            if x.len() > 2 * BLOCK {
+                x[BLOCK + 5] = f32::NAN;
+            }
+            let want = reference_layout(&x, n_rows, n_in);
+            for parts in [1usize, 2, 3, 5, 64] {
+                act.quantize_in_parts(&x, n_rows, n_in, parts, &|f: &(dyn Fn(usize) + Sync)| {
+                    std::thread::scope(|s| {
+                        for i in 0..parts {
+                            s.spawn(move || f(i));
+                        }
+                    })
+                });
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let at = format!("{n_rows}x{n_in}, {parts} parts");
+                assert_eq!(act.n_rows, n_rows, "{at}");
+                assert_eq!(act.xs[..n_rows * n_in], want.xs[..], "{at}");
+                assert_eq!(act.s4[..want.s4.len()], want.s4[..], "{at}");
+                assert_eq!(bits(&act.d[..want.d.len()]), bits(&want.d), "{at}");
+                assert_eq!(bits(&act.ds[..want.ds.len()]), bits(&want.ds), "{at}");
+                assert_eq!(act.lane_groups, want.lane_groups, "{at}");
+                assert_eq!(act.xt, want.xt, "{at}");
+                assert_eq!(act.st, want.st, "{at}");
+                assert_eq!(bits(&act.dt), bits(&want.dt), "{at}");
+                assert_eq!(bits(&act.dst), bits(&want.dst), "{at}");
+            }
+        }
+    }
 
     /// The SIMD quantizer gives the scalar definition's bytes, sums and
     /// scales, ties, zeros, huge values and NaNs included.
