@@ -51,12 +51,27 @@ pub(super) unsafe fn panel<F: PairFormat>(a: &Args<'_>, scratch: &mut Scratch) {
             // SAFETY: whole rows of `F` and a `2 kp`-value pair slot.
             unsafe { fill_pair::<F>(a.row(ra), a.row(rb), kp, out) };
         }
+        // The next panel's stored rows are fetched while this one
+        // computes, a share before each micro-kernel call: when the weight
+        // comes from memory, dequantizing it would otherwise wait on every
+        // line (a hint only; no value changes).
+        let next =
+            &a.w[(p0 + np) * a.row_bytes..((p0 + np + panel_rows).min(a.rows.end)) * a.row_bytes];
+        let calls = a.n_x.div_ceil(NR) * n_pairs.div_ceil(MP);
+        let per_call = next.len().div_ceil(64 * calls) * 64;
+        let mut fetched = 0;
         let mut r0 = 0;
         while r0 < a.n_x {
             let nr = NR.min(a.n_x - r0);
             let mut q0 = 0;
             while q0 < n_pairs {
                 let mp = MP.min(n_pairs - q0);
+                let upto = (fetched + per_call).min(next.len());
+                while fetched < upto {
+                    // A prefetch never faults; the address is inside `next`.
+                    _mm_prefetch::<_MM_HINT_T0>(next[fetched..].as_ptr().cast());
+                    fetched += 64;
+                }
                 let rows_here = (np - 2 * q0).min(2 * mp);
                 let t = Tile {
                     w: &panel[2 * kp * q0..2 * kp * (q0 + mp)],
