@@ -25,7 +25,8 @@ mod rope;
 
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, Feature, HostBuf, HostKv, HostTensor, KvLayout,
-    KvWrite, QkvWeights, RopeParams, dequantize_all, gelu_tanh, inv_rms, rope_row, silu, softcap,
+    KvWrite, QkvWeights, RopeParams, argmax, dequantize_all, gelu_tanh, inv_rms, rope_row, silu,
+    softcap, top_k_sorted,
 };
 use smelt_tensor::dequantize_row;
 
@@ -753,6 +754,33 @@ impl Backend for CpuBackend {
         self.par_zip_mut(&mut x.data, &y.data, COST_ADD, &|a, b| {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
         });
+    }
+
+    fn argmax_rows(&self, x: &HostBuf) -> Vec<u32> {
+        // In place (the logits are already on the host), a row per thread.
+        let mut out = vec![0u32; x.rows];
+        let dst = DisjointOut::new(&mut out);
+        self.par_ranges(x.rows, x.cols, &|rows| {
+            // SAFETY: these rows' slots are this part's alone.
+            let mine = unsafe { dst.slice(rows.start, rows.len()) };
+            for (o, r) in mine.iter_mut().zip(rows) {
+                *o = argmax(x.row(r));
+            }
+        });
+        out
+    }
+
+    fn top_k_rows(&self, x: &HostBuf, k: usize) -> Vec<Vec<(u32, f32)>> {
+        let mut out = vec![Vec::new(); x.rows];
+        let dst = DisjointOut::new(&mut out);
+        self.par_ranges(x.rows, 2 * x.cols, &|rows| {
+            // SAFETY: these rows' slots are this part's alone.
+            let mine = unsafe { dst.slice(rows.start, rows.len()) };
+            for (o, r) in mine.iter_mut().zip(rows) {
+                *o = top_k_sorted(x.row(r), k);
+            }
+        });
+        out
     }
 
     fn gather_rows(&self, x: &HostBuf, rows: &[usize]) -> HostBuf {

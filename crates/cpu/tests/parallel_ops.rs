@@ -308,3 +308,39 @@ fn fused_ops_equal_their_parts_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn argmax_and_top_k_rows_equal_the_per_row_definitions() {
+    let mut rng = TestRng::new(31);
+    for threads in [1, 2] {
+        let be = backend(threads, Activations::F32);
+        for &rows in &ROWS {
+            // Few distinct values: many ties; a NaN in one row.
+            let mut x = rng.buf(rows, 5003);
+            x.data.iter_mut().for_each(|v| *v = (*v * 4.0).round());
+            x.data[rows * 5003 / 2] = f32::NAN;
+            let want: Vec<u32> = (0..rows).map(|r| smelt_backend::argmax(x.row(r))).collect();
+            assert_eq!(
+                be.argmax_rows(&x),
+                want,
+                "argmax {rows} rows, {threads} threads"
+            );
+            for k in [1, 40] {
+                let want: Vec<_> = (0..rows)
+                    .map(|r| smelt_backend::top_k_sorted(x.row(r), k))
+                    .collect();
+                let got = be.top_k_rows(&x, k);
+                let b = |v: &Vec<Vec<(u32, f32)>>| -> Vec<Vec<(u32, u32)>> {
+                    v.iter()
+                        .map(|r| r.iter().map(|&(i, f)| (i, f.to_bits())).collect())
+                        .collect()
+                };
+                assert_eq!(
+                    b(&got),
+                    b(&want),
+                    "top {k} of {rows} rows, {threads} threads"
+                );
+            }
+        }
+    }
+}
