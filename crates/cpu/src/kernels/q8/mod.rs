@@ -557,7 +557,7 @@ fn prefetch(bytes: &[u8]) {
         // SAFETY: prefetching is a hint that never faults; the address is
         // inside `bytes`.
         unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
                 line.as_ptr().cast(),
             )
         };

@@ -69,7 +69,7 @@ pub(super) unsafe fn panel<F: PairFormat>(a: &Args<'_>, scratch: &mut Scratch) {
                 let upto = (fetched + per_call).min(next.len());
                 while fetched < upto {
                     // A prefetch never faults; the address is inside `next`.
-                    _mm_prefetch::<_MM_HINT_T0>(next[fetched..].as_ptr().cast());
+                    _mm_prefetch::<_MM_HINT_T1>(next[fetched..].as_ptr().cast());
                     fetched += 64;
                 }
                 let rows_here = (np - 2 * q0).min(2 * mp);
