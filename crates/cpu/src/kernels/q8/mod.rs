@@ -201,14 +201,11 @@ impl ActQ8 {
         let (full, rest) = (n_rows / LANES, n_rows % LANES);
         self.lane_groups = full + usize::from(rest >= LANE_ROWS_MIN);
         let g_n = self.lane_groups;
-        // Padding lanes stay 0; the others are all written below.
-        self.xt.clear();
+        // Every lane is written below (padding lanes with zeros): no need
+        // to clear what a previous call left.
         self.xt.resize(g_n * nb * BLOCK * LANES, 0);
-        self.st.clear();
         self.st.resize(g_n * nb * 2 * LANES, 0);
-        self.dt.clear();
         self.dt.resize(g_n * nb * LANES, 0.0);
-        self.dst.clear();
         self.dst.resize(g_n * nb * LANES, 0.0);
         let out = Parts {
             xs: Shared::new(&mut self.xs),
@@ -221,7 +218,6 @@ impl ActQ8 {
             dst: Shared::new(&mut self.dst),
         };
         let parts = parts.max(1);
-        let lane_rows = (g_n * LANES).min(n_rows);
         run(&|part| {
             let blocks = crate::pool::split(nb, parts, part);
             if blocks.is_empty() {
@@ -242,31 +238,50 @@ impl ActQ8 {
                     )
                 };
             }
-            for r in 0..lane_rows {
-                let (g, lane) = (r / LANES, r % LANES);
-                // SAFETY: reads of this part's own blocks, written above by
-                // this thread; the row-lane slots of blocks `blocks` of
-                // group `g` belong to this part alone.
-                unsafe {
-                    let row = out.xs.slice(r * n_in + b0 * BLOCK, nbk * BLOCK);
-                    let s4 = out.s4.slice((r * n_in + b0 * BLOCK) / 4, nbk * BLOCK / 4);
-                    let d = out.d.slice(r * nb + b0, nbk);
-                    let ds = out.ds.slice(r * nb + b0, nbk);
-                    for i in 0..nbk {
-                        let gb = g * nb + b0 + i;
-                        let xt = out.xt.slice(gb * BLOCK * LANES, BLOCK * LANES);
-                        for k4 in 0..BLOCK / 4 {
-                            let at = (k4 * LANES + lane) * 4;
-                            let from = i * BLOCK + 4 * k4;
-                            xt[at..at + 4].copy_from_slice(&row[from..from + 4]);
+            for g in 0..g_n {
+                for b in blocks.clone() {
+                    let gb = g * nb + b;
+                    // SAFETY: the row-lane slots of block `b` of group `g`
+                    // belong to this part alone; the rows' own values read
+                    // here were written above by this part.
+                    let (xt, st, dt, dst) = unsafe {
+                        (
+                            out.xt.slice(gb * BLOCK * LANES, BLOCK * LANES),
+                            out.st.slice(gb * 2 * LANES, 2 * LANES),
+                            out.dt.slice(gb * LANES, LANES),
+                            out.dst.slice(gb * LANES, LANES),
+                        )
+                    };
+                    for lane in 0..LANES {
+                        let r = g * LANES + lane;
+                        if r >= n_rows {
+                            // Padding rows: zeros.
+                            for k4 in 0..BLOCK / 4 {
+                                xt[(k4 * LANES + lane) * 4..][..4].fill(0);
+                            }
+                            st[lane] = 0;
+                            st[LANES + lane] = 0;
+                            dt[lane] = 0.0;
+                            dst[lane] = 0.0;
+                            continue;
                         }
-                        let st = out.st.slice(gb * 2 * LANES, 2 * LANES);
-                        for h in 0..2 {
-                            st[h * LANES + lane] =
-                                s4[8 * i + 4 * h..8 * i + 4 * h + 4].iter().sum();
+                        // SAFETY: as above.
+                        let (row, s4) = unsafe {
+                            (
+                                out.xs.slice(r * n_in + b * BLOCK, BLOCK),
+                                out.s4.slice((r * n_in + b * BLOCK) / 4, BLOCK / 4),
+                            )
+                        };
+                        for (k4, q) in row.chunks_exact(4).enumerate() {
+                            xt[(k4 * LANES + lane) * 4..][..4].copy_from_slice(q);
                         }
-                        out.dt.slice(gb * LANES + lane, 1)[0] = d[i];
-                        out.dst.slice(gb * LANES + lane, 1)[0] = ds[i];
+                        st[lane] = s4[..4].iter().sum();
+                        st[LANES + lane] = s4[4..].iter().sum();
+                        // SAFETY: as above.
+                        unsafe {
+                            dt[lane] = out.d.slice(r * nb + b, 1)[0];
+                            dst[lane] = out.ds.slice(r * nb + b, 1)[0];
+                        }
                     }
                 }
             }
