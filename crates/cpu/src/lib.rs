@@ -4,9 +4,12 @@
 //! format; matrix products dequantize in registers or in small panels, so a
 //! weight row is read once per step however many rows the batch holds. The
 //! big products and attention run on a persistent spinning [`pool::Pool`]
-//! (about a microsecond per parallel region); the small per-row ops (norms,
-//! RoPE, residual adds) run on the calling thread, where a region would cost
-//! more than the work.
+//! (about a microsecond per parallel region). The per-row and element-wise
+//! ops (norms, RoPE, SwiGLU, residual adds, the Q8 quantization, argmax) run
+//! on the pool too once a batch gives them enough work (a few thousand
+//! operations, so a single decode row mostly keeps them on the calling
+//! thread); the residual add after a product and SwiGLU after gate/up run
+//! inside the products' region, each thread on the columns it computed.
 //!
 //! Every row is computed with the same arithmetic whatever the batch size or
 //! the row's place in it (batch invariance): work is split over weight rows
