@@ -4,7 +4,11 @@
 //! GPU and only the token id is copied back). Prints the GPU, load time,
 //! decode tokens/s and kernels per token.
 //!
-//! `cuda_decode [PATH.gguf | smollm2 | 1b-q4_k_m | 8b-q4_k_m | 8b-bf16] [decode tokens, default 128]`
+//! `cuda_decode [PATH.gguf | smollm2 | 1b-q4_k_m | 8b-q4_k_m | 8b-bf16] [decode tokens, default 128] [sequences, default 1]`
+//!
+//! With several sequences (as a server's continuous batch), each step
+//! decodes one token of every sequence in one batch of that many rows, and
+//! tok/s counts the tokens of all of them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,52 +62,97 @@ fn run() -> Result<(), String> {
     let prompt: Vec<u32> = (0..16u32)
         .map(|i| (i * 131 + 1) % model.config.vocab_size as u32)
         .collect();
+    let n_seqs: usize = match args.get(2) {
+        Some(s) => s
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("bad sequence count {s:?}"))?,
+        None => 1,
+    };
     let total = prompt.len() + n_decode;
-    let n_blocks = total.div_ceil(model.kv_block_size());
+    let per_seq = total.div_ceil(model.kv_block_size());
     let mut kv = model
-        .new_kv(n_blocks, KvType::F16)
+        .new_kv(per_seq * n_seqs, KvType::F16)
         .map_err(|e| e.to_string())?;
-    let table: Vec<u32> = (0..n_blocks as u32).collect();
-    let mut step = |tokens: &[u32], start: usize| -> Result<u32, String> {
-        let positions: Vec<u32> = (start as u32..(start + tokens.len()) as u32).collect();
-        let tables = vec![&table[..]; tokens.len()];
+    // Sequence i owns blocks i * per_seq ..
+    let tables: Vec<Vec<u32>> = (0..n_seqs)
+        .map(|i| {
+            (0..per_seq as u32)
+                .map(|b| b + (i * per_seq) as u32)
+                .collect()
+        })
+        .collect();
+    // One token of every sequence (`tokens[i]` at position `pos`), or the
+    // prompt of sequence 0 when `prompt` is set.
+    let mut step = |tokens: &[u32], start: usize, prompt: bool| -> Result<Vec<u32>, String> {
+        let (positions, rows): (Vec<u32>, Vec<&[u32]>) = if prompt {
+            (
+                (start as u32..(start + tokens.len()) as u32).collect(),
+                vec![&tables[0][..]; tokens.len()],
+            )
+        } else {
+            (
+                vec![start as u32; tokens.len()],
+                tables.iter().map(|t| &t[..]).collect(),
+            )
+        };
+        let logits_rows: Vec<usize> = if prompt {
+            vec![tokens.len() - 1]
+        } else {
+            (0..tokens.len()).collect()
+        };
         let batch = Batch {
             tokens,
             positions: &positions,
-            block_tables: &tables,
-            logits_rows: &[tokens.len() - 1],
+            block_tables: &rows,
+            logits_rows: &logits_rows,
         };
         let next = model
             .forward_greedy(&mut kv, &batch)
             .map_err(|e| e.to_string())?;
-        next.first()
-            .copied()
-            .ok_or_else(|| "no token came back".to_string())
+        if next.len() != logits_rows.len() {
+            return Err(format!(
+                "{} tokens came back for {} rows",
+                next.len(),
+                logits_rows.len()
+            ));
+        }
+        Ok(next)
     };
     let t2 = Instant::now();
-    let mut next = step(&prompt, 0)?;
+    let first = step(&prompt, 0, true)?;
     let t_prefill = t2.elapsed();
+    // Every sequence starts from sequence 0's first token with its prompt
+    // (the other sequences' caches hold whatever their blocks held: the
+    // speed does not depend on the values).
+    let mut next = vec![first[0]; n_seqs];
     // Two warm-up steps, then the timed ones.
     let mut pos = prompt.len();
     for _ in 0..2 {
-        next = step(&[next], pos)?;
+        next = step(&next, pos, false)?;
         pos += 1;
     }
     let timed = n_decode.saturating_sub(2).max(1);
     let launches0 = model.backend.launch_count();
     let t3 = Instant::now();
     for _ in 0..timed {
-        next = step(&[next], pos)?;
+        next = step(&next, pos, false)?;
         pos += 1;
     }
     let dt = t3.elapsed().as_secs_f64();
     let kernels = (model.backend.launch_count() - launches0) as f64 / timed as f64;
     let (replays, captures) = model.backend.graph_counts();
     println!(
-        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens: {:.1} tok/s ({:.3} ms/token, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {})",
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {})",
         prompt.len(),
         t_prefill.as_secs_f64() * 1e3,
-        timed as f64 / dt,
+        if n_seqs > 1 {
+            format!(" × {n_seqs} sequences")
+        } else {
+            String::new()
+        },
+        (timed * n_seqs) as f64 / dt,
         dt * 1e3 / timed as f64,
         if model.backend.pdl() { "on" } else { "off" },
     );

@@ -470,25 +470,60 @@ fn fused_rows_do_not_depend_on_the_batch() {
             );
         }
     }
-    // Long rows (several warps per output pair), with the residual add.
-    for (dtype, n_in) in [(DType::Q4K, 8192), (DType::Q6K, 8192), (DType::F32, 1000)] {
+    // Every weight type with its own kernels, long rows (several warps per
+    // output pair) and rows that fill part of a warp's 32 units (the
+    // multi-row kernels stage x per warp), with the residual add and with
+    // the norm folded in.
+    let cases = [
+        (DType::Q4K, 8192),
+        (DType::Q6K, 8192),
+        (DType::F32, 1000),
+        (DType::Q4_1, 8192),
+        (DType::Q4_1, 576),
+        (DType::Q8_0, 8192),
+        (DType::Q8_0, 1536),
+        (DType::Q4K, 768),
+        (DType::Q6K, 1280),
+        (DType::BF16, 4104),
+        (DType::F16, 576),
+    ];
+    for (dtype, n_in) in cases {
         let w = place(&cuda, &random_weight(&mut rng, dtype, n_in, 7));
+        let norm = place(&cuda, &vector(&mut rng, n_in, -1.5, 1.5));
         let x = rng.buf(11, n_in);
         let acc0 = rng.buf(11, 7);
         let mut t = cuda.alloc(11, 7);
         let mut all = cuda.upload(&acc0);
         cuda.matmul_add(&cuda.upload(&x), &w, &mut t, &mut all);
         let all = cuda.download(&all);
-        for r in [0, 9] {
+        let (mut h, mut normed) = (cuda.alloc(11, n_in), cuda.alloc(11, 7));
+        cuda.rms_norm_matmuls(
+            &cuda.upload(&x),
+            &norm,
+            1e-5,
+            &mut h,
+            &mut [(&w, &mut normed)],
+        );
+        let normed = cuda.download(&normed);
+        for r in [0, 7, 8, 10] {
             let mut one = cuda.upload(&acc0.gather(&[r]));
             let mut t = cuda.alloc(1, 7);
-            cuda.matmul_add(&cuda.upload(&x.gather(&[r])), &w, &mut t, &mut one);
+            let xr = cuda.upload(&x.gather(&[r]));
+            cuda.matmul_add(&xr, &w, &mut t, &mut one);
             let one = cuda.download(&one);
-            finish(&cuda, "batch invariance, long rows");
+            let (mut h, mut normed_one) = (cuda.alloc(1, n_in), cuda.alloc(1, 7));
+            cuda.rms_norm_matmuls(&xr, &norm, 1e-5, &mut h, &mut [(&w, &mut normed_one)]);
+            let normed_one = cuda.download(&normed_one);
+            finish(&cuda, "batch invariance, every type");
             assert_eq!(
                 one.data,
                 all.row(r),
                 "{dtype} rows of {n_in}: row {r} alone differs"
+            );
+            assert_eq!(
+                normed_one.data,
+                normed.row(r),
+                "{dtype} rows of {n_in} with the norm: row {r} alone differs"
             );
         }
     }

@@ -28,6 +28,7 @@
 // whatever NR and its neighbours are.
 
 #define MV_WARPS 4
+static_assert(MV_WARPS == STAGE_WARPS, "units.cu stages x for MV_WARPS warps a block");
 
 // Units (or 8-value chunks) each lane loads before using the first, in the
 // decode (one-row) kernels; Q6_K's units are larger. Tunables: see
