@@ -333,6 +333,11 @@ template <> struct Unit<W_F16> : FloatUnit<W_F16> {};
 // 32 values (1024 + 128 padding each), or an x tile of 32 units of 64
 // values (Q6_K: g then stays in global memory).
 #define STAGE_WARP_FLOATS 2304
+// Q4_1 and Q8_0 units decoded once for all batch rows (SMELT_DECODE_ONCE=0:
+// per row, as the one-row kernels).
+#ifndef SMELT_DECODE_ONCE
+#define SMELT_DECODE_ONCE 1
+#endif
 #define STAGE_WARPS 4
 
 // The block's staging memory: one buffer, whatever unit types a kernel
@@ -349,6 +354,66 @@ __device__ __forceinline__ void stage_tile(float* tile, const float* src, int n)
     __syncwarp();  // the lanes' reads of the previous tile are done
     for (int q = 4 * lane; q < n; q += 128) *(float4*)(tile + STAGE_PAD(q)) = ld4(src + q);
     __syncwarp();
+}
+
+// The multi-row kernels' form of the 32-value units of Q4_1 and Q8_0: the
+// unit's weights are decoded once (`deq`) and then used for every batch
+// row (`dot`), instead of decoded again per row. Each value, product and
+// sum is the same expression as in Unit<T>::dot, in the same order, so
+// rows stay bit-identical to the one-row kernels (tested).
+template <int T> struct Decoded;
+
+template <> struct Decoded<W_Q4_1> {
+    static __device__ __forceinline__ void deq(const Unit<W_Q4_1>::Raw& A, float w[32]) {
+        const float d = half_to_float((u16)(A.dm & 0xFFFF)), m = half_to_float((u16)(A.dm >> 16));
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const u32 q = half ? (A.q[i] >> 4) & 0x0F0F0F0F : A.q[i] & 0x0F0F0F0F;
+#pragma unroll
+                for (int k = 0; k < 4; k++) w[16 * half + 4 * i + k] = d * (byte_f(q, k) - 8388608.0f) + m;
+            }
+        }
+    }
+};
+
+template <> struct Decoded<W_Q8_0> {
+    static __device__ __forceinline__ void deq(const Unit<W_Q8_0>::Raw& A, float w[32]) {
+        const float d = half_to_float((u16)A.d);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const u32 q = A.q[i] ^ 0x80808080u;
+#pragma unroll
+            for (int k = 0; k < 4; k++) w[4 * i + k] = d * (byte_f(q, k) - 8388736.0f);
+        }
+    }
+};
+
+// a += wa . x and b += wb . x over one 32-value run (xs: this lane's
+// staged run of x, gs: of the norm weight, or null), four values at a time
+// as Unit<T>::dot sums them.
+__device__ __forceinline__ void decoded_dot(const float wa[32], const float wb[32], bool two,
+                                            const float* xs, const float* gs, float& a, float& b,
+                                            float& ss) {
+    float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float4 v = *(const float4*)(xs + 4 * i);
+        if (gs) {
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            const float4 s = *(const float4*)(gs + 4 * i);
+            v.x *= s.x; v.y *= s.y; v.z *= s.z; v.w *= s.w;
+        }
+        const float* w = wa + 4 * i;
+        sa += w[0] * v.x + w[1] * v.y + w[2] * v.z + w[3] * v.w;
+        if (two) {
+            const float* u = wb + 4 * i;
+            sb += u[0] * v.x + u[1] * v.y + u[2] * v.z + u[3] * v.w;
+        }
+    }
+    a += sa;
+    b += sb;
 }
 
 // dot_rows_units for NR > 1 with staged x (U = 1): the same units, values
@@ -383,6 +448,24 @@ __device__ __forceinline__ void dot_rows_staged(int tid, int nt, const u8* ra, c
         const u64 v0 = (u64)u0 * V;
         const int n = (min(nu, u0 + 32) - u0) * V;
         if (sg) stage_tile(sg, g + v0, n);
+        if constexpr (SMELT_DECODE_ONCE && (T == W_Q4_1 || T == W_Q8_0)) {
+            float fa[32], fb[32];
+            if (idx < nu) {
+                Decoded<T>::deq(wa, fa);
+                if (two) Decoded<T>::deq(wb, fb);
+            }
+            // This lane's run: unit idx - u0 = lane of the tile.
+            const float* xs = sx + STAGE_PAD(32 * lane);
+            const float* gs = sg ? sg + STAGE_PAD(32 * lane) : nullptr;
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                if (r < nv) {
+                    stage_tile(sx, x + (u64)r * n_in + v0, n);
+                    if (idx < nu) decoded_dot(fa, fb, two, xs, gs, a[r], b[r], ss[r]);
+                }
+            }
+            continue;
+        }
         const StagedSrc src{sx, sg, g, v0};
 #pragma unroll
         for (int r = 0; r < NR; r++) {
