@@ -85,6 +85,64 @@ pub fn attend_head(
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
+/// Writes the attention output of every query head of KV head `kvh`'s group
+/// (heads `kvh * group .. (kvh + 1) * group`, `group = n_heads /
+/// n_kv_heads`) of one row into `out` (`group * head_dim` values, the heads
+/// in order); `q` is the row's whole query. Each head's values are
+/// [`attend_head`]'s, bit for bit. With AVX-512VL, head width 64 and groups
+/// of 2 or 3 heads (SmolLM2: 9 query heads over 3 KV heads), one pass over
+/// the cache serves the whole group: each K and V vector is loaded and
+/// widened once instead of once per head; otherwise the heads run one by
+/// one.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group(
+    q: &[f32],
+    kv: &HostKv,
+    layer: usize,
+    row: &AttnRow<'_>,
+    g: &AttnGeometry,
+    kvh: usize,
+    out: &mut [f32],
+) {
+    let d = g.head_dim;
+    let group = g.n_heads / g.n_kv_heads;
+    let heads = kvh * group..(kvh + 1) * group;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512vl() {
+        let qg = &q[heads.start * d..heads.end * d];
+        let first = g.first_visible(row.pos) as usize;
+        let (l, r, s) = (layer, row, g.scale);
+        // SAFETY: `has_avx512vl` saw avx2, fma, f16c, avx512f and avx512vl
+        // on this CPU; `qg` and `out` hold `group * d` values.
+        let done = unsafe {
+            match (d, group) {
+                (64, 2) => avx2::attend_group::<8, 2>(qg, kv, l, r, first, kvh, s, out),
+                (64, 3) => avx2::attend_group::<8, 3>(qg, kv, l, r, first, kvh, s, out),
+                _ => false,
+            }
+        };
+        if done {
+            return;
+        }
+    }
+    for (i, h) in heads.enumerate() {
+        attend_head(q, kv, layer, row, g, h, &mut out[i * d..(i + 1) * d]);
+    }
+}
+
+/// Whether the CPU has what the fused group kernel needs (AVX2, FMA, F16C,
+/// AVX-512F and AVX-512VL).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512vl() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        matches!(Simd::detect(), Simd::Avx2)
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
 /// Which implementation of the small vector loops this CPU gets.
 #[derive(Clone, Copy)]
 enum Simd {
@@ -256,10 +314,90 @@ mod avx2 {
         }
     }
 
+    /// One cache block's update of one head's online softmax: the scores
+    /// of positions `0..count` (position j's head at `j * stride + offset`
+    /// of `keys`), the running maximum `max`, normalizer `norm` and weighted
+    /// sum of values `acc` (width `8 * C`). The per-head kernel and the
+    /// group kernel both run exactly this, so their values are the same bit
+    /// for bit.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `count <= MAX_BLOCK`; `keys` and
+    /// `values` hold `(count - 1) * stride + offset + 8 * C` values.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block_update<const C: usize>(
+        qv: &[__m256; C],
+        keys: KvRow<'_>,
+        values: KvRow<'_>,
+        stride: usize,
+        offset: usize,
+        count: usize,
+        scale: f32,
+        acc: &mut [__m256; C],
+        max: &mut f32,
+        norm: &mut f32,
+    ) {
+        // SAFETY: every load reads 8 values at `j * stride + offset + 8 c`
+        // with `j < count`, `c < C`, inside the rows (the contract).
+        unsafe {
+            let mut scores = [f32::NEG_INFINITY; MAX_BLOCK];
+            // Scores, 8 positions at a time.
+            let mut j0 = 0;
+            while j0 < count {
+                let mut dots = [_mm256_setzero_ps(); 8];
+                for (jj, dot) in dots.iter_mut().enumerate().take(count - j0) {
+                    let base = (j0 + jj) * stride + offset;
+                    for (c, qc) in qv.iter().enumerate() {
+                        *dot = _mm256_fmadd_ps(*qc, load8(keys, base + 8 * c), *dot);
+                    }
+                }
+                let s = _mm256_mul_ps(hsum8(dots), _mm256_set1_ps(scale));
+                _mm256_storeu_ps(scores.as_mut_ptr().add(j0), s);
+                j0 += 8;
+            }
+            let mut block_max = f32::NEG_INFINITY;
+            for s in &scores[..count] {
+                block_max = block_max.max(*s);
+            }
+            let new_max = max.max(block_max);
+            let correction = (*max - new_max).exp();
+            *norm *= correction;
+            let cv = _mm256_set1_ps(correction);
+            for a in acc.iter_mut() {
+                *a = _mm256_mul_ps(*a, cv);
+            }
+            // Weights e^(s - max), 8 at a time; positions past `count`
+            // score -inf and weigh 0.
+            let mv = _mm256_set1_ps(new_max);
+            let mut j0 = 0;
+            while j0 < count {
+                let mut w = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores.as_ptr().add(j0)), mv));
+                if count - j0 < 8 {
+                    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((count - j0) as i32), lane);
+                    w = _mm256_and_ps(w, _mm256_castsi256_ps(keep));
+                }
+                let mut ws = [0.0f32; 8];
+                _mm256_storeu_ps(ws.as_mut_ptr(), w);
+                for (jj, &wj) in ws.iter().enumerate().take(count - j0) {
+                    *norm += wj;
+                    let wv = _mm256_set1_ps(wj);
+                    let base = (j0 + jj) * stride + offset;
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(wv, load8(values, base + 8 * c), *a);
+                    }
+                }
+                j0 += 8;
+            }
+            *max = new_max;
+        }
+    }
+
     /// The whole attention of one head of width `8 * C` (C = 8: 64, C = 16:
-    /// 128) over positions `first..=row.pos`, the output accumulated in registers; false if the cache block
-    /// is larger than this kernel handles (the caller then takes the general
-    /// path).
+    /// 128) over positions `first..=row.pos`, the output accumulated in
+    /// registers; false if the cache block is larger than this kernel
+    /// handles (the caller then takes the general path).
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and F16C; `q` and `out` hold `8 * C` values.
@@ -292,66 +430,167 @@ mod avx2 {
             }
             let mut acc = [_mm256_setzero_ps(); C];
             let (mut max, mut norm) = (f32::NEG_INFINITY, 0.0f32);
-            let mut scores = [f32::NEG_INFINITY; MAX_BLOCK];
             let mut p0 = first;
             while p0 < n_pos {
                 let count = (bs - p0 % bs).min(n_pos - p0);
                 let keys = kv.k_block(layer, row.block_table, p0, count);
                 let values = kv.v_block(layer, row.block_table, p0, count);
-                // Scores, 8 positions at a time.
-                let mut j0 = 0;
-                while j0 < count {
-                    let mut dots = [_mm256_setzero_ps(); 8];
-                    for (jj, dot) in dots.iter_mut().enumerate().take(count - j0) {
-                        let base = (j0 + jj) * rw + kvh * d;
-                        for (c, qc) in qv.iter().enumerate() {
-                            *dot = _mm256_fmadd_ps(*qc, load8(keys, base + 8 * c), *dot);
-                        }
-                    }
-                    let s = _mm256_mul_ps(hsum8(dots), _mm256_set1_ps(scale));
-                    _mm256_storeu_ps(scores.as_mut_ptr().add(j0), s);
-                    j0 += 8;
-                }
-                let mut block_max = f32::NEG_INFINITY;
-                for s in &scores[..count] {
-                    block_max = block_max.max(*s);
-                }
-                let new_max = max.max(block_max);
-                let correction = (max - new_max).exp();
-                norm *= correction;
-                let cv = _mm256_set1_ps(correction);
-                for a in acc.iter_mut() {
-                    *a = _mm256_mul_ps(*a, cv);
-                }
-                // Weights e^(s - max), 8 at a time; positions past `count`
-                // score -inf and weigh 0.
-                let mv = _mm256_set1_ps(new_max);
-                let mut j0 = 0;
-                while j0 < count {
-                    let mut w = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores.as_ptr().add(j0)), mv));
-                    if count - j0 < 8 {
-                        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                        let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((count - j0) as i32), lane);
-                        w = _mm256_and_ps(w, _mm256_castsi256_ps(keep));
-                    }
-                    let mut ws = [0.0f32; 8];
-                    _mm256_storeu_ps(ws.as_mut_ptr(), w);
-                    for (jj, &wj) in ws.iter().enumerate().take(count - j0) {
-                        norm += wj;
-                        let wv = _mm256_set1_ps(wj);
-                        let base = (j0 + jj) * rw + kvh * d;
-                        for (c, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(wv, load8(values, base + 8 * c), *a);
-                        }
-                    }
-                    j0 += 8;
-                }
-                max = new_max;
+                block_update::<C>(
+                    &qv,
+                    keys,
+                    values,
+                    rw,
+                    kvh * d,
+                    count,
+                    scale,
+                    &mut acc,
+                    &mut max,
+                    &mut norm,
+                );
                 p0 += count;
             }
             let inv = _mm256_set1_ps(1.0 / norm);
             for (c, a) in acc.iter().enumerate() {
                 _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), _mm256_mul_ps(*a, inv));
+            }
+        }
+        true
+    }
+
+    /// Every query head of one KV head's group (`q` and `out`: `G` heads of
+    /// `8 * C` values, in order) in one pass over the cache: each K and V
+    /// vector is loaded (and widened) once and used by all `G` heads, whose
+    /// dot products, weights and sums of values are interleaved. Each head
+    /// runs exactly [`block_update`]'s operations in the same order, so its
+    /// values are [`attend_head`]'s bit for bit. The `G * 8` score sums and
+    /// `G * C` output sums want AVX-512VL's 32 vector registers (the
+    /// arithmetic stays 8 lanes wide). False if the cache block is larger
+    /// than this kernel handles.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA, F16C, AVX-512F and AVX-512VL; `q` and `out`
+    /// hold `G * 8 * C` values.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    // Positions, heads and vector columns index several arrays at once.
+    #[allow(clippy::needless_range_loop)]
+    pub unsafe fn attend_group<const C: usize, const G: usize>(
+        q: &[f32],
+        kv: &HostKv,
+        layer: usize,
+        row: &AttnRow<'_>,
+        first: usize,
+        kvh: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) -> bool {
+        let d = 8 * C;
+        let rw = kv.layout.row_width();
+        let bs = kv.layout.block_size;
+        if bs > MAX_BLOCK || q.len() < G * d || out.len() < G * d {
+            return false;
+        }
+        let n_pos = row.pos as usize + 1;
+        // SAFETY: every load below reads 8 values of a q head (`h * d + 8 c`,
+        // h < G, c < C) or of this KV head of a K or V row `j < count`
+        // (`j * rw + kvh * d + 8 c`) that `k_block`/`v_block` returned in
+        // full; the stores write `out`'s `G * d` values and local arrays.
+        unsafe {
+            let mut qv = [[_mm256_setzero_ps(); C]; G];
+            for (h, qh) in qv.iter_mut().enumerate() {
+                for (c, v) in qh.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(q.as_ptr().add(h * d + 8 * c));
+                }
+            }
+            let mut acc = [[_mm256_setzero_ps(); C]; G];
+            let mut max = [f32::NEG_INFINITY; G];
+            let mut norm = [0.0f32; G];
+            let mut p0 = first;
+            while p0 < n_pos {
+                let count = (bs - p0 % bs).min(n_pos - p0);
+                let keys = kv.k_block(layer, row.block_table, p0, count);
+                let values = kv.v_block(layer, row.block_table, p0, count);
+                let mut scores = [[f32::NEG_INFINITY; MAX_BLOCK]; G];
+                // Scores, 8 positions at a time, every head at once.
+                let mut j0 = 0;
+                while j0 < count {
+                    let n = count - j0;
+                    let mut dots = [[_mm256_setzero_ps(); 8]; G];
+                    for jj in 0..8 {
+                        if jj < n {
+                            let base = (j0 + jj) * rw + kvh * d;
+                            for c in 0..C {
+                                let k = load8(keys, base + 8 * c);
+                                for h in 0..G {
+                                    dots[h][jj] = _mm256_fmadd_ps(qv[h][c], k, dots[h][jj]);
+                                }
+                            }
+                        }
+                    }
+                    for h in 0..G {
+                        let s = _mm256_mul_ps(hsum8(dots[h]), _mm256_set1_ps(scale));
+                        _mm256_storeu_ps(scores[h].as_mut_ptr().add(j0), s);
+                    }
+                    j0 += 8;
+                }
+                // Each head's maximum and rescaling, as in `block_update`.
+                for h in 0..G {
+                    let mut block_max = f32::NEG_INFINITY;
+                    for s in &scores[h][..count] {
+                        block_max = block_max.max(*s);
+                    }
+                    let new_max = max[h].max(block_max);
+                    let correction = (max[h] - new_max).exp();
+                    norm[h] *= correction;
+                    let cv = _mm256_set1_ps(correction);
+                    for a in acc[h].iter_mut() {
+                        *a = _mm256_mul_ps(*a, cv);
+                    }
+                    max[h] = new_max;
+                }
+                // Weights and sums of values, 8 positions at a time.
+                let mut j0 = 0;
+                while j0 < count {
+                    let n = count - j0;
+                    let mut ws = [[0.0f32; 8]; G];
+                    for h in 0..G {
+                        let mv = _mm256_set1_ps(max[h]);
+                        let mut w = exp8(_mm256_sub_ps(
+                            _mm256_loadu_ps(scores[h].as_ptr().add(j0)),
+                            mv,
+                        ));
+                        if n < 8 {
+                            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
+                            w = _mm256_and_ps(w, _mm256_castsi256_ps(keep));
+                        }
+                        _mm256_storeu_ps(ws[h].as_mut_ptr(), w);
+                    }
+                    for jj in 0..8 {
+                        if jj < n {
+                            let mut wv = [_mm256_setzero_ps(); G];
+                            for h in 0..G {
+                                norm[h] += ws[h][jj];
+                                wv[h] = _mm256_set1_ps(ws[h][jj]);
+                            }
+                            let base = (j0 + jj) * rw + kvh * d;
+                            for c in 0..C {
+                                let v = load8(values, base + 8 * c);
+                                for h in 0..G {
+                                    acc[h][c] = _mm256_fmadd_ps(wv[h], v, acc[h][c]);
+                                }
+                            }
+                        }
+                    }
+                    j0 += 8;
+                }
+                p0 += count;
+            }
+            for h in 0..G {
+                let inv = _mm256_set1_ps(1.0 / norm[h]);
+                for (c, a) in acc[h].iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(h * d + 8 * c), _mm256_mul_ps(*a, inv));
+                }
             }
         }
         true
@@ -422,6 +661,86 @@ mod tests {
         // 24: the general path; 64 and 128: the register-resident AVX2 kernels.
         for head_dim in [24, 64, 128] {
             online_softmax_case(head_dim);
+        }
+    }
+
+    #[test]
+    fn group_kernel_is_per_head_kernel_bit_for_bit() {
+        // 24: the per-head fallback; 64 and 128: the group kernels. Groups
+        // of 1, 3 and 4 query heads; block sizes 16 (the group kernel) and
+        // 32 (too large for it: head by head).
+        let mut rng = TestRng::new(77);
+        for d in [24, 64, 128] {
+            for (n_heads, n_kv) in [(2, 2), (9, 3), (6, 3), (8, 2)] {
+                for block_size in [16, 32] {
+                    for window in [None, Some(5), Some(19)] {
+                        let g = AttnGeometry {
+                            n_heads,
+                            n_kv_heads: n_kv,
+                            head_dim: d,
+                            scale: 0.21,
+                            window,
+                        };
+                        for dtype in [KvType::F32, KvType::F16] {
+                            let layout = KvLayout {
+                                n_layers: 2,
+                                n_blocks: 8,
+                                block_size,
+                                n_kv_heads: n_kv,
+                                head_dim: d,
+                                dtype,
+                            };
+                            let mut kv = HostKv::new(layout).expect("kv");
+                            let table = [6u32, 1, 7, 3];
+                            let n_pos = 67.min(4 * block_size);
+                            for layer in 0..2 {
+                                for p in 0..n_pos {
+                                    let k: Vec<f32> =
+                                        (0..n_kv * d).map(|_| rng.uniform(-3.0, 3.0)).collect();
+                                    let v: Vec<f32> =
+                                        (0..n_kv * d).map(|_| rng.uniform(-1.0, 1.0)).collect();
+                                    let slot = table[p / block_size] as usize * block_size
+                                        + p % block_size;
+                                    kv.store(layer, slot, &k, &v);
+                                }
+                            }
+                            let q: Vec<f32> =
+                                (0..n_heads * d).map(|_| rng.uniform(-2.0, 2.0)).collect();
+                            let group = n_heads / n_kv;
+                            for pos in [0u32, 3, 15, 16, 17, 40, n_pos as u32 - 1] {
+                                let row = AttnRow {
+                                    pos,
+                                    block_table: &table,
+                                };
+                                for kvh in 0..n_kv {
+                                    let mut got = vec![f32::NAN; group * d];
+                                    attend_group(&q, &kv, 1, &row, &g, kvh, &mut got);
+                                    for i in 0..group {
+                                        let mut want = vec![f32::NAN; d];
+                                        attend_head(
+                                            &q,
+                                            &kv,
+                                            1,
+                                            &row,
+                                            &g,
+                                            kvh * group + i,
+                                            &mut want,
+                                        );
+                                        let got = &got[i * d..(i + 1) * d];
+                                        assert!(
+                                            got.iter()
+                                                .zip(&want)
+                                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                            "d {d} heads {n_heads}/{n_kv} bs {block_size} {window:?} \
+                                             {dtype:?} pos {pos} kvh {kvh} head {i}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

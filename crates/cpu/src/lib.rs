@@ -701,10 +701,30 @@ impl Backend for CpuBackend {
         out: &mut HostBuf,
     ) {
         // One work item per (row, head), split evenly: decode (one row) still
-        // uses every thread.
+        // uses every thread. With grouped-query attention and enough rows
+        // to keep every thread busy, one item per (row, KV head): the
+        // group's query heads share one pass over the cache (same values).
         let (d, heads, cols) = (geom.head_dim, geom.n_heads, out.cols);
         let dst = DisjointOut::new(&mut out.data);
         let threads = self.threads();
+        let kv_heads = geom.n_kv_heads;
+        if kv_heads > 0
+            && heads > kv_heads
+            && heads.is_multiple_of(kv_heads)
+            && rows.len() * kv_heads >= 4 * threads
+        {
+            let group = heads / kv_heads;
+            self.pool.run(&|t| {
+                for item in split(rows.len() * kv_heads, threads, t) {
+                    let (r, g) = (item / kv_heads, item % kv_heads);
+                    // SAFETY: the heads of group `g` of row `r` belong to
+                    // this thread alone.
+                    let o = unsafe { dst.slice(r * cols + g * group * d, group * d) };
+                    attention::attend_group(q.row(r), kv, layer, &rows[r], geom, g, o);
+                }
+            });
+            return;
+        }
         self.pool.run(&|t| {
             for item in split(rows.len() * heads, threads, t) {
                 let (r, h) = (item / heads, item % heads);

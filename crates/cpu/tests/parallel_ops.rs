@@ -344,3 +344,77 @@ fn argmax_and_top_k_rows_equal_the_per_row_definitions() {
         }
     }
 }
+
+#[test]
+fn attention_of_a_batch_is_each_row_alone_bit_for_bit() {
+    // SmolLM2's geometry (9 query heads over 3 KV heads of 64, f16 cache):
+    // from 8 rows on two threads the heads of a KV head's group run as one
+    // item (one pass over the cache for the group); a row alone runs head
+    // by head. Also a group of 2 and one of 4 (head by head either way).
+    let mut rng = TestRng::new(21);
+    for (n_heads, n_kv) in [(9usize, 3usize), (6, 3), (8, 2)] {
+        let d = 64;
+        let geom = AttnGeometry {
+            n_heads,
+            n_kv_heads: n_kv,
+            head_dim: d,
+            scale: 0.125,
+            window: None,
+        };
+        for dtype in [KvType::F16, KvType::F32] {
+            let layout = KvLayout {
+                n_layers: 1,
+                n_blocks: 40,
+                block_size: 16,
+                n_kv_heads: n_kv,
+                head_dim: d,
+                dtype,
+            };
+            for threads in [1, 2] {
+                let be = backend(threads, Activations::F32);
+                let mut kv = be.alloc_kv(layout).expect("kv");
+                let n = 13;
+                let tables: Vec<Vec<u32>> = (0..n as u32)
+                    .map(|s| vec![3 * s % 40, (3 * s + 1) % 40, (3 * s + 2) % 40])
+                    .collect();
+                let lens: Vec<usize> = (0..n).map(|s| 1 + (s * 7) % 48).collect();
+                for (s, table) in tables.iter().enumerate() {
+                    let k = rng.buf(lens[s], n_kv * d);
+                    let v = rng.buf(lens[s], n_kv * d);
+                    let slots: Vec<u32> = (0..lens[s])
+                        .map(|p| table[p / 16] * 16 + (p % 16) as u32)
+                        .collect();
+                    be.kv_store(&mut kv, 0, &k, &v, &slots);
+                }
+                let rows: Vec<smelt_backend::AttnRow<'_>> = (0..n)
+                    .map(|s| smelt_backend::AttnRow {
+                        pos: lens[s] as u32 - 1,
+                        block_table: &tables[s],
+                    })
+                    .collect();
+                let q = rng.buf(n, n_heads * d);
+                let mut all = HostBuf::zeros(n, n_heads * d);
+                be.attention(&q, &kv, 0, &rows, &geom, &mut all);
+                for s in 0..n {
+                    let qs = HostBuf {
+                        rows: 1,
+                        cols: n_heads * d,
+                        data: q.row(s).to_vec(),
+                    };
+                    let mut one = HostBuf::zeros(1, n_heads * d);
+                    be.attention(&qs, &kv, 0, &rows[s..s + 1], &geom, &mut one);
+                    let want = HostBuf {
+                        rows: 1,
+                        cols: n_heads * d,
+                        data: all.row(s).to_vec(),
+                    };
+                    same(
+                        &format!("attention {n_heads}/{n_kv} {dtype:?} {threads} threads row {s}"),
+                        &one,
+                        &want,
+                    );
+                }
+            }
+        }
+    }
+}
