@@ -221,3 +221,77 @@ fn matvec_two_threads(bencher: Bencher, shape: &str) {
 struct OutPtr(*mut f32);
 // SAFETY: the threads write disjoint elements through it (see the bench).
 unsafe impl Sync for OutPtr {}
+
+/// Attention of 16 decode rows (SmolLM2: 9 query heads over 3 KV heads of
+/// 64, f16 cache, 143 earlier positions each) on one thread: `batched`
+/// attends the 16 rows in one call (a KV head's 3 query heads share one
+/// pass over the cache where the CPU has AVX-512VL), `one_by_one` one row
+/// per call (head by head). Same values; items = rows.
+#[divan::bench(args = ["batched", "one_by_one"])]
+fn attention_16_rows(bencher: Bencher, how: &str) {
+    use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType};
+    let be = match smelt_cpu::CpuBackend::new(1) {
+        Ok(b) => b,
+        Err(e) => panic!("backend: {e}"),
+    };
+    let (n, d, heads, kv_heads, len) = (16usize, 64usize, 9usize, 3usize, 144usize);
+    let geom = AttnGeometry {
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+        head_dim: d,
+        scale: 0.125,
+        window: None,
+    };
+    let per_seq = len.div_ceil(16);
+    let layout = KvLayout {
+        n_layers: 1,
+        n_blocks: n * per_seq,
+        block_size: 16,
+        n_kv_heads: kv_heads,
+        head_dim: d,
+        dtype: KvType::F16,
+    };
+    let mut kv = match be.alloc_kv(layout) {
+        Ok(kv) => kv,
+        Err(e) => panic!("kv: {e}"),
+    };
+    let mut rng = TestRng::new(3);
+    let tables: Vec<Vec<u32>> = (0..n)
+        .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
+        .collect();
+    for table in &tables {
+        let k = rng.buf(len, kv_heads * d);
+        let v = rng.buf(len, kv_heads * d);
+        let slots: Vec<u32> = (0..len)
+            .map(|p| table[p / 16] * 16 + (p % 16) as u32)
+            .collect();
+        be.kv_store(&mut kv, 0, &k, &v, &slots);
+    }
+    let rows: Vec<AttnRow<'_>> = tables
+        .iter()
+        .map(|t| AttnRow {
+            pos: len as u32 - 1,
+            block_table: t,
+        })
+        .collect();
+    let q = rng.buf(n, heads * d);
+    let q1: Vec<HostBuf> = (0..n)
+        .map(|r| HostBuf {
+            rows: 1,
+            cols: heads * d,
+            data: q.row(r).to_vec(),
+        })
+        .collect();
+    let mut out = HostBuf::zeros(n, heads * d);
+    let mut out1 = HostBuf::zeros(1, heads * d);
+    let batched = how == "batched";
+    bencher.counter(ItemsCount::new(n)).bench_local(|| {
+        if batched {
+            be.attention(&q, &kv, 0, &rows, &geom, &mut out);
+        } else {
+            for r in 0..n {
+                be.attention(&q1[r], &kv, 0, &rows[r..r + 1], &geom, &mut out1);
+            }
+        }
+    });
+}
