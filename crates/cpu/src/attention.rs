@@ -217,6 +217,27 @@ mod avx2 {
 
     use super::*;
 
+    /// Asks for the cache lines of `row` (a hint that never faults).
+    #[inline(always)]
+    fn prefetch_row(row: KvRow<'_>) {
+        let (ptr, bytes) = match row {
+            KvRow::F32(r) => (r.as_ptr() as *const i8, std::mem::size_of_val(r)),
+            KvRow::F16(r) => (r.as_ptr() as *const i8, std::mem::size_of_val(r)),
+        };
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch is a hint and never faults; the address is
+            // inside `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(off)) };
+            off += 64;
+        }
+        // The last line, where the row does not start on a line boundary.
+        if bytes > 0 {
+            // SAFETY: as above (the row's last byte).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(bytes - 1)) };
+        }
+    }
+
     /// Loads 8 values of a row at `i` as f32.
     ///
     /// # Safety
@@ -510,6 +531,22 @@ mod avx2 {
                 let count = (bs - p0 % bs).min(n_pos - p0);
                 let keys = kv.k_block(layer, row.block_table, p0, count);
                 let values = kv.v_block(layer, row.block_table, p0, count);
+                // The next block's K and V of this KV head are fetched
+                // while this one computes (a hint: blocks are scattered, so
+                // the hardware prefetcher does not find them).
+                let p1 = p0 + count;
+                if p1 < n_pos {
+                    let count1 = (bs - p1 % bs).min(n_pos - p1);
+                    for rows in [
+                        kv.k_block(layer, row.block_table, p1, count1),
+                        kv.v_block(layer, row.block_table, p1, count1),
+                    ] {
+                        for j in 0..count1 {
+                            let head = rows.slice(j * rw + kvh * d..j * rw + (kvh + 1) * d);
+                            prefetch_row(head);
+                        }
+                    }
+                }
                 let mut scores = [[f32::NEG_INFINITY; MAX_BLOCK]; G];
                 // Scores, 8 positions at a time, every head at once.
                 let mut j0 = 0;
