@@ -32,46 +32,12 @@ __device__ __forceinline__ void load16_a2(const u8* p, u32 out[4]) {
 
 __device__ __forceinline__ float4 ld4(const float* p) { return *(const float4*)p; }
 
-// Where a unit's `dot` reads the input row x and the norm weight g:
-// `ldx(p)` / `ldg(p)` return values p..p+4 (p a multiple of 4).
-//
-// GlobalSrc reads them from global memory, where each lane's run of x is
-// its own 128-byte line (one float4 load of a warp touches 32 lines).
-struct GlobalSrc {
-    const float* x;
-    const float* g;  // null: no norm
-    __device__ __forceinline__ bool has_g() const { return g != nullptr; }
-    __device__ __forceinline__ float4 ldx(u64 p) const { return ld4(x + p); }
-    __device__ __forceinline__ float4 ldg(u64 p) const { return ld4(g + p); }
-};
-
-// StagedSrc reads the values of one warp's 32 units, copied with coalesced
-// loads into shared memory (`stage_tile`), with 4 floats of padding after
-// every 32 so that the lanes' float4 reads of their own runs fall in
-// different banks. Values p are at tile[p - v0 + 4 * ((p - v0) / 32)]. The
-// same floats as GlobalSrc, so a unit's arithmetic is unchanged.
-#define STAGE_PAD(q) ((q) + 4 * ((q) >> 5))
-struct StagedSrc {
-    const float* sx;
-    const float* sg;  // the staged norm weight, or null: read g from global
-    const float* g;   // null: no norm
-    u64 v0;
-    __device__ __forceinline__ bool has_g() const { return g != nullptr; }
-    __device__ __forceinline__ float4 ldx(u64 p) const {
-        return *(const float4*)(sx + STAGE_PAD((u32)(p - v0)));
-    }
-    __device__ __forceinline__ float4 ldg(u64 p) const {
-        return sg ? *(const float4*)(sg + STAGE_PAD((u32)(p - v0))) : ld4(g + p);
-    }
-};
-
-// The 4 values of x at p (scaled by g when there is a norm; ss += x^2).
-template <class S>
-__device__ __forceinline__ float4 x4(const S& src, u64 p, float& ss) {
-    float4 v = src.ldx(p);
-    if (src.has_g()) {
+// acc += the 4 values of x (scaled by g when there is a norm; ss += x^2).
+__device__ __forceinline__ float4 x4(const float* x, const float* g, float& ss) {
+    float4 v = ld4(x);
+    if (g) {
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        const float4 s = src.ldg(p);
+        const float4 s = ld4(g);
         v.x *= s.x; v.y *= s.y; v.z *= s.z; v.w *= s.w;
     }
     return v;
@@ -91,18 +57,19 @@ template <> struct Unit<W_Q4_1> {
         for (int i = 0; i < 4; i++) r.q[i] = *(const u32*)(blk + 4 + 4 * i);
     }
     // a += A . x (and b += B . x when two): x is the input row.
-    template <class S>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
-                                               const S& src, float& a, float& b, float& ss) {
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
         const float da = half_to_float((u16)(A.dm & 0xFFFF)), ma = half_to_float((u16)(A.dm >> 16));
         const float db = half_to_float((u16)(B.dm & 0xFFFF)), mb = half_to_float((u16)(B.dm >> 16));
-        const u64 xl = (u64)idx * 32;
+        const float* xl = x + (u64)idx * 32;
+        const float* gl = g ? g + (u64)idx * 32 : nullptr;
         float sa = 0.0f, sb = 0.0f;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const float4 xv = x4(src, xl + 16 * half + 4 * i, ss);
+                const float4 xv = x4(xl + 16 * half + 4 * i, gl ? gl + 16 * half + 4 * i : nullptr, ss);
                 const u32 qa = half ? (A.q[i] >> 4) & 0x0F0F0F0F : A.q[i] & 0x0F0F0F0F;
                 sa += (da * (byte_f(qa, 0) - 8388608.0f) + ma) * xv.x +
                       (da * (byte_f(qa, 1) - 8388608.0f) + ma) * xv.y +
@@ -151,12 +118,14 @@ template <> struct Unit<W_Q4_K> {
         dl = half_to_float((u16)(h.x & 0xFFFF)) * u2f(sc);
         ml = half_to_float((u16)(h.x >> 16)) * u2f(mn);
     }
-    template <class S>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
-                                               const S& src, float& a, float& b, float& ss) {
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
         // idx = threadIdx.x (mod 32): k, and which scales it needs, are the thread's.
         const int k = threadIdx.x & 7, c = k >> 1, hf = k & 1;
-        const u64 xl = (u64)(idx >> 3) * 256 + 64 * c + 16 * hf;
+        const u64 e0 = (u64)(idx >> 3) * 256 + 64 * c + 16 * hf;
+        const float* xl = x + e0;
+        const float* gl = g ? g + e0 : nullptr;
         const u32 qa[4] = {A.q.x, A.q.y, A.q.z, A.q.w};
         const u32 qb[4] = {B.q.x, B.q.y, B.q.z, B.q.w};
 #pragma unroll
@@ -164,7 +133,7 @@ template <> struct Unit<W_Q4_K> {
             float qxa = 0.0f, qxb = 0.0f, sx = 0.0f;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const float4 xv = x4(src, xl + 32 * hi + 4 * i, ss);
+                const float4 xv = x4(xl + 32 * hi + 4 * i, gl ? gl + 32 * hi + 4 * i : nullptr, ss);
                 sx += (xv.x + xv.y) + (xv.z + xv.w);
                 const u32 wa = hi ? (qa[i] >> 4) & 0x0F0F0F0F : qa[i] & 0x0F0F0F0F;
                 qxa += (byte_f(wa, 0) - 8388608.0f) * xv.x + (byte_f(wa, 1) - 8388608.0f) * xv.y +
@@ -204,20 +173,21 @@ template <> struct Unit<W_Q6_K> {
         r.sc = (u32)s[0] | ((u32)s[2] << 8) | ((u32)s[4] << 16) | ((u32)s[6] << 24);
         r.d = ld_u16(blk + 208);
     }
-    template <class S>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
-                                               const S& src, float& a, float& b, float& ss) {
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
         // idx = threadIdx.x (mod 32): k is the thread's.
         const int k = threadIdx.x & 3, hh = k >> 1, l0 = 16 * (k & 1);
         const float da = half_to_float((u16)A.d), db = half_to_float((u16)B.d);
         const u64 e0 = (u64)(idx >> 2) * 256 + 128 * hh + l0;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const u64 xl = e0 + 32 * j;
+            const float* xl = x + e0 + 32 * j;
+            const float* gl = g ? g + e0 + 32 * j : nullptr;
             float qxa = 0.0f, qxb = 0.0f;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const float4 xv = x4(src, xl + 4 * i, ss);
+                const float4 xv = x4(xl + 4 * i, gl ? gl + 4 * i : nullptr, ss);
                 const u32 la = (j & 1) ? A.l1[i] : A.l0[i];
                 const u32 wa = ((j < 2 ? la : la >> 4) & 0x0F0F0F0F) |
                                (((A.h[i] >> (2 * j)) & 0x03030303) << 4);
@@ -261,15 +231,16 @@ template <> struct Unit<W_Q8_0> {
         for (int i = 0; i < 8; i++) r.q[i] = __funnelshift_r(w[i], w[i + 1], sh);
         r.d = ld_u16(blk);
     }
-    template <class S>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
-                                               const S& src, float& a, float& b, float& ss) {
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
         const float da = half_to_float((u16)A.d), db = half_to_float((u16)B.d);
-        const u64 xl = (u64)idx * 32;
+        const float* xl = x + (u64)idx * 32;
+        const float* gl = g ? g + (u64)idx * 32 : nullptr;
         float sa = 0.0f, sb = 0.0f;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const float4 xv = x4(src, xl + 4 * i, ss);
+            const float4 xv = x4(xl + 4 * i, gl ? gl + 4 * i : nullptr, ss);
             // Signed bytes, offset by 128 (flip the top bit), then 2^23 + 128 taken away.
             const u32 wa = A.q[i] ^ 0x80808080u;
             sa += (da * (byte_f(wa, 0) - 8388736.0f)) * xv.x + (da * (byte_f(wa, 1) - 8388736.0f)) * xv.y +
@@ -306,12 +277,13 @@ template <int T> struct FloatUnit {
         return lo(q.x) * x0.x + hi(q.x) * x0.y + lo(q.y) * x0.z + hi(q.y) * x0.w +
                lo(q.z) * x1.x + hi(q.z) * x1.y + lo(q.w) * x1.z + hi(q.w) * x1.w;
     }
-    template <class S>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
-                                               const S& src, float& a, float& b, float& ss) {
-        const u64 xl = (u64)idx * 8;
-        const float4 x0 = x4(src, xl, ss);
-        const float4 x1 = x4(src, xl + 4, ss);
+                                               const float* x, const float* g, float& a,
+                                               float& b, float& ss) {
+        const float* xl = x + (u64)idx * 8;
+        const float* gl = g ? g + (u64)idx * 8 : nullptr;
+        const float4 x0 = x4(xl, gl, ss);
+        const float4 x1 = x4(xl + 4, gl ? gl + 4 : nullptr, ss);
         a += dot8w(A.q, x0, x1);
         if (two) b += dot8w(B.q, x0, x1);
     }
@@ -330,14 +302,8 @@ template <> struct Unit<W_F16> : FloatUnit<W_F16> {};
 #define SMELT_STAGE_X 1
 #endif
 // Floats of shared memory a warp stages into: x and g tiles of 32 units of
-// 32 values (1024 + 128 padding each), or an x tile of 32 units of 64
-// values (Q6_K: g then stays in global memory).
+// 32 values (1024 + 128 padding each).
 #define STAGE_WARP_FLOATS 2304
-// Q4_1 and Q8_0 units decoded once for all batch rows (SMELT_DECODE_ONCE=0:
-// per row, as the one-row kernels).
-#ifndef SMELT_DECODE_ONCE
-#define SMELT_DECODE_ONCE 1
-#endif
 #define STAGE_WARPS 4
 
 // The block's staging memory: one buffer, whatever unit types a kernel
@@ -347,8 +313,13 @@ __device__ __forceinline__ float* stage_buffer() {
     return s_stage + (threadIdx.x / 32) * STAGE_WARP_FLOATS;
 }
 
-// Copies values src[0..n) (n a multiple of 4) into tile (padded as
-// StagedSrc reads it): lane l moves float4s 4l, 4l + 128, ...
+// The values p - v0 of a warp's tile sit at tile[STAGE_PAD(p - v0)]: 4
+// floats of padding after every 32, so that the lanes' float4 reads of
+// their own 32-value runs fall in different banks.
+#define STAGE_PAD(q) ((q) + 4 * ((q) >> 5))
+
+// Copies values src[0..n) (n a multiple of 4) into tile, padded: lane l
+// moves float4s 4l, 4l + 128, ...
 __device__ __forceinline__ void stage_tile(float* tile, const float* src, int n) {
     const int lane = threadIdx.x & 31;
     __syncwarp();  // the lanes' reads of the previous tile are done
@@ -416,20 +387,23 @@ __device__ __forceinline__ void decoded_dot(const float wa[32], const float wb[3
     b += sb;
 }
 
-// dot_rows_units for NR > 1 with staged x (U = 1): the same units, values
-// and operations, in the same order, as the one-row kernels.
+// dot_rows_units for NR > 1, Q4_1 and Q8_0, with staged x (U = 1): each
+// unit decoded once, then its dot product with every batch row, with the
+// same units, values and operations, in the same order, as the one-row
+// kernels.
 template <int T, int NR>
 __device__ __forceinline__ void dot_rows_staged(int tid, int nt, const u8* ra, const u8* rb,
                                                 const float* x, int n_in, int nv, const float* g,
                                                 float a[NR], float b[NR], float ss[NR]) {
-    constexpr int V = Unit<T>::VALUES;
-    static_assert(STAGE_PAD(32 * V) <= STAGE_WARP_FLOATS, "x tile exceeds the staging buffer");
-    constexpr bool STAGE_G = 2 * STAGE_PAD(32 * V) <= STAGE_WARP_FLOATS;
+    static_assert(Unit<T>::VALUES == 32, "staged runs are 32 values");
     float* sx = stage_buffer();
-    float* sg = STAGE_G && g ? sx + STAGE_PAD(32 * V) : nullptr;
-    const int nu = n_in / V;
+    float* sg = g ? sx + STAGE_PAD(32 * 32) : nullptr;
+    const int nu = n_in / 32;
     const bool two = rb != nullptr;
     const int lane = threadIdx.x & 31;
+    // This lane's run: unit idx - u0 = lane of the warp's tile.
+    const float* xs = sx + STAGE_PAD(32 * lane);
+    const float* gs = sg ? sg + STAGE_PAD(32 * lane) : nullptr;
     bool waited = false;
     for (int base = 0; base < nu; base += nt) {
         const int idx = base + tid;
@@ -445,33 +419,19 @@ __device__ __forceinline__ void dot_rows_staged(int tid, int nt, const u8* ra, c
         // This warp's units: idx - lane .. +32 (the whole warp agrees).
         const int u0 = idx - lane;
         if (u0 >= nu) continue;
-        const u64 v0 = (u64)u0 * V;
-        const int n = (min(nu, u0 + 32) - u0) * V;
+        const u64 v0 = (u64)u0 * 32;
+        const int n = (min(nu, u0 + 32) - u0) * 32;
         if (sg) stage_tile(sg, g + v0, n);
-        if constexpr (SMELT_DECODE_ONCE && (T == W_Q4_1 || T == W_Q8_0)) {
-            float fa[32], fb[32];
-            if (idx < nu) {
-                Decoded<T>::deq(wa, fa);
-                if (two) Decoded<T>::deq(wb, fb);
-            }
-            // This lane's run: unit idx - u0 = lane of the tile.
-            const float* xs = sx + STAGE_PAD(32 * lane);
-            const float* gs = sg ? sg + STAGE_PAD(32 * lane) : nullptr;
-#pragma unroll
-            for (int r = 0; r < NR; r++) {
-                if (r < nv) {
-                    stage_tile(sx, x + (u64)r * n_in + v0, n);
-                    if (idx < nu) decoded_dot(fa, fb, two, xs, gs, a[r], b[r], ss[r]);
-                }
-            }
-            continue;
+        float fa[32], fb[32];
+        if (idx < nu) {
+            Decoded<T>::deq(wa, fa);
+            if (two) Decoded<T>::deq(wb, fb);
         }
-        const StagedSrc src{sx, sg, g, v0};
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             if (r < nv) {
                 stage_tile(sx, x + (u64)r * n_in + v0, n);
-                if (idx < nu) Unit<T>::dot(wa, wb, two, idx, src, a[r], b[r], ss[r]);
+                if (idx < nu) decoded_dot(fa, fb, two, xs, gs, a[r], b[r], ss[r]);
             }
         }
     }
@@ -487,10 +447,9 @@ __device__ __forceinline__ void dot_rows_units(int tid, int nt, const u8* ra, co
                                                const float* x, int n_in, int nv, const float* g,
                                                float a[NR], float b[NR], float ss[NR]) {
     // Staged for the 32-value units whose runs read conflict-free (Q4_1,
-    // Q8_0): measured faster at 16 and 64 rows on SmolLM2. Q6_K staged made
-    // the 1B shape's 64-row logits slower (bank conflicts, its norm weight
-    // still from global memory); Q4_K and the 16-bit floats are unmeasured.
-    // Either path gives the same values.
+    // Q8_0): measured faster at 16 and 64 rows on SmolLM2. Staged Q6_K made
+    // the 1B shape's 64-row logits slower (bank conflicts); Q4_K and the
+    // 16-bit floats are unmeasured. Either path gives the same values.
     if constexpr (NR > 1 && SMELT_STAGE_X && (T == W_Q4_1 || T == W_Q8_0)) {
         dot_rows_staged<T, NR>(tid, nt, ra, rb, x, n_in, nv, g, a, b, ss);
         return;
@@ -520,8 +479,8 @@ __device__ __forceinline__ void dot_rows_units(int tid, int nt, const u8* ra, co
                 for (int r = 0; r < NR; r++) {
                     if (r < nv) {
                         // (wb[u] is read only when two.)
-                        Unit<T>::dot(wa[u], wb[u], two, idx, GlobalSrc{x + (u64)r * n_in, g},
-                                     a[r], b[r], ss[r]);
+                        Unit<T>::dot(wa[u], wb[u], two, idx, x + (u64)r * n_in, g, a[r], b[r],
+                                     ss[r]);
                     }
                 }
             }
