@@ -49,6 +49,16 @@ fn warps_per_item(n_in: usize, dtype: DType, items: usize, sms: u32) -> u32 {
     kw
 }
 
+/// Most dynamic shared memory a resident-x block may take (its NR = 8 input
+/// rows, padded): two such blocks fit an SM's 228 KiB.
+const RESIDENT_MAX_SHARED: usize = 112 * 1024;
+
+/// Floats of one staged row of `n_in` values (`STAGE_PAD` in units.cu: 4
+/// floats of padding after every 32).
+fn staged_row_floats(n_in: usize) -> usize {
+    n_in + 4 * (n_in / 32)
+}
+
 /// What a plain product does with its output.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MvOut {
@@ -81,11 +91,15 @@ impl CudaBackend {
     /// weight has items for a full block on every SM), else the f32 one.
     /// Every condition depends on the weight alone, never on the batch, so
     /// a weight takes the same path for every batch size (batch invariance).
+    /// Several rows of an f32 product take the resident-x kernel (`rows`)
+    /// when there is one for the type and its staged rows fit: the same
+    /// values as the `_8` kernel's, so that choice is free.
     #[allow(clippy::too_many_arguments)]
     fn mv_launch<'a>(
         &self,
         q8: Option<&'a crate::Q8Kernels>,
         f32: &'a crate::MvKernels,
+        rows_k: &'a crate::RowsKernels,
         n: usize,
         n_in: usize,
         code: Option<usize>,
@@ -128,6 +142,27 @@ impl CudaBackend {
             }
             None => {
                 let (f, per) = f32.pick(n, n_in, code);
+                let shared = per * staged_row_floats(n_in) * 4;
+                let warps = self.q8.resident_warps;
+                let resident = code
+                    .filter(|_| per > 1 && self.q8.resident && n_in.is_multiple_of(32))
+                    .filter(|_| shared <= RESIDENT_MAX_SHARED.min(self.q8.max_shared))
+                    .filter(|_| warps.is_multiple_of(kw))
+                    .and_then(|c| rows_k.pick(c));
+                if let Some(f) = resident {
+                    // A few blocks per SM over all block rows; each loops
+                    // over its items.
+                    let y = n.div_ceil(per).max(1) as u32;
+                    let target = (self.q8.sm_count * self.q8.resident_blocks_per_sm).div_ceil(y);
+                    return MvLaunch {
+                        f,
+                        per,
+                        kw,
+                        block: warps * 32,
+                        grid_x: blocks(items, warps / kw).min(target.max(1)),
+                        shared: shared as u32,
+                    };
+                }
                 MvLaunch {
                     f,
                     per,
@@ -221,6 +256,7 @@ impl CudaBackend {
         let l = self.mv_launch(
             q8,
             &self.k.mv_plain,
+            &self.k.mvr_plain,
             n,
             x.cols,
             Some(job.wtype as usize),
@@ -364,6 +400,7 @@ impl CudaBackend {
             let lc = self.mv_launch(
                 Some(&self.k.mvq_qkv),
                 &self.k.mv_qkv,
+                &self.k.mvr_qkv,
                 n,
                 x.cols,
                 Some(t as usize),
@@ -459,6 +496,7 @@ impl CudaBackend {
         let l = self.mv_launch(
             Some(&self.k.mvq_swiglu),
             &self.k.mv_swiglu,
+            &self.k.mvr_swiglu,
             n,
             x.cols,
             (jg.wtype == ju.wtype).then_some(jg.wtype as usize),

@@ -108,6 +108,22 @@ impl MvKernels {
     }
 }
 
+/// The multi-row products with x resident in shared memory
+/// (matvec_rows.cu, `mvr_<kind>_8_<type>`), per weight type.
+pub(crate) struct RowsKernels {
+    typed: Vec<(usize, CudaFunction)>,
+}
+
+/// Weight types with resident-x multi-row kernels (matvec_rows.cu).
+const TYPED_MVR: [(DType, &str); 2] = [(DType::Q4_1, "q4_1"), (DType::Q8_0, "q8_0")];
+
+impl RowsKernels {
+    /// The kernel for weights of type `code`, if there is one.
+    pub(crate) fn pick(&self, code: usize) -> Option<&CudaFunction> {
+        self.typed.iter().find(|(t, _)| *t == code).map(|(_, f)| f)
+    }
+}
+
 /// Every loaded kernel.
 /// The 8-bit-activation versions of one fused product (matvec_q8.cu), per
 /// weight type: `[decode, prefill]`.
@@ -161,6 +177,16 @@ pub(crate) struct Q8Config {
     /// `SMELT_CUDA_DEFINES` sets `SMELT_MVQ_WARPS` (the kernels are then
     /// compiled with it too).
     pub warps: u32,
+    /// Whether multi-row products of Q4_1 / Q8_0 weights take the
+    /// resident-x kernels (matvec_rows.cu) when their rows fit
+    /// (`SMELT_CUDA_RESIDENT=1`: off by default until they have passed the
+    /// GPU tests; the values are the same).
+    pub resident: bool,
+    /// Warps per block of those kernels (`MVR_WARPS`, 8 unless
+    /// `SMELT_CUDA_DEFINES` sets `SMELT_MVR_WARPS`).
+    pub resident_warps: u32,
+    /// Blocks per SM a resident-x grid aims at (`SMELT_CUDA_MVR_BLOCKS`).
+    pub resident_blocks_per_sm: u32,
 }
 
 struct Kernels {
@@ -177,6 +203,9 @@ struct Kernels {
     mv_plain: MvKernels,
     mv_qkv: MvKernels,
     mv_swiglu: MvKernels,
+    mvr_plain: RowsKernels,
+    mvr_qkv: RowsKernels,
+    mvr_swiglu: RowsKernels,
     argmax_rows: CudaFunction,
     stream_read: CudaFunction,
     top_k_rows: CudaFunction,
@@ -328,6 +357,16 @@ impl CudaBackend {
                 .map_err(driver("allow the q8 kernels their shared memory"))?;
             }
         }
+        for r in [&k.mvr_plain, &k.mvr_qkv, &k.mvr_swiglu] {
+            for (_, f) in &r.typed {
+                use cudarc::driver::sys::CUfunction_attribute as FA;
+                f.set_attribute(
+                    FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    dynamic_limit,
+                )
+                .map_err(driver("allow the multi-row kernels their shared memory"))?;
+            }
+        }
         let q8 = Q8Config {
             mode: match std::env::var("SMELT_CUDA_Q8").as_deref() {
                 Ok("0") => Q8Mode::Off,
@@ -345,6 +384,16 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .filter(|w: &u32| [4, 8, 16, 32].contains(w))
                 .unwrap_or(32),
+            resident: std::env::var("SMELT_CUDA_RESIDENT").is_ok_and(|v| v == "1"),
+            resident_warps: compile::define("SMELT_MVR_WARPS")
+                .and_then(|v| v.parse().ok())
+                .filter(|w: &u32| [4, 8, 16, 32].contains(w))
+                .unwrap_or(8),
+            resident_blocks_per_sm: std::env::var("SMELT_CUDA_MVR_BLOCKS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&b: &u32| b > 0)
+                .unwrap_or(2),
         };
         let info = DeviceInfo {
             ordinal,
@@ -544,6 +593,15 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
             typed: typed(name, &TYPED_MV)?,
         })
     };
+    let rows = |name: &str| -> Result<RowsKernels, CudaError> {
+        let mut typed = Vec::with_capacity(TYPED_MVR.len());
+        for &(dtype, suffix) in &TYPED_MVR {
+            if let Some(code) = weight_code(dtype) {
+                typed.push((code, f(&format!("{name}_8_{suffix}"))?));
+            }
+        }
+        Ok(RowsKernels { typed })
+    };
     let q8 = |name: &str| -> Result<Q8Kernels, CudaError> {
         Ok(Q8Kernels {
             typed: typed(name, &TYPED_Q8)?,
@@ -559,6 +617,9 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         mv_plain: mv("mv_plain")?,
         mv_qkv: mv("mv_qkv")?,
         mv_swiglu: mv("mv_swiglu")?,
+        mvr_plain: rows("mvr_plain")?,
+        mvr_qkv: rows("mvr_qkv")?,
+        mvr_swiglu: rows("mvr_swiglu")?,
         argmax_rows: f("argmax_rows")?,
         stream_read: f("stream_read")?,
         top_k_rows: f("top_k_rows")?,

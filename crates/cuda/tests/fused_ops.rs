@@ -396,84 +396,93 @@ fn fused_rows_do_not_depend_on_the_batch() {
     };
     let mut rng = TestRng::new(84);
     let (d, hd, nh, nkv, ff) = (256, 32, 4, 2, 96);
-    let wq = place(&cuda, &random_weight(&mut rng, DType::Q4K, d, nh * hd));
-    let wk = place(&cuda, &random_weight(&mut rng, DType::Q4K, d, nkv * hd));
-    let wv = place(&cuda, &random_weight(&mut rng, DType::Q6K, d, nkv * hd));
-    let wg = place(&cuda, &random_weight(&mut rng, DType::Q4K, d, ff));
-    let wu = place(&cuda, &random_weight(&mut rng, DType::Q4K, d, ff));
-    let norm = place(&cuda, &vector(&mut rng, d, -1.5, 1.5));
-    let geom = AttnGeometry {
-        n_heads: nh,
-        n_kv_heads: nkv,
-        head_dim: hd,
-        scale: 0.2,
-        window: None,
-    };
-    let rope = RopeParams::new(RopeStyle::Neox, hd, hd, 10_000.0, 1.0, None);
-    let layout = KvLayout {
-        n_layers: 1,
-        n_blocks: 2,
-        block_size: 16,
-        n_kv_heads: nkv,
-        head_dim: hd,
-        dtype: KvType::F16,
-    };
-    let mut kv = cuda.alloc_kv(layout).expect("kv");
-    let w = QkvWeights {
-        norm: &norm,
-        q: &wq,
-        k: &wk,
-        v: &wv,
-        q_bias: None,
-        k_bias: None,
-        v_bias: None,
-    };
-    // (q, gate, plain with norm) outputs of rows `x` at `positions`.
-    let mut run = |x: &HostBuf, positions: &[u32]| -> [HostBuf; 3] {
-        let n = x.rows;
-        let xc = cuda.upload(x);
-        let slots: Vec<u32> = positions.to_vec();
-        let at = KvWrite {
-            layer: 0,
-            positions,
-            slots: &slots,
+    // A Q4_K_M-like layer (V in Q6_K), and layers of Q4_1 and of Q8_0 (whose
+    // multi-row products keep x resident in shared memory).
+    for (tq, tv) in [
+        (DType::Q4K, DType::Q6K),
+        (DType::Q4_1, DType::Q4_1),
+        (DType::Q8_0, DType::Q8_0),
+    ] {
+        let wq = place(&cuda, &random_weight(&mut rng, tq, d, nh * hd));
+        let wk = place(&cuda, &random_weight(&mut rng, tq, d, nkv * hd));
+        let wv = place(&cuda, &random_weight(&mut rng, tv, d, nkv * hd));
+        let wg = place(&cuda, &random_weight(&mut rng, tq, d, ff));
+        let wu = place(&cuda, &random_weight(&mut rng, tq, d, ff));
+        let norm = place(&cuda, &vector(&mut rng, d, -1.5, 1.5));
+        let geom = AttnGeometry {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: 0.2,
+            window: None,
         };
-        let mut b = [
-            cuda.alloc(n, d),
-            cuda.alloc(n, nh * hd),
-            cuda.alloc(n, nkv * hd),
-            cuda.alloc(n, nkv * hd),
-        ];
-        let [h, q, k, v] = &mut b;
-        cuda.norm_qkv_rope_store(&xc, &w, 1e-5, &geom, &rope, &mut kv, &at, [h, q, k, v]);
-        let (mut h, mut g, mut u) = (cuda.alloc(n, d), cuda.alloc(n, ff), cuda.alloc(n, ff));
-        cuda.norm_gate_up_swiglu(&xc, &norm, 1e-5, &wg, &wu, &mut h, &mut g, &mut u);
-        let mut o = cuda.alloc(n, ff);
-        cuda.rms_norm_matmuls(&xc, &norm, 1e-5, &mut h, &mut [(&wg, &mut o)]);
-        let out = [cuda.download(&b[1]), cuda.download(&g), cuda.download(&o)];
-        finish(&cuda, "batch invariance");
-        out
-    };
-    let x = rng.buf(11, d);
-    let positions: Vec<u32> = (0..11).collect();
-    let all = run(&x, &positions);
-    for r in [0, 6, 10] {
-        let one = run(&x.gather(&[r]), &positions[r..r + 1]);
-        for (name, (o, a)) in ["q", "swiglu", "rms_norm_matmuls"]
-            .iter()
-            .zip(one.iter().zip(&all))
-        {
-            assert_eq!(
-                o.data,
-                a.row(r),
-                "{name}: row {r} alone differs from row {r} of 11"
-            );
+        let rope = RopeParams::new(RopeStyle::Neox, hd, hd, 10_000.0, 1.0, None);
+        let layout = KvLayout {
+            n_layers: 1,
+            n_blocks: 2,
+            block_size: 16,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            dtype: KvType::F16,
+        };
+        let mut kv = cuda.alloc_kv(layout).expect("kv");
+        let w = QkvWeights {
+            norm: &norm,
+            q: &wq,
+            k: &wk,
+            v: &wv,
+            q_bias: None,
+            k_bias: None,
+            v_bias: None,
+        };
+        // (q, gate, plain with norm) outputs of rows `x` at `positions`.
+        let mut run = |x: &HostBuf, positions: &[u32]| -> [HostBuf; 3] {
+            let n = x.rows;
+            let xc = cuda.upload(x);
+            let slots: Vec<u32> = positions.to_vec();
+            let at = KvWrite {
+                layer: 0,
+                positions,
+                slots: &slots,
+            };
+            let mut b = [
+                cuda.alloc(n, d),
+                cuda.alloc(n, nh * hd),
+                cuda.alloc(n, nkv * hd),
+                cuda.alloc(n, nkv * hd),
+            ];
+            let [h, q, k, v] = &mut b;
+            cuda.norm_qkv_rope_store(&xc, &w, 1e-5, &geom, &rope, &mut kv, &at, [h, q, k, v]);
+            let (mut h, mut g, mut u) = (cuda.alloc(n, d), cuda.alloc(n, ff), cuda.alloc(n, ff));
+            cuda.norm_gate_up_swiglu(&xc, &norm, 1e-5, &wg, &wu, &mut h, &mut g, &mut u);
+            let mut o = cuda.alloc(n, ff);
+            cuda.rms_norm_matmuls(&xc, &norm, 1e-5, &mut h, &mut [(&wg, &mut o)]);
+            let out = [cuda.download(&b[1]), cuda.download(&g), cuda.download(&o)];
+            finish(&cuda, "batch invariance");
+            out
+        };
+        let x = rng.buf(11, d);
+        let positions: Vec<u32> = (0..11).collect();
+        let all = run(&x, &positions);
+        for r in [0, 6, 10] {
+            let one = run(&x.gather(&[r]), &positions[r..r + 1]);
+            for (name, (o, a)) in ["q", "swiglu", "rms_norm_matmuls"]
+                .iter()
+                .zip(one.iter().zip(&all))
+            {
+                assert_eq!(
+                    o.data,
+                    a.row(r),
+                    "{name} ({tq} layer): row {r} alone differs from row {r} of 11"
+                );
+            }
         }
     }
     // Every weight type with its own kernels, long rows (several warps per
     // output pair) and rows that fill part of a warp's 32 units (the
     // multi-row kernels stage x per warp), with the residual add and with
-    // the norm folded in.
+    // the norm folded in. Q4_1 / Q8_0 rows of 576–2048 take the resident-x
+    // kernels for several rows (2048: two warps an item, as few items).
     let cases = [
         (DType::Q4K, 8192),
         (DType::Q6K, 8192),
@@ -482,6 +491,8 @@ fn fused_rows_do_not_depend_on_the_batch() {
         (DType::Q4_1, 576),
         (DType::Q8_0, 8192),
         (DType::Q8_0, 1536),
+        (DType::Q4_1, 2048),
+        (DType::Q8_0, 2048),
         (DType::Q4K, 768),
         (DType::Q6K, 1280),
         (DType::BF16, 4104),
