@@ -179,8 +179,7 @@ pub(crate) struct Q8Config {
     pub warps: u32,
     /// Whether multi-row products of Q4_1 / Q8_0 weights take the
     /// resident-x kernels (matvec_rows.cu) when their rows fit
-    /// (`SMELT_CUDA_RESIDENT=1`: off by default until they have passed the
-    /// GPU tests; the values are the same).
+    /// (`SMELT_CUDA_RESIDENT=0` turns them off; the values are the same).
     pub resident: bool,
     /// Warps per block of those kernels (`MVR_WARPS`, 8 unless
     /// `SMELT_CUDA_DEFINES` sets `SMELT_MVR_WARPS`).
@@ -384,7 +383,7 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .filter(|w: &u32| [4, 8, 16, 32].contains(w))
                 .unwrap_or(32),
-            resident: std::env::var("SMELT_CUDA_RESIDENT").is_ok_and(|v| v == "1"),
+            resident: std::env::var("SMELT_CUDA_RESIDENT").map_or(true, |v| v != "0"),
             resident_warps: compile::define("SMELT_MVR_WARPS")
                 .and_then(|v| v.parse().ok())
                 .filter(|w: &u32| [4, 8, 16, 32].contains(w))
