@@ -148,6 +148,10 @@ if [[ -x "$BIN/cuda_decode" ]]; then
     bench_one "SMELT_CUDA_GRAPHS=0" SMELT_CUDA_GRAPHS=0 -- smollm2
     bench_one "SMELT_CUDA_Q8=0" SMELT_CUDA_Q8=0 -- smollm2
     bench_one "SMELT_CUDA_Q8=1" SMELT_CUDA_Q8=1 -- smollm2
+    # A server's batch: 64 sequences decoded together (the multi-row kernels).
+    o=$(timeout 300 "$BIN/cuda_decode" smollm2 256 64 2>&1); rc=$?
+    printf '==== cuda_decode smollm2 256 64 (exit %d)\n%s\n' "$rc" "$o" >> "$LOG"
+    bench+=("$(tail -1 <<< "$o") [64 sequences]")
     if [[ -n "${SMELT_ASSETS:-}" && -f "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
         bench_one "" -- "$SMELT_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf"
     fi
