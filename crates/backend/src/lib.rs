@@ -292,6 +292,21 @@ pub trait Backend: Send + Sync {
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Weight);
     /// Rotates each of the `n_heads` heads of every row by its position.
     fn rope(&self, x: &mut Self::Buf, n_heads: usize, positions: &[u32], params: &RopeParams);
+    /// `rope` of a layer's queries and keys (`n_heads` and `n_kv_heads`
+    /// heads a row), which a backend may rotate together (one parallel
+    /// region on the CPU); the values are those of `rope` on each.
+    fn rope_qk(
+        &self,
+        q: &mut Self::Buf,
+        n_heads: usize,
+        k: &mut Self::Buf,
+        n_kv_heads: usize,
+        positions: &[u32],
+        params: &RopeParams,
+    ) {
+        self.rope(q, n_heads, positions, params);
+        self.rope(k, n_kv_heads, positions, params);
+    }
     /// Stores row `r` of `k` and `v` at cache slot `slots[r]` (block * block_size + offset) of `layer`.
     fn kv_store(
         &self,
@@ -372,8 +387,7 @@ pub trait Backend: Send + Sync {
                 self.add_bias(buf, b);
             }
         }
-        self.rope(q, geom.n_heads, at.positions, rope);
-        self.rope(k, geom.n_kv_heads, at.positions, rope);
+        self.rope_qk(q, geom.n_heads, k, geom.n_kv_heads, at.positions, rope);
         self.kv_store(kv, at.layer, k, v, at.slots);
     }
 

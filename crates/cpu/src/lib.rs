@@ -28,8 +28,7 @@ mod rope;
 
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, BackendError, Feature, HostBuf, HostKv, HostTensor, KvLayout,
-    KvWrite, QkvWeights, RopeParams, argmax, dequantize_all, gelu_tanh, inv_rms, rope_row, silu,
-    softcap, top_k_sorted,
+    RopeParams, argmax, dequantize_all, gelu_tanh, inv_rms, rope_row, silu, softcap, top_k_sorted,
 };
 use smelt_tensor::dequantize_row;
 
@@ -643,37 +642,6 @@ impl Backend for CpuBackend {
         );
     }
 
-    fn norm_qkv_rope_store(
-        &self,
-        x: &HostBuf,
-        w: &QkvWeights<'_, CpuWeight>,
-        eps: f32,
-        geom: &AttnGeometry,
-        rope: &RopeParams,
-        kv: &mut HostKv,
-        at: &KvWrite<'_>,
-        [h, q, k, v]: [&mut HostBuf; 4],
-    ) {
-        self.rms_norm(x, w.norm, eps, h);
-        self.matmuls(h, &mut [(w.q, &mut *q), (w.k, &mut *k), (w.v, &mut *v)]);
-        for (buf, bias) in [
-            (&mut *q, w.q_bias),
-            (&mut *k, w.k_bias),
-            (&mut *v, w.v_bias),
-        ] {
-            if let Some(b) = bias {
-                self.add_bias(buf, b);
-            }
-        }
-        // Q and K rotate in one region.
-        self.rope_bufs(
-            &mut [(&mut *q, geom.n_heads), (&mut *k, geom.n_kv_heads)],
-            at.positions,
-            rope,
-        );
-        self.kv_store(kv, at.layer, k, v, at.slots);
-    }
-
     fn add_bias(&self, x: &mut HostBuf, bias: &CpuWeight) {
         let b = bias.values();
         self.par_rows_mut(&mut x.data, b.len(), COST_ADD * b.len(), &|_, row| {
@@ -683,6 +651,19 @@ impl Backend for CpuBackend {
 
     fn rope(&self, x: &mut HostBuf, n_heads: usize, positions: &[u32], params: &RopeParams) {
         self.rope_bufs(&mut [(x, n_heads)], positions, params);
+    }
+
+    /// Q and K rotate in one parallel region.
+    fn rope_qk(
+        &self,
+        q: &mut HostBuf,
+        n_heads: usize,
+        k: &mut HostBuf,
+        n_kv_heads: usize,
+        positions: &[u32],
+        params: &RopeParams,
+    ) {
+        self.rope_bufs(&mut [(q, n_heads), (k, n_kv_heads)], positions, params);
     }
 
     fn kv_store(&self, kv: &mut HostKv, layer: usize, k: &HostBuf, v: &HostBuf, slots: &[u32]) {
