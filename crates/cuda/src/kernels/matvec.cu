@@ -350,6 +350,31 @@ __device__ __forceinline__ QkvItem qkv_item(const MvJob& jq, const MvJob& jk, co
     return q;
 }
 
+// The weight rows of one item, for the kernels that loop over items
+// (matvec_q8.cu, matvec_rows.cu); false past the launch's last item.
+// Plain products: rows 2 item and 2 item + 1 (rb null past the end).
+__device__ __forceinline__ bool plain_rows(const MvJob& j, int item, const u8*& ra, const u8*& rb) {
+    const int oa = 2 * item, ob = oa + 1;
+    ra = j.w + (u64)oa * j.row_bytes;
+    rb = ob < j.n_rows ? j.w + (u64)ob * j.row_bytes : nullptr;
+    return oa < j.n_rows;
+}
+
+// A Q/K/V item's two rows.
+__device__ __forceinline__ bool qkv_rows(const QkvItem& q, const u8*& ra, const u8*& rb) {
+    ra = q.w + (u64)q.ra * q.row_bytes;
+    rb = q.w + (u64)q.rb * q.row_bytes;
+    return q.active;
+}
+
+// Gate row `item` and up row `item`.
+__device__ __forceinline__ bool swiglu_rows(const MvJob& jg, const MvJob& ju, int item,
+                                            const u8*& ra, const u8*& rb) {
+    ra = jg.w + (u64)item * jg.row_bytes;
+    rb = ju.w + (u64)item * ju.row_bytes;
+    return item < jg.n_rows;
+}
+
 // Writes one Q/K/V item's results: bias, RoPE, then Q to its output or K / V
 // into the cache.
 template <int NR>

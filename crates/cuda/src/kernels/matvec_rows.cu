@@ -243,12 +243,7 @@ __device__ __forceinline__ void mvr_plain_body(MvJob j, const float* x, int n_in
                                                const float* g, float eps, int accumulate, int kw) {
     mvr_run<T, NR>(
         x, n_in, n, g, eps, kw, (j.n_rows + 1) / 2,
-        [&](int item, const u8*& ra, const u8*& rb) {
-            const int oa = 2 * item, ob = oa + 1;
-            ra = j.w + (u64)oa * j.row_bytes;
-            rb = ob < j.n_rows ? j.w + (u64)ob * j.row_bytes : nullptr;
-            return oa < j.n_rows;
-        },
+        [&](int item, const u8*& ra, const u8*& rb) { return plain_rows(j, item, ra, rb); },
         [&](int item, int r0, int nv, float a[NR], float b[NR], float inv[NR]) {
             plain_store<NR>(j, 2 * item, r0, nv, a, b, inv, accumulate);
         });
@@ -264,10 +259,7 @@ __device__ __forceinline__ void mvr_qkv_body(MvJob jq, MvJob jk, MvJob jv, const
     mvr_run<T, NR>(
         x, n_in, n, g, eps, kw, item1 - item0,
         [&](int item, const u8*& ra, const u8*& rb) {
-            const QkvItem q = qkv_item(jq, jk, jv, item0 + item, head_dim, n_rot, neox);
-            ra = q.w + (u64)q.ra * q.row_bytes;
-            rb = q.w + (u64)q.rb * q.row_bytes;
-            return q.active;
+            return qkv_rows(qkv_item(jq, jk, jv, item0 + item, head_dim, n_rot, neox), ra, rb);
         },
         [&](int item, int r0, int nv, float a[NR], float b[NR], float inv[NR]) {
             const QkvItem q = qkv_item(jq, jk, jv, item0 + item, head_dim, n_rot, neox);
@@ -281,11 +273,7 @@ __device__ __forceinline__ void mvr_swiglu_body(MvJob jg, MvJob ju, const float*
                                                 int n, const float* g, float eps, int kw) {
     mvr_run<T, NR>(
         x, n_in, n, g, eps, kw, jg.n_rows,
-        [&](int item, const u8*& ra, const u8*& rb) {
-            ra = jg.w + (u64)item * jg.row_bytes;
-            rb = ju.w + (u64)item * ju.row_bytes;
-            return item < jg.n_rows;
-        },
+        [&](int item, const u8*& ra, const u8*& rb) { return swiglu_rows(jg, ju, item, ra, rb); },
         [&](int item, int r0, int nv, float a[NR], float b[NR], float inv[NR]) {
             swiglu_store<NR>(jg, item, r0, nv, a, b, inv);
         });
