@@ -20,10 +20,12 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// CPU: quantize the matrix products' activations to 8 bits per block of
-    /// 32 (integer dot products; faster for batches, not bit-equal to f32).
-    /// Without it the SMELT_CPU_Q8 environment variable decides (0, 1, all).
-    #[arg(long)]
-    pub q8_activations: bool,
+    /// 32 (integer dot products; faster for batches, not bit-equal to f32):
+    /// the layers' products (`--q8-activations`, or `=layers`), or the
+    /// logits' product too (`=all`, as llama.cpp). Without it the
+    /// SMELT_CPU_Q8 environment variable decides (0, 1, all).
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
+    pub q8_activations: Option<Q8Arg>,
     /// CPU: f32 activations whatever the flag and SMELT_CPU_Q8 say (the
     /// reference model of `perplexity --kl-base`).
     #[arg(skip)]
@@ -37,6 +39,33 @@ pub enum DeviceArg {
     Auto,
     Cpu,
     Cuda,
+}
+
+/// `--q8-activations` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Q8Arg {
+    /// The layers' products; the logits' product stays f32.
+    Layers,
+    /// Every product with an integer path, the logits' too.
+    All,
+}
+
+impl Q8Arg {
+    /// The CPU backend's activation precision.
+    pub fn activations(self) -> smelt_cpu::Activations {
+        match self {
+            Q8Arg::Layers => smelt_cpu::Activations::Q8,
+            Q8Arg::All => smelt_cpu::Activations::Q8All,
+        }
+    }
+
+    /// The flag that asks for it (what `bench-serve` passes to `serve`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Q8Arg::Layers => "--q8-activations=layers",
+            Q8Arg::All => "--q8-activations=all",
+        }
+    }
 }
 
 /// `--kv-type` values.
@@ -133,13 +162,12 @@ impl SamplingArgs {
     }
 }
 
-/// A CPU backend on `threads` threads with 8-bit activations when `q8`, else
-/// with the precision `SMELT_CPU_Q8` gives.
-pub fn cpu_backend(threads: usize, q8: bool) -> Result<smelt_cpu::CpuBackend, String> {
+/// A CPU backend on `threads` threads with the 8-bit activations `q8` asks
+/// for, else with the precision `SMELT_CPU_Q8` gives.
+pub fn cpu_backend(threads: usize, q8: Option<Q8Arg>) -> Result<smelt_cpu::CpuBackend, String> {
     let backend = smelt_cpu::CpuBackend::new(threads).map_err(|e| e.to_string())?;
-    Ok(if q8 {
-        backend.with_activations(smelt_cpu::Activations::Q8)
-    } else {
-        backend
+    Ok(match q8 {
+        Some(q8) => backend.with_activations(q8.activations()),
+        None => backend,
     })
 }

@@ -38,10 +38,11 @@ pub struct BenchServeArgs {
     /// Extra flags for `smelt serve` (e.g. "--device cpu -t 2").
     #[arg(long, default_value = "")]
     pub serve_args: String,
-    /// CPU: 8-bit activations in the server's matrix products (passed on as
-    /// `smelt serve --q8-activations`; else SMELT_CPU_Q8 decides).
-    #[arg(long)]
-    pub q8_activations: bool,
+    /// CPU: 8-bit activations in the server's matrix products, `layers`
+    /// (the default value) or `all` (passed on to `smelt serve`; else
+    /// SMELT_CPU_Q8 decides).
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
+    pub q8_activations: Option<crate::args::Q8Arg>,
 }
 
 /// One request's timings.
@@ -111,7 +112,7 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
         .args(["--parallel", &max_c.to_string(), "--ctx", &ctx.to_string()])
         .args(["--queue", &(max_c * args.rounds.max(1) + 64).to_string()])
         .args(args.serve_args.split_whitespace())
-        .args(args.q8_activations.then_some("--q8-activations"))
+        .args(args.q8_activations.map(crate::args::Q8Arg::flag))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd

@@ -1,9 +1,9 @@
 //! Step time of the CPU backend's forward pass for n decode rows at once
 //! (no server, no sampling beyond the argmax): n sequences are prefilled
-//! with a 16-token prompt, then `Model::forward_greedy` runs 60 steps of one
+//! with a 16-token prompt, then `Model::forward_greedy` runs STEPS (default 60) steps of one
 //! token per sequence. Prints the minimum and median step time per n.
 //!
-//! `cpu_step MODEL.gguf|smollm2 [n,n,...  default 1,4,16] [q8|f32, default q8] [threads, default 2]`
+//! `cpu_step MODEL.gguf|smollm2 [n,n,...  default 1,4,16] [q8|q8all|f32, default q8] [threads, default 2]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +25,7 @@ fn main() {
         .collect();
     let act = match args.get(2).map_or("q8", String::as_str) {
         "f32" => Activations::F32,
+        "q8all" => Activations::Q8All,
         _ => Activations::Q8,
     };
     let threads: usize = args.get(3).map_or(2, |s| s.parse().expect("threads"));
@@ -40,7 +41,13 @@ fn main() {
         .expect("backend")
         .with_activations(act);
     let model = Model::load(Arc::new(file), backend).expect("load");
-    let (prompt_len, steps) = (16usize, 60usize);
+    // STEPS: decode steps after the prompt (default 60; bench-serve's
+    // `-n 128` reaches longer contexts).
+    let steps = std::env::var("STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60usize);
+    let prompt_len = 16usize;
     let vocab = model.config.vocab_size as u32;
     let mut line = String::new();
     for &n in &ns {

@@ -117,7 +117,7 @@ pub struct TimedLoad<B: Backend> {
 pub fn timed_load(
     path: &Path,
     threads: usize,
-    q8: bool,
+    q8: Option<crate::args::Q8Arg>,
     kv_blocks: usize,
     kv_type: KvType,
     reps: usize,

@@ -102,9 +102,10 @@ pub struct BenchArgs {
     /// `auto` (cuda where it is usable, else cpu).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// CPU: 8-bit activations in the matrix products (else SMELT_CPU_Q8 decides).
-    #[arg(long)]
-    pub q8_activations: bool,
+    /// CPU: 8-bit activations in the matrix products, `layers` (the default
+    /// value) or `all` (the logits' too; else SMELT_CPU_Q8 decides).
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
+    pub q8_activations: Option<crate::args::Q8Arg>,
 }
 
 impl BenchArgs {
