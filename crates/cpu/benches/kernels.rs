@@ -302,3 +302,45 @@ fn attention_16_rows(bencher: Bencher, how: &str) {
             }
         });
 }
+
+/// (type, n_in, n_out, activation rows) of the 8-bit-activation products
+/// (`--q8-activations`): the server's batched decode rows on SmolLM2's
+/// shapes (16 rows: one row-lane group; 4: the small-batch kernel), and
+/// its logits' product with `=all`.
+const GEMM_Q8: &[(DType, usize, usize, usize)] = &[
+    (DType::Q4_1, 576, 1536, 16),
+    (DType::Q4_1, 1536, 576, 16),
+    (DType::Q4_1, 576, 1536, 4),
+    (DType::Q8_0, 576, 8192, 16),
+    (DType::Q4K, 1024, 2048, 16),
+    (DType::Q6K, 2048, 1024, 16),
+];
+
+/// One thread, weights from cache (one copy), activations quantized once
+/// outside the timed loop; items = floating-point operations (2 a
+/// multiply-add), as `gemm`.
+#[divan::bench(args = GEMM_Q8.iter().map(gemm_name))]
+fn gemm_q8(bencher: Bencher, shape: &str) {
+    use smelt_cpu::kernels::q8;
+    let Some(&(dtype, n_in, n_out, n_x)) = GEMM_Q8.iter().find(|s| gemm_name(s) == shape) else {
+        panic!("unknown shape {shape}");
+    };
+    let w = Weights::new(dtype, n_in, n_out, 0);
+    let x = TestRng::new(1).buf(n_x, n_in).data;
+    let mut act = q8::ActQ8::new();
+    act.quantize(&x, n_x, n_in);
+    let mut out = vec![0.0f32; n_x * n_out];
+    let mut scratch = Scratch::new();
+    let flops = 2 * n_x * n_in * n_out;
+    bencher.counter(ItemsCount::new(flops)).bench_local(|| {
+        q8::matmul(
+            dtype,
+            &w.copies[0],
+            0..n_out,
+            &act,
+            &mut out,
+            n_out,
+            &mut scratch,
+        );
+    });
+}

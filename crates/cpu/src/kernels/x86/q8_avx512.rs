@@ -264,8 +264,16 @@ unsafe fn lanes_rows<const K: u8, const R: usize>(
                 )
             }
         };
-        // Four integer chains per weight row: k / 4 even and odd, each half.
-        let mut ints = [[lo0, z, hi0, z]; R];
+        // Integer chains per weight row, k / 4 even and odd: Q6_K keeps its
+        // two halves apart (four chains, each half scaled on its own); the
+        // other formats sum the whole block, so two chains carry it
+        // (integer sums: any grouping gives the same value) and save the
+        // adds that would join four.
+        let mut ints = if K == HALVES {
+            [[lo0, z, hi0, z]; R]
+        } else {
+            [[_mm512_add_epi32(lo0, hi0), z, z, z]; R]
+        };
         for k4 in 0..BLOCK / 4 {
             // SAFETY: `xb` holds 8 × 64 bytes.
             let xv = unsafe { _mm512_loadu_si512(xb.as_ptr().add(64 * k4).cast()) };
@@ -281,7 +289,11 @@ unsafe fn lanes_rows<const K: u8, const R: usize>(
                 } else {
                     wv
                 };
-                let c = (k4 / 4) * 2 + k4 % 2;
+                let c = if K == HALVES {
+                    (k4 / 4) * 2 + k4 % 2
+                } else {
+                    k4 % 2
+                };
                 int[c] = _mm512_dpbusd_epi32(int[c], wv, xv);
             }
         }
@@ -294,17 +306,17 @@ unsafe fn lanes_rows<const K: u8, const R: usize>(
         };
         for (r, (acc, int)) in acc.iter_mut().zip(&ints).enumerate() {
             let i = i0 + r;
-            let (lo, hi) = (
-                _mm512_add_epi32(int[0], int[1]),
-                _mm512_add_epi32(int[2], int[3]),
-            );
             let int = if K == HALVES {
+                let (lo, hi) = (
+                    _mm512_add_epi32(int[0], int[1]),
+                    _mm512_add_epi32(int[2], int[3]),
+                );
                 let sc = &t.sc[(i * t.nbp + b) * 2..(i * t.nbp + b) * 2 + 2];
                 let lo = _mm512_mullo_epi32(lo, _mm512_set1_epi32(sc[0]));
                 let hi = _mm512_mullo_epi32(hi, _mm512_set1_epi32(sc[1]));
                 _mm512_add_epi32(lo, hi)
             } else {
-                _mm512_add_epi32(lo, hi)
+                _mm512_add_epi32(int[0], int[1])
             };
             let s = _mm512_mul_ps(_mm512_set1_ps(t.dw[b * TILE_ROWS + i]), dx);
             let fi = _mm512_cvtepi32_ps(int);
