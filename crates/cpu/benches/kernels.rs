@@ -344,3 +344,15 @@ fn gemm_q8(bencher: Bencher, shape: &str) {
         );
     });
 }
+
+/// Quantizing activation rows for the 8-bit products (`ActQ8::quantize`:
+/// the rows' int8 values and, for 12+ rows, the row-lane layout), one
+/// thread, rows in cache; items = values.
+#[divan::bench(args = [(16, 576), (16, 1536), (1, 576)])]
+fn quantize_q8(bencher: Bencher, (n_x, n_in): (usize, usize)) {
+    let x = TestRng::new(3).buf(n_x, n_in).data;
+    let mut act = smelt_cpu::kernels::q8::ActQ8::new();
+    bencher
+        .counter(ItemsCount::new(n_x * n_in))
+        .bench_local(|| act.quantize(&x, n_x, n_in));
+}
