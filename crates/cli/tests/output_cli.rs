@@ -1,22 +1,10 @@
 //! Command output into a pipe that closes early (`smelt info MODEL | head`):
 //! the command ends normally, with no panic message.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn stories() -> PathBuf {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join("stories260K.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::stories;
 
 #[test]
 fn info_into_a_closed_pipe_exits_cleanly() {

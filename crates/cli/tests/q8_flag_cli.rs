@@ -1,22 +1,10 @@
 //! `--q8-activations[=layers|all]`: the bare flag still lets the model path
 //! follow it, both values are taken, and a wrong value is named.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn stories() -> PathBuf {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join("stories260K.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::stories;
 
 /// `smelt run` greedily with `flag` before the model path: (success, stdout, stderr).
 fn run_with(flag: &str) -> (bool, String, String) {

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::stories;
+
 fn smelt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smelt"))
         .args(args)
@@ -29,20 +32,6 @@ fn listing(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn stories() -> PathBuf {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join("stories260K.gguf");
-    assert!(
-        path.exists(),
-        "missing {}: run scripts/fetch-assets.sh (or set SMELT_ASSETS)",
-        path.display()
-    );
-    path
 }
 
 #[test]
