@@ -19,13 +19,8 @@ pub struct ModelArgs {
     /// Where to run: CUDA when a usable GPU is present (auto), or as told.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// CPU: quantize the matrix products' activations to 8 bits per block of
-    /// 32 (integer dot products; faster for batches, not bit-equal to f32):
-    /// the layers' products (`--q8-activations`, or `=layers`), or the
-    /// logits' product too (`=all`, as llama.cpp). Without it the
-    /// SMELT_CPU_Q8 environment variable decides (0, 1, all).
-    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
-    pub q8_activations: Option<Q8Arg>,
+    #[command(flatten)]
+    pub q8: Q8Flag,
     /// CPU: f32 activations whatever the flag and SMELT_CPU_Q8 say (the
     /// reference model of `perplexity --kl-base`).
     #[arg(skip)]
@@ -39,6 +34,21 @@ pub enum DeviceArg {
     Auto,
     Cpu,
     Cuda,
+}
+
+/// `--q8-activations[=layers|all]`, shared by every command that runs a
+/// model on the CPU.
+#[derive(Args, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Q8Flag {
+    /// CPU: quantize the matrix products' activations to 8 bits per block of
+    /// 32 (integer dot products; faster for batches, not bit-equal to f32):
+    /// the layers' products (`--q8-activations`, or `=layers`), or the
+    /// logits' product too (`=all`, as llama.cpp). Without it the
+    /// SMELT_CPU_Q8 environment variable decides (0, 1, all).
+    // `require_equals`: a bare `--q8-activations` must not take the model
+    // path that follows it as its value.
+    #[arg(long = "q8-activations", value_name = "MODE", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
+    pub value: Option<Q8Arg>,
 }
 
 /// `--q8-activations` values.
@@ -81,7 +91,7 @@ impl ModelArgs {
     /// A CPU backend as these flags ask: threads, and activation precision
     /// (`--q8-activations`, else `SMELT_CPU_Q8`).
     pub fn cpu_backend(&self) -> Result<smelt_cpu::CpuBackend, String> {
-        let backend = cpu_backend(self.threads, self.q8_activations)?;
+        let backend = cpu_backend(self.threads, self.q8.value)?;
         Ok(if self.f32_activations {
             backend.with_activations(smelt_cpu::Activations::F32)
         } else {

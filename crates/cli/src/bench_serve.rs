@@ -38,11 +38,9 @@ pub struct BenchServeArgs {
     /// Extra flags for `smelt serve` (e.g. "--device cpu -t 2").
     #[arg(long, default_value = "")]
     pub serve_args: String,
-    /// CPU: 8-bit activations in the server's matrix products, `layers`
-    /// (the default value) or `all` (passed on to `smelt serve`; else
-    /// SMELT_CPU_Q8 decides).
-    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
-    pub q8_activations: Option<crate::args::Q8Arg>,
+    // Passed on to `smelt serve`.
+    #[command(flatten)]
+    pub q8: crate::args::Q8Flag,
 }
 
 /// One request's timings.
@@ -112,7 +110,7 @@ pub fn bench_serve(args: &BenchServeArgs) -> Result<(), String> {
         .args(["--parallel", &max_c.to_string(), "--ctx", &ctx.to_string()])
         .args(["--queue", &(max_c * args.rounds.max(1) + 64).to_string()])
         .args(args.serve_args.split_whitespace())
-        .args(args.q8_activations.map(crate::args::Q8Arg::flag))
+        .args(args.q8.value.map(crate::args::Q8Arg::flag))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd

@@ -49,11 +49,11 @@ pub struct PerplexityArgs {
     /// Where to run: CUDA when a usable GPU is present (auto), or as told.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// CPU: 8-bit activations for the evaluated model, `layers` or `all` (else SMELT_CPU_Q8
-    /// decides; the `--kl-base` model always has f32 activations, so
-    /// `--kl-base` on the same file measures what 8-bit activations change).
-    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
-    pub q8_activations: Option<crate::args::Q8Arg>,
+    // For the evaluated model: the `--kl-base` model always has f32
+    // activations, so `--kl-base` on the same file measures what 8-bit
+    // activations change.
+    #[command(flatten)]
+    pub q8: crate::args::Q8Flag,
 }
 
 /// llama.cpp's default chunk size for perplexity numbers.
@@ -215,7 +215,7 @@ fn model_args(args: &PerplexityArgs, ctx: usize) -> ModelArgs {
         threads: args.threads,
         kv_type: args.kv_type,
         device: args.device,
-        q8_activations: None,
+        q8: crate::args::Q8Flag::default(),
         f32_activations: false,
     }
 }
@@ -249,7 +249,7 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<(), String> {
     let quant = load(
         &args.model,
         &ModelArgs {
-            q8_activations: args.q8_activations,
+            q8: args.q8,
             ..model_args(args, ctx_arg)
         },
     )?;

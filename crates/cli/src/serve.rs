@@ -156,13 +156,14 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
                 crate::load::note_fallback(t);
             }
             let template = template.map(Arc::new);
+            let on_gpu = matches!(model, crate::load::AnyModel::Cuda(_));
             with_model!(&model, |m| {
                 let kv_type = thread_args.model_args.kv_type();
                 let block_bytes = m.kv_layout(1, kv_type).bytes().unwrap_or(usize::MAX).max(1);
                 let bs = m.kv_block_size();
                 let mut config = SchedulerConfig::for_parallel(ctx, thread_args.parallel, bs);
                 config.kv_type = kv_type;
-                let default_rows = if smelt_backend::Backend::name(&m.backend) == "cuda" {
+                let default_rows = if on_gpu {
                     GPU_STEP_ROWS
                 } else {
                     config.max_step_rows

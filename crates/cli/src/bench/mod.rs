@@ -102,10 +102,8 @@ pub struct BenchArgs {
     /// `auto` (cuda where it is usable, else cpu).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// CPU: 8-bit activations in the matrix products, `layers` (the default
-    /// value) or `all` (the logits' too; else SMELT_CPU_Q8 decides).
-    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "layers")]
-    pub q8_activations: Option<crate::args::Q8Arg>,
+    #[command(flatten)]
+    pub q8: crate::args::Q8Flag,
 }
 
 impl BenchArgs {
@@ -319,7 +317,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             let loaded = measure::timed_load(
                 &path,
                 threads,
-                args.q8_activations,
+                args.q8.value,
                 kv_blocks,
                 args.kv(),
                 args.repetitions,
