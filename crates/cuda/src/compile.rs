@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::CudaError;
 
 /// The kernel sources, compiled as one program in this order.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 10] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cu", include_str!("kernels/quant.cu")),
     ("gemm.cu", include_str!("kernels/gemm.cu")),
@@ -20,6 +20,7 @@ const SOURCES: [(&str, &str); 9] = [
     ("matvec.cu", include_str!("kernels/matvec.cu")),
     ("matvec_rows.cu", include_str!("kernels/matvec_rows.cu")),
     ("matvec_q8.cu", include_str!("kernels/matvec_q8.cu")),
+    ("matvec_staged.cu", include_str!("kernels/matvec_staged.cu")),
     ("ops.cu", include_str!("kernels/ops.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
 ];

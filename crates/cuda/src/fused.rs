@@ -53,8 +53,8 @@ fn warps_per_item(n_in: usize, dtype: DType, items: usize, sms: u32) -> u32 {
 /// rows, padded): two such blocks fit an SM's 228 KiB.
 const RESIDENT_MAX_SHARED: usize = 112 * 1024;
 
-/// Floats of one staged row of `n_in` values (`STAGE_PAD` in units.cu: 4
-/// floats of padding after every 32).
+/// Floats of one staged row of `n_in` values (`STAGE_PAD` / `xoff` in
+/// units.cu: 4 floats of padding after every 32).
 fn staged_row_floats(n_in: usize) -> usize {
     n_in + 4 * (n_in / 32)
 }
@@ -69,6 +69,14 @@ pub(crate) enum MvOut {
     /// `out = W · rms_norm(x)` as the model's logits: kept in f32
     /// activations unless q8 is forced.
     Logits,
+}
+
+/// Which fused product a launch is for (its kernel sets).
+#[derive(Clone, Copy)]
+enum MvKind {
+    Plain,
+    Qkv,
+    Swiglu,
 }
 
 /// How one fused product is launched: kernel, rows of the batch per block
@@ -88,25 +96,51 @@ impl CudaBackend {
     /// rows of `n_in` inputs against weights of type `code`: the q8 kernel
     /// when there is one for the type, its staged input fits in shared
     /// memory (judged at 8 rows) and the mode allows it (Auto: when the
-    /// weight has items for a full block on every SM), else the f32 one.
+    /// weight has items for a full block on every SM; never for the logits
+    /// unless forced), else the f32 one.
     /// Every condition depends on the weight alone, never on the batch, so
     /// a weight takes the same path for every batch size (batch invariance).
     /// Several rows of an f32 product take the resident-x kernel (`rows`)
-    /// when there is one for the type and its staged rows fit: the same
-    /// values as the `_8` kernel's, so that choice is free.
+    /// when there is one for the type and its staged rows fit, and one row
+    /// the staged-x kernel (`mvs_*`, for the logits or, with
+    /// `SMELT_CUDA_MVS=all`, every product): the same values as the `_8` and
+    /// `_1` kernels', so those choices are free.
     #[allow(clippy::too_many_arguments)]
-    fn mv_launch<'a>(
+    fn mv_launch(
         &self,
-        q8: Option<&'a crate::Q8Kernels>,
-        f32: &'a crate::MvKernels,
-        rows_k: &'a crate::RowsKernels,
+        kind: MvKind,
+        logits: bool,
         n: usize,
         n_in: usize,
         code: Option<usize>,
         items: usize,
         kw: u32,
-    ) -> MvLaunch<'a> {
-        let staged = |rows: usize| rows * n_in + rows * (n_in / 32) * 4;
+    ) -> MvLaunch<'_> {
+        let (q8, f32, rows_k, staged_k) = match kind {
+            MvKind::Plain => (
+                &self.k.mvq_plain,
+                &self.k.mv_plain,
+                &self.k.mvr_plain,
+                &self.k.mvs_plain,
+            ),
+            MvKind::Qkv => (
+                &self.k.mvq_qkv,
+                &self.k.mv_qkv,
+                &self.k.mvr_qkv,
+                &self.k.mvs_qkv,
+            ),
+            MvKind::Swiglu => (
+                &self.k.mvq_swiglu,
+                &self.k.mv_swiglu,
+                &self.k.mvr_swiglu,
+                &self.k.mvs_swiglu,
+            ),
+        };
+        // Logits keep f32 activations unless q8 is forced (On): int8
+        // rounding there moves them directly, enough to flip SmolLM2's near
+        // ties.
+        let q8 = (!logits || self.q8.mode == crate::Q8Mode::On).then_some(q8);
+        let staged = |rows: usize| rows * n_in + rows * (n_in / 32) * 12;
         let q8_kernel = code
             .filter(|_| n_in.is_multiple_of(32))
             .filter(|_| match self.q8.mode {
@@ -142,6 +176,28 @@ impl CudaBackend {
             }
             None => {
                 let (f, per) = f32.pick(n, n_in, code);
+                let staged_shared = staged_row_floats(n_in) * 4;
+                let one_staged = code
+                    .filter(|_| per == 1 && n_in.is_multiple_of(32))
+                    .filter(|_| match self.q8.staged {
+                        crate::StagedMode::Off => false,
+                        crate::StagedMode::Logits => logits,
+                        crate::StagedMode::All => true,
+                    })
+                    .filter(|_| staged_shared <= self.q8.max_shared)
+                    .filter(|_| self.q8.staged_warps.is_multiple_of(kw))
+                    .and_then(|c| staged_k.pick(c));
+                if let Some(f) = one_staged {
+                    let warps = self.q8.staged_warps;
+                    return MvLaunch {
+                        f,
+                        per,
+                        kw,
+                        block: warps * 32,
+                        grid_x: blocks(items, warps / kw).min(self.q8.sm_count * 2),
+                        shared: staged_shared as u32,
+                    };
+                }
                 let shared = per * staged_row_floats(n_in) * 4;
                 let warps = self.q8.resident_warps;
                 let resident = code
@@ -248,15 +304,9 @@ impl CudaBackend {
             return;
         };
         let kw = warps_per_item(x.cols, w.dtype, w.n_rows.div_ceil(2), self.q8.sm_count);
-        // Logits keep f32 activations unless q8 is forced (On): int8
-        // rounding there moves them directly, enough to flip SmolLM2's near
-        // ties.
-        let q8 = (mode != MvOut::Logits || self.q8.mode == crate::Q8Mode::On)
-            .then_some(&self.k.mvq_plain);
         let l = self.mv_launch(
-            q8,
-            &self.k.mv_plain,
-            &self.k.mvr_plain,
+            MvKind::Plain,
+            mode == MvOut::Logits,
             n,
             x.cols,
             Some(job.wtype as usize),
@@ -398,9 +448,8 @@ impl CudaBackend {
         }
         for (item0, item1, t, dtype) in runs {
             let lc = self.mv_launch(
-                Some(&self.k.mvq_qkv),
-                &self.k.mv_qkv,
-                &self.k.mvr_qkv,
+                MvKind::Qkv,
+                false,
                 n,
                 x.cols,
                 Some(t as usize),
@@ -494,9 +543,8 @@ impl CudaBackend {
         };
         let kw = warps_per_item(x.cols, w_gate.dtype, w_gate.n_rows, self.q8.sm_count);
         let l = self.mv_launch(
-            Some(&self.k.mvq_swiglu),
-            &self.k.mv_swiglu,
-            &self.k.mvr_swiglu,
+            MvKind::Swiglu,
+            false,
             n,
             x.cols,
             (jg.wtype == ju.wtype).then_some(jg.wtype as usize),

@@ -109,13 +109,37 @@ impl MvKernels {
 }
 
 /// The multi-row products with x resident in shared memory
-/// (matvec_rows.cu, `mvr_<kind>_8_<type>`), per weight type.
+/// (matvec_rows.cu, `mvr_<kind>_8_<type>`), or the one-row ones with x
+/// staged there (matvec_staged.cu, `mvs_<kind>_1_<type>`), per weight type.
 pub(crate) struct RowsKernels {
     typed: Vec<(usize, CudaFunction)>,
 }
 
 /// Weight types with resident-x multi-row kernels (matvec_rows.cu).
 const TYPED_MVR: [(DType, &str); 2] = [(DType::Q4_1, "q4_1"), (DType::Q8_0, "q8_0")];
+
+/// Weight types with staged-x one-row kernels (matvec_staged.cu).
+const TYPED_MVS: [(DType, &str); 6] = [
+    (DType::Q4_1, "q4_1"),
+    (DType::Q8_0, "q8_0"),
+    (DType::Q4K, "q4_k"),
+    (DType::Q6K, "q6_k"),
+    (DType::BF16, "bf16"),
+    (DType::F16, "f16"),
+];
+
+/// Which one-row f32 products take the staged-x kernels (matvec_staged.cu;
+/// the same values as the `_1` kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagedMode {
+    /// None (`SMELT_CUDA_MVS=0`).
+    Off,
+    /// The model's logits (the final norm and output projection): the
+    /// default.
+    Logits,
+    /// Every one-row product of a type that has one (`SMELT_CUDA_MVS=all`).
+    All,
+}
 
 impl RowsKernels {
     /// The kernel for weights of type `code`, if there is one.
@@ -186,6 +210,11 @@ pub(crate) struct Q8Config {
     pub resident_warps: u32,
     /// Blocks per SM a resident-x grid aims at (`SMELT_CUDA_MVR_BLOCKS`).
     pub resident_blocks_per_sm: u32,
+    /// Which one-row products take the staged-x kernels.
+    pub staged: StagedMode,
+    /// Warps per block of those kernels (`MVS_WARPS`, 8 unless
+    /// `SMELT_CUDA_DEFINES` sets `SMELT_MVS_WARPS`).
+    pub staged_warps: u32,
 }
 
 struct Kernels {
@@ -205,6 +234,9 @@ struct Kernels {
     mvr_plain: RowsKernels,
     mvr_qkv: RowsKernels,
     mvr_swiglu: RowsKernels,
+    mvs_plain: RowsKernels,
+    mvs_qkv: RowsKernels,
+    mvs_swiglu: RowsKernels,
     argmax_rows: CudaFunction,
     stream_read: CudaFunction,
     top_k_rows: CudaFunction,
@@ -356,7 +388,14 @@ impl CudaBackend {
                 .map_err(driver("allow the q8 kernels their shared memory"))?;
             }
         }
-        for r in [&k.mvr_plain, &k.mvr_qkv, &k.mvr_swiglu] {
+        for r in [
+            &k.mvr_plain,
+            &k.mvr_qkv,
+            &k.mvr_swiglu,
+            &k.mvs_plain,
+            &k.mvs_qkv,
+            &k.mvs_swiglu,
+        ] {
             for (_, f) in &r.typed {
                 use cudarc::driver::sys::CUfunction_attribute as FA;
                 f.set_attribute(
@@ -393,6 +432,15 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .filter(|&b: &u32| b > 0)
                 .unwrap_or(2),
+            staged: match std::env::var("SMELT_CUDA_MVS").as_deref() {
+                Ok("0") => StagedMode::Off,
+                Ok("all") => StagedMode::All,
+                _ => StagedMode::Logits,
+            },
+            staged_warps: compile::define("SMELT_MVS_WARPS")
+                .and_then(|v| v.parse().ok())
+                .filter(|w: &u32| [4, 8, 16].contains(w))
+                .unwrap_or(8),
         };
         let info = DeviceInfo {
             ordinal,
@@ -533,6 +581,13 @@ impl CudaBackend {
         self.q8.mode
     }
 
+    /// Which one-row f32 products take the staged-x kernels
+    /// (matvec_staged.cu): the same values either way. The default is
+    /// [`StagedMode::Logits`] (`SMELT_CUDA_MVS=0|all` starts Off / All).
+    pub fn set_staged(&mut self, mode: StagedMode) {
+        self.q8.staged = mode;
+    }
+
     /// Sends the rows of a step that want no logits (prompt tokens other
     /// than each prompt's last) to the tensor-core products (on, the
     /// default), or every row to the matrix-vector kernels
@@ -592,11 +647,11 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
             typed: typed(name, &TYPED_MV)?,
         })
     };
-    let rows = |name: &str| -> Result<RowsKernels, CudaError> {
-        let mut typed = Vec::with_capacity(TYPED_MVR.len());
-        for &(dtype, suffix) in &TYPED_MVR {
+    let rows = |name: &str, types: &[(DType, &str)]| -> Result<RowsKernels, CudaError> {
+        let mut typed = Vec::with_capacity(types.len());
+        for &(dtype, suffix) in types {
             if let Some(code) = weight_code(dtype) {
-                typed.push((code, f(&format!("{name}_8_{suffix}"))?));
+                typed.push((code, f(&format!("{name}_{suffix}"))?));
             }
         }
         Ok(RowsKernels { typed })
@@ -616,9 +671,12 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         mv_plain: mv("mv_plain")?,
         mv_qkv: mv("mv_qkv")?,
         mv_swiglu: mv("mv_swiglu")?,
-        mvr_plain: rows("mvr_plain")?,
-        mvr_qkv: rows("mvr_qkv")?,
-        mvr_swiglu: rows("mvr_swiglu")?,
+        mvr_plain: rows("mvr_plain_8", &TYPED_MVR)?,
+        mvr_qkv: rows("mvr_qkv_8", &TYPED_MVR)?,
+        mvr_swiglu: rows("mvr_swiglu_8", &TYPED_MVR)?,
+        mvs_plain: rows("mvs_plain_1", &TYPED_MVS)?,
+        mvs_qkv: rows("mvs_qkv_1", &TYPED_MVS)?,
+        mvs_swiglu: rows("mvs_swiglu_1", &TYPED_MVS)?,
         argmax_rows: f("argmax_rows")?,
         stream_read: f("stream_read")?,
         top_k_rows: f("top_k_rows")?,

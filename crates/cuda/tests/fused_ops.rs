@@ -11,7 +11,7 @@ use smelt_backend::{
     AttnGeometry, Backend, HostBuf, HostTensor, KvLayout, KvType, KvWrite, QkvWeights,
     ReferenceBackend, RopeParams, RopeStyle, argmax,
 };
-use smelt_cuda::{CudaBackend, CudaWeight};
+use smelt_cuda::{CudaBackend, CudaWeight, StagedMode};
 use smelt_tensor::DType;
 
 fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
@@ -391,9 +391,18 @@ fn norm_gate_up_swiglu_matches_the_plain_ops() {
 /// for every fused kernel.
 #[test]
 fn fused_rows_do_not_depend_on_the_batch() {
-    let Some(cuda) = backend("fused_rows_do_not_depend_on_the_batch") else {
-        return;
-    };
+    // One row takes the staged-x kernels for the logits (the default) or
+    // for every product: the same values as the multi-row kernels either way.
+    for mode in [StagedMode::Logits, StagedMode::All] {
+        let Some(mut cuda) = backend("fused_rows_do_not_depend_on_the_batch") else {
+            return;
+        };
+        cuda.set_staged(mode);
+        rows_do_not_depend_on_the_batch(&cuda);
+    }
+}
+
+fn rows_do_not_depend_on_the_batch(cuda: &CudaBackend) {
     let mut rng = TestRng::new(84);
     let (d, hd, nh, nkv, ff) = (256, 32, 4, 2, 96);
     // A Q4_K_M-like layer (V in Q6_K), and layers of Q4_1 and of Q8_0 (whose
@@ -403,12 +412,12 @@ fn fused_rows_do_not_depend_on_the_batch() {
         (DType::Q4_1, DType::Q4_1),
         (DType::Q8_0, DType::Q8_0),
     ] {
-        let wq = place(&cuda, &random_weight(&mut rng, tq, d, nh * hd));
-        let wk = place(&cuda, &random_weight(&mut rng, tq, d, nkv * hd));
-        let wv = place(&cuda, &random_weight(&mut rng, tv, d, nkv * hd));
-        let wg = place(&cuda, &random_weight(&mut rng, tq, d, ff));
-        let wu = place(&cuda, &random_weight(&mut rng, tq, d, ff));
-        let norm = place(&cuda, &vector(&mut rng, d, -1.5, 1.5));
+        let wq = place(cuda, &random_weight(&mut rng, tq, d, nh * hd));
+        let wk = place(cuda, &random_weight(&mut rng, tq, d, nkv * hd));
+        let wv = place(cuda, &random_weight(&mut rng, tv, d, nkv * hd));
+        let wg = place(cuda, &random_weight(&mut rng, tq, d, ff));
+        let wu = place(cuda, &random_weight(&mut rng, tq, d, ff));
+        let norm = place(cuda, &vector(&mut rng, d, -1.5, 1.5));
         let geom = AttnGeometry {
             n_heads: nh,
             n_kv_heads: nkv,
@@ -458,7 +467,7 @@ fn fused_rows_do_not_depend_on_the_batch() {
             let mut o = cuda.alloc(n, ff);
             cuda.rms_norm_matmuls(&xc, &norm, 1e-5, &mut h, &mut [(&wg, &mut o)]);
             let out = [cuda.download(&b[1]), cuda.download(&g), cuda.download(&o)];
-            finish(&cuda, "batch invariance");
+            finish(cuda, "batch invariance");
             out
         };
         let x = rng.buf(11, d);
@@ -499,8 +508,8 @@ fn fused_rows_do_not_depend_on_the_batch() {
         (DType::F16, 576),
     ];
     for (dtype, n_in) in cases {
-        let w = place(&cuda, &random_weight(&mut rng, dtype, n_in, 7));
-        let norm = place(&cuda, &vector(&mut rng, n_in, -1.5, 1.5));
+        let w = place(cuda, &random_weight(&mut rng, dtype, n_in, 7));
+        let norm = place(cuda, &vector(&mut rng, n_in, -1.5, 1.5));
         let x = rng.buf(11, n_in);
         let acc0 = rng.buf(11, 7);
         let mut t = cuda.alloc(11, 7);
@@ -525,7 +534,7 @@ fn fused_rows_do_not_depend_on_the_batch() {
             let (mut h, mut normed_one) = (cuda.alloc(1, n_in), cuda.alloc(1, 7));
             cuda.rms_norm_matmuls(&xr, &norm, 1e-5, &mut h, &mut [(&w, &mut normed_one)]);
             let normed_one = cuda.download(&normed_one);
-            finish(&cuda, "batch invariance, every type");
+            finish(cuda, "batch invariance, every type");
             assert_eq!(
                 one.data,
                 all.row(r),

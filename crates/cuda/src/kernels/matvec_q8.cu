@@ -28,13 +28,6 @@
 #define SMELT_MVQ_WARPS 32
 #endif
 #define MVQ_WARPS SMELT_MVQ_WARPS
-// Units each lane loads before using the first, in the decode kernels
-// (H200, 8B Q4_K_M decode: 1 unit 309 tok/s, 2 units 297, 4 units 220:
-// the 32 warps of a block already keep enough loads in flight, and fewer
-// registers per thread serve them better).
-#ifndef SMELT_Q8_UNITS
-#define SMELT_Q8_UNITS 1
-#endif
 
 __device__ __forceinline__ int dp4(int a, int b, int c) {
     int d;
@@ -52,11 +45,12 @@ __device__ __forceinline__ int dot4(u32 w0, u32 w1, u32 w2, u32 w3, int4 x) {
 }
 
 // Rows x[0..nv) of n_in values (a multiple of 32) into sq (int8, n_in per
-// row) and sd (one scale per 32 values): x * (1 / rms(x)) * g with a norm
+// row), sd (one scale per 32 values) and s16 (per 16 values: the scale
+// times the sum of the 16 int8 values): x * (1 / rms(x)) * g with a norm
 // weight g, else x. Every thread of the block calls this; the caller syncs
 // before reading sq / sd.
 __device__ __forceinline__ void stage_q8(const float* x, int n_in, int nv, const float* g,
-                                         float eps, i8* sq, float* sd) {
+                                         float eps, i8* sq, float* sd, float* s16) {
     __shared__ float s_red[MVQ_WARPS];
     __shared__ float s_inv;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -83,20 +77,30 @@ __device__ __forceinline__ void stage_q8(const float* x, int n_in, int nv, const
             if (g) v = v * inv * g[32 * b + lane];
             const float amax = warp_max(fabsf(v));
             const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-            sq[(u64)r * n_in + 32 * b + lane] = (i8)__float2int_rn(v * id);
-            if (lane == 0) sd[(u64)r * nb + b] = amax / 127.0f;
+            const int q = __float2int_rn(v * id);
+            sq[(u64)r * n_in + 32 * b + lane] = (i8)q;
+            // The sums of each half's 16 values (exact integers), times
+            // the group's scale: the K-quants' lanes take 16 values of a
+            // group and need their sum for the block minimum / offset.
+            int h16 = q;
+#pragma unroll
+            for (int o = 8; o > 0; o >>= 1) h16 += __shfl_xor_sync(0xffffffffu, h16, o);
+            const float dx = amax / 127.0f;
+            if (lane == 0) sd[(u64)r * nb + b] = dx;
+            if ((lane & 15) == 0) s16[(u64)r * 2 * nb + 2 * b + (lane >> 4)] = dx * (float)h16;
         }
     }
 }
 
 // a += A . x (b += B . x when two) for unit idx of a row, x staged as int8
-// (xq, n_in values) with scales xd. The unit layouts are units.cu's.
+// (xq, n_in values) with scales xd (per 32 values) and xs (per 16 values:
+// scale times sum). The unit layouts are units.cu's.
 template <int T> struct QDot;
 
 template <> struct QDot<W_Q4_1> {
     static __device__ __forceinline__ void dot(const Unit<W_Q4_1>::Raw& A, const Unit<W_Q4_1>::Raw& B,
                                                bool two, int idx, const i8* xq, const float* xd,
-                                               float& a, float& b) {
+                                               const float*, float& a, float& b) {
         const int4 xl = *(const int4*)(xq + (u64)idx * 32);
         const int4 xh = *(const int4*)(xq + (u64)idx * 32 + 16);
         const float dx = xd[idx];
@@ -120,7 +124,7 @@ template <> struct QDot<W_Q8_0> {
     }
     static __device__ __forceinline__ void dot(const Unit<W_Q8_0>::Raw& A, const Unit<W_Q8_0>::Raw& B,
                                                bool two, int idx, const i8* xq, const float* xd,
-                                               float& a, float& b) {
+                                               const float*, float& a, float& b) {
         const int4 x0 = *(const int4*)(xq + (u64)idx * 32);
         const int4 x1 = *(const int4*)(xq + (u64)idx * 32 + 16);
         const float dx = xd[idx];
@@ -129,50 +133,75 @@ template <> struct QDot<W_Q8_0> {
     }
 };
 
+// Unsigned bytes of a times signed bytes of b, summed into c.
+__device__ __forceinline__ int dp4us(u32 a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
 template <> struct QDot<W_Q4_K> {
-    // One row's two groups: (d sc) dx sum(q xq) - (dmin m) dx sum(xq) each.
-    static __device__ __forceinline__ float one(const Unit<W_Q4_K>::Raw& R, int gi, int4 xl, int4 xh,
-                                                float dxl, float dxh, int sxl, int sxh) {
+    // The 6-bit scales of groups 2c, 2c + 1 as bytes (sc_l, sc_h, m_l, m_h),
+    // from the 12 scale bytes s (h.y, h.z, h.w). Groups below 4 keep theirs
+    // in the low 6 bits of s[g] and s[g + 4]; groups 4..7 in the nibbles of
+    // s[g + 4] with their top 2 bits in the top bits of s[g - 4] (scale) and
+    // s[g] (min). c is the lane's, so the selectors are lane constants.
+    static __device__ __forceinline__ u32 scale_bytes(const uint4& h, int c) {
+        const u32 sel = (c & 1) ? 0x7632u : 0x5410u;
+        // c < 2: s[2c], s[2c+1], s[2c+4], s[2c+5]; c >= 2: s[2c-4], s[2c-3], s[2c], s[2c+1].
+        const u32 p = __byte_perm(h.y, h.z, sel);
+        if (c < 2) return p & 0x3F3F3F3Fu;
+        // s[2c+4], s[2c+5] twice: low nibbles are the scales, high the mins.
+        const u32 q = __byte_perm(h.w, h.w, (c & 1) ? 0x3232u : 0x1010u);
+        return (q & 0x00000F0Fu) | ((q >> 4) & 0x0F0F0000u) | ((p >> 2) & 0x30303030u);
+    }
+    // One row's two groups: d (sc dx sum(q xq)) - dmin (m dx sum(xq)) each;
+    // the high nibbles are taken in place (16 q), so their scale is sc / 16.
+    static __device__ __forceinline__ float one(const Unit<W_Q4_K>::Raw& R, int c, int4 xl, int4 xh,
+                                                float dxl, float dxh, float sxl, float sxh) {
         const int il = dot4(R.q.x & 0x0F0F0F0F, R.q.y & 0x0F0F0F0F, R.q.z & 0x0F0F0F0F, R.q.w & 0x0F0F0F0F, xl);
-        const int ih = dot4((R.q.x >> 4) & 0x0F0F0F0F, (R.q.y >> 4) & 0x0F0F0F0F, (R.q.z >> 4) & 0x0F0F0F0F,
-                            (R.q.w >> 4) & 0x0F0F0F0F, xh);
-        float dl, ml, dh, mh;
-        Unit<W_Q4_K>::scales(R.h, gi, dl, ml);
-        Unit<W_Q4_K>::scales(R.h, gi + 1, dh, mh);
-        return dxl * (dl * (float)il - ml * (float)sxl) + dxh * (dh * (float)ih - mh * (float)sxh);
+        const int ih = dp4us(R.q.x & 0xF0F0F0F0u, xh.x,
+                             dp4us(R.q.y & 0xF0F0F0F0u, xh.y,
+                                   dp4us(R.q.z & 0xF0F0F0F0u, xh.z, dp4us(R.q.w & 0xF0F0F0F0u, xh.w, 0))));
+        const u32 s = scale_bytes(R.h, c);
+        const float scl = byte_f(s, 0) - 8388608.0f, sch = byte_f(s, 1) - 8388608.0f;
+        const float ml = byte_f(s, 2) - 8388608.0f, mh = byte_f(s, 3) - 8388608.0f;
+        const float q = (scl * dxl) * (float)il + (sch * 0.0625f * dxh) * (float)ih;
+        const float m = ml * sxl + mh * sxh;
+        return half_to_float((u16)(R.h.x & 0xFFFF)) * q - half_to_float((u16)(R.h.x >> 16)) * m;
     }
     static __device__ __forceinline__ void dot(const Unit<W_Q4_K>::Raw& A, const Unit<W_Q4_K>::Raw& B,
                                                bool two, int idx, const i8* xq, const float* xd,
-                                               float& a, float& b) {
-        // idx = threadIdx.x (mod 32), as in Unit<W_Q4_K>::dot.
+                                               const float* xs, float& a, float& b) {
+        // idx = threadIdx.x (mod 8) and xq at the unit's block, as in Unit<W_Q4_K>::dot.
         const int k = threadIdx.x & 7, c = k >> 1, hf = k & 1;
         const u64 blk = (u64)(idx >> 3);
         const u64 e0 = blk * 256 + 64 * c + 16 * hf;
         const int4 xl = *(const int4*)(xq + e0);
         const int4 xh = *(const int4*)(xq + e0 + 32);
-        const float dxl = xd[blk * 8 + 2 * c], dxh = xd[blk * 8 + 2 * c + 1];
-        const int sxl = bsum4(xl), sxh = bsum4(xh);
-        a += one(A, 2 * c, xl, xh, dxl, dxh, sxl, sxh);
-        if (two) b += one(B, 2 * c, xl, xh, dxl, dxh, sxl, sxh);
+        const float2 dx = *(const float2*)(xd + blk * 8 + 2 * c);
+        const float sxl = xs[e0 / 16], sxh = xs[e0 / 16 + 2];
+        a += one(A, c, xl, xh, dx.x, dx.y, sxl, sxh);
+        if (two) b += one(B, c, xl, xh, dx.x, dx.y, sxl, sxh);
     }
 };
 
 template <> struct QDot<W_Q6_K> {
-    // Group j of a row: d sc_j dx_j sum((q - 32) xq), the -32 taken as 32 sum(xq).
-    static __device__ __forceinline__ float one(const Unit<W_Q6_K>::Raw& R, int j, int4 xw, int sx) {
+    // Group j of a row: d sc_j (dx_j sum(q xq) - 32 dx_j sum(xq)).
+    static __device__ __forceinline__ float one(const Unit<W_Q6_K>::Raw& R, int j, int4 xw, float dx, float sx) {
         const u32* la = (j & 1) ? R.l1 : R.l0;
         u32 w[4];
 #pragma unroll
         for (int i = 0; i < 4; i++)
             w[i] = ((j < 2 ? la[i] : la[i] >> 4) & 0x0F0F0F0F) | (((R.h[i] >> (2 * j)) & 0x03030303) << 4);
-        const int s = dot4(w[0], w[1], w[2], w[3], xw) - 32 * sx;
+        const int s = dot4(w[0], w[1], w[2], w[3], xw);
         const float sc = u2f(((R.sc >> (8 * j)) & 0xFF) ^ 0x80) - 128.0f;
-        return half_to_float((u16)R.d) * sc * (float)s;
+        return half_to_float((u16)R.d) * sc * (dx * (float)s - 32.0f * sx);
     }
     static __device__ __forceinline__ void dot(const Unit<W_Q6_K>::Raw& A, const Unit<W_Q6_K>::Raw& B,
                                                bool two, int idx, const i8* xq, const float* xd,
-                                               float& a, float& b) {
-        // idx = threadIdx.x (mod 32), as in Unit<W_Q6_K>::dot.
+                                               const float* xs, float& a, float& b) {
+        // idx = threadIdx.x (mod 4) and xq at the unit's block, as in Unit<W_Q6_K>::dot.
         const int k = threadIdx.x & 3, hh = k >> 1, l0 = 16 * (k & 1);
         const u64 blk = (u64)(idx >> 2);
         const u64 e0 = blk * 256 + 128 * hh + l0;
@@ -180,119 +209,187 @@ template <> struct QDot<W_Q6_K> {
         for (int j = 0; j < 4; j++) {
             const int4 xw = *(const int4*)(xq + e0 + 32 * j);
             const float dx = xd[blk * 8 + 4 * hh + j];
-            const int sx = bsum4(xw);
-            a += dx * one(A, j, xw, sx);
-            if (two) b += dx * one(B, j, xw, sx);
+            const float sx = xs[(e0 + 32 * j) / 16];
+            a += one(A, j, xw, dx, sx);
+            if (two) b += one(B, j, xw, dx, sx);
         }
     }
 };
 
-// Units of the first chunk (U per thread) of rows ra / rb.
-template <int T, int U>
-__device__ __forceinline__ void q8_load(const u8* ra, const u8* rb, int base, int tid, int nt, int nu,
-                                        typename Unit<T>::Raw wa[U], typename Unit<T>::Raw wb[U]) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-        const int idx = base + nt * u + tid;
-        if (idx < nu) {
-            Unit<T>::load(ra, idx, wa[u]);
-            if (rb) Unit<T>::load(rb, idx, wb[u]);
-        }
-    }
+// Chunks a warp's L2 prefetches run ahead of its loads (see q8_run; 0:
+// none).
+#ifndef SMELT_Q8_AHEAD
+#define SMELT_Q8_AHEAD 4
+#endif
+
+__device__ __forceinline__ void prefetch_l2(const u8* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-// The item's sums of rows ra and rb (rb may be null) against the nv staged
-// rows, in the item's first warp (after the kw warps' sums are added in
-// order). `loaded`: the first chunk is already in wa / wb. Every thread of
-// the block calls this (it may hold a barrier).
-template <int T, int NR, int U>
-__device__ __forceinline__ void q8_item(bool active, int part, int tid, int nt, int kw,
-                                        const u8* ra, const u8* rb, const i8* sq, const float* sd,
-                                        int n_in, int nv, bool loaded,
-                                        typename Unit<T>::Raw wa[U], typename Unit<T>::Raw wb[U],
-                                        float a[NR], float b[NR]) {
-    __shared__ float s_part[MVQ_WARPS][2][NR];
-#pragma unroll
-    for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
-    const int nu = n_in / Unit<T>::VALUES, nb = n_in / 32;
-    if (active) {
-        for (int base = 0; base < nu; base += nt * U) {
-            if (base > 0 || !loaded) q8_load<T, U>(ra, rb, base, tid, nt, nu, wa, wb);
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int idx = base + nt * u + tid;
-                if (idx < nu) {
-#pragma unroll
-                    for (int r = 0; r < NR; r++) {
-                        if (r < nv) QDot<T>::dot(wa[u], wb[u], rb != nullptr, idx, sq + (u64)r * n_in, sd + (u64)r * nb, a[r], b[r]);
-                    }
-                }
-            }
-        }
+// Asks L2 for the lines `Unit<T>::load(row, idx, ..)` will read. UNITS:
+// units per block of the type, BYTES: bytes per block (unit idx lies in
+// block idx / UNITS, so a chunk of nt units, a multiple of UNITS, spans
+// nt / UNITS blocks).
+template <int T> struct QFetch;
+template <> struct QFetch<W_Q4_1> {
+    static const int UNITS = 1, BYTES = 20;
+    static __device__ __forceinline__ void at(const u8* row, int idx) { prefetch_l2(row + (u64)idx * 20); }
+};
+template <> struct QFetch<W_Q8_0> {
+    static const int UNITS = 1, BYTES = 34;
+    static __device__ __forceinline__ void at(const u8* row, int idx) { prefetch_l2(row + (u64)idx * 34); }
+};
+template <> struct QFetch<W_Q4_K> {
+    static const int UNITS = 8, BYTES = 144;
+    static __device__ __forceinline__ void at(const u8* row, int idx) {
+        const u8* blk = row + (u64)(idx >> 3) * 144;
+        prefetch_l2(blk);
+        prefetch_l2(blk + 16 + 16 * (idx & 7));
     }
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-        a[r] = warp_sum(a[r]);
-        b[r] = warp_sum(b[r]);
+};
+template <> struct QFetch<W_Q6_K> {
+    static const int UNITS = 4, BYTES = 210;
+    static __device__ __forceinline__ void at(const u8* row, int idx) {
+        const u8* blk = row + (u64)(idx >> 2) * 210;
+        const int k = idx & 3, hh = k >> 1, l0 = 16 * (k & 1);
+        prefetch_l2(blk + 64 * hh + l0);
+        prefetch_l2(blk + 64 * hh + 32 + l0);
+        prefetch_l2(blk + 128 + 32 * hh + l0);
+        prefetch_l2(blk + 192);
     }
-    if (kw > 1) {
-        const int warp = threadIdx.x / 32;
-        __syncthreads();
-        if ((threadIdx.x & 31) == 0) {
-#pragma unroll
-            for (int r = 0; r < NR; r++) {
-                s_part[warp][0][r] = a[r];
-                s_part[warp][1][r] = b[r];
-            }
-        }
-        __syncthreads();
-        if (part == 0) {
-#pragma unroll
-            for (int r = 0; r < NR; r++) {
-                for (int p = 1; p < kw; p++) {
-                    a[r] += s_part[warp + p][0][r];
-                    b[r] += s_part[warp + p][1][r];
-                }
-            }
-        }
-    }
-}
+};
 
-// The loop every q8 kernel runs: prefetch the first item's weights, wait
-// for the previous kernel, stage x, then each item of this block in turn:
-// rows(item, &ra, &rb) names its weight rows (false: no such item), and
-// store(item, a, b) writes its results (lanes 0..nv of the first warp).
+// The loop every q8 kernel runs. A warp takes every `stride`-th item from
+// its first; rows(item, &ra, &rb) names an item's weight rows (rb may be
+// null; false: no such item). An item's rows are read in chunks of nt
+// units (one `Unit<T>` per lane of the item's kw warps). Before the wait
+// for the previous kernel a warp loads its first item's first chunk and
+// asks L2 for the chunks after it up to SMELT_Q8_AHEAD (and for the next
+// item's first ones); then x is staged. At the start of each item the warp
+// asks L2 for the next item's first SMELT_Q8_AHEAD chunks, and each chunk
+// c asks for chunk c + SMELT_Q8_AHEAD of its item: loads then mostly hit
+// L2 instead of waiting on HBM, with no registers held for data in flight.
+// At the end of an item its kw warps' sums are added in order and
+// store(item, r0, nv, a, b) writes them (lanes 0..nv of the item's first
+// warp). Every thread of the block runs the same chunks (the barriers of
+// kw > 1 are block-wide).
 template <int T, int NR, class Rows, class Store>
 __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const float* g, float eps,
                                        int kw, int n_items, Rows rows, Store store) {
     extern __shared__ __align__(16) u8 q8_smem[];
-    constexpr int U = (NR == 1 && T != W_Q6_K) ? SMELT_Q8_UNITS : 1;
+    __shared__ float s_part[MVQ_WARPS][2][NR];
+    constexpr int V = Unit<T>::VALUES, UNITS = QFetch<T>::UNITS, BYTES = QFetch<T>::BYTES;
+    constexpr int D = SMELT_Q8_AHEAD;
     const int r0 = blockIdx.y * NR;
     const int nv = min(NR, n - r0);
-    i8* sq = (i8*)q8_smem;
-    float* sd = (float*)(q8_smem + (u64)NR * n_in);
+    const int nb = n_in / 32;
+    const i8* sq = (const i8*)q8_smem;
+    const float* sd = (const float*)(q8_smem + (u64)NR * n_in);
+    const float* s16 = sd + (u64)NR * nb;
     const int warp = threadIdx.x / 32, part = warp % kw;
     const int per_block = MVQ_WARPS / kw;
     const int tid = part * 32 + (threadIdx.x & 31), nt = kw * 32;
-    const int nu = n_in / Unit<T>::VALUES;
-    typename Unit<T>::Raw wa[U], wb[U];
-    int item = blockIdx.x * per_block + warp / kw;
-    const u8 *ra = nullptr, *rb = nullptr;
-    bool active = rows(item, ra, rb);
-    if (active) q8_load<T, U>(ra, rb, 0, tid, nt, nu, wa, wb);
-    pdl_wait_then_trigger();
-    stage_q8(x + (u64)r0 * n_in, n_in, nv, g, eps, sq, sd);
-    __syncthreads();
-    bool loaded = true;
-    for (int first = blockIdx.x * per_block; first < n_items; first += gridDim.x * per_block) {
-        if (!loaded) {
-            item = first + warp / kw;
-            active = rows(item, ra, rb);
+    const int nu = n_in / V;
+    const int chunks = (nu + nt - 1) / nt;
+    // Unit tid of a chunk lies in block tid / UNITS of the chunk (nt is a
+    // multiple of UNITS): the lane's bytes and x values start there.
+    const int lidx = tid % UNITS;
+    const u64 wofs = (u64)(tid / UNITS) * BYTES;
+    const int xofs = (tid / UNITS) * UNITS * V;
+    const u64 chunk_bytes = (u64)(nt / UNITS) * BYTES;
+    const int stride = gridDim.x * per_block;
+    const int first0 = blockIdx.x * per_block;
+    const int n_first = first0 < n_items ? (n_items - first0 + stride - 1) / stride : 0;
+
+    // Chunks [c0, c1) of the item with rows r1, r2 (r2 may be null).
+    auto fetch = [&](const u8* r1, const u8* r2, int c0, int c1) {
+#pragma unroll 1
+        for (int c = c0; c < min(c1, chunks); c++) {
+            if (c * nt + tid < nu) {
+                QFetch<T>::at(r1 + wofs + (u64)c * chunk_bytes, lidx);
+                if (r2) QFetch<T>::at(r2 + wofs + (u64)c * chunk_bytes, lidx);
+            }
         }
+    };
+    auto fetch_next = [&](int item) {
+        const u8 *r1 = nullptr, *r2 = nullptr;
+        if (D > 0 && item < n_items && rows(item, r1, r2)) fetch(r1, r2, 0, D);
+    };
+    int item = first0 + warp / kw;
+    const u8 *ra = nullptr, *rb = nullptr;
+    bool act = item < n_items && rows(item, ra, rb);
+    typename Unit<T>::Raw wa, wb;
+    if (act && tid < nu) {
+        Unit<T>::load(ra + wofs, lidx, wa);
+        if (rb) Unit<T>::load(rb + wofs, lidx, wb);
+    }
+    if (act) fetch(ra, rb, 1, D);
+    fetch_next(item + stride);
+    pdl_wait_then_trigger();
+    stage_q8(x + (u64)r0 * n_in, n_in, nv, g, eps, (i8*)sq, (float*)sd, (float*)s16);
+    __syncthreads();
+
+#pragma unroll 1
+    for (int f = 0; f < n_first; f++) {
+        if (f > 0) fetch_next(item + stride);
         float a[NR], b[NR];
-        q8_item<T, NR, U>(active, part, tid, nt, kw, ra, rb, sq, sd, n_in, nv, loaded, wa, wb, a, b);
-        loaded = false;
-        if (active && part == 0) store(item, r0, nv, a, b);
+#pragma unroll
+        for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
+        const u8* pa = ra + wofs;
+        const u8* pb = rb ? rb + wofs : nullptr;
+#pragma unroll 1
+        for (int c = 0; c < chunks; c++) {
+            const bool here = act && c * nt + tid < nu;
+            if (here && (f > 0 || c > 0)) {
+                Unit<T>::load(pa, lidx, wa);
+                if (pb) Unit<T>::load(pb, lidx, wb);
+            }
+            if (D > 0 && act && c + D < chunks && (c + D) * nt + tid < nu) {
+                QFetch<T>::at(pa + D * chunk_bytes, lidx);
+                if (pb) QFetch<T>::at(pb + D * chunk_bytes, lidx);
+            }
+            if (here) {
+                const int e = c * nt * V + xofs;
+#pragma unroll
+                for (int r = 0; r < NR; r++) {
+                    if (r < nv)
+                        QDot<T>::dot(wa, wb, pb != nullptr, lidx, sq + (u64)r * n_in + e,
+                                     sd + (u64)r * nb + e / 32, s16 + (u64)r * 2 * nb + e / 16,
+                                     a[r], b[r]);
+                }
+            }
+            pa += chunk_bytes;
+            if (pb) pb += chunk_bytes;
+        }
+        // The item's warps' sums, in order; store; on to the next item.
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            a[r] = warp_sum(a[r]);
+            b[r] = warp_sum(b[r]);
+        }
+        if (kw > 1) {
+            __syncthreads();
+            if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+                for (int r = 0; r < NR; r++) {
+                    s_part[warp][0][r] = a[r];
+                    s_part[warp][1][r] = b[r];
+                }
+            }
+            __syncthreads();
+            if (part == 0) {
+#pragma unroll
+                for (int r = 0; r < NR; r++) {
+                    for (int p = 1; p < kw; p++) {
+                        a[r] += s_part[warp + p][0][r];
+                        b[r] += s_part[warp + p][1][r];
+                    }
+                }
+            }
+        }
+        if (act && part == 0) store(item, r0, nv, a, b);
+        item += stride;
+        act = item < n_items && rows(item, ra, rb);
     }
 }
 

@@ -32,6 +32,16 @@ __device__ __forceinline__ void load16_a2(const u8* p, u32 out[4]) {
 
 __device__ __forceinline__ float4 ld4(const float* p) { return *(const float4*)p; }
 
+// Where value e of a row of x lies: at e, or (PAD, x staged in shared
+// memory by matvec_staged.cu) at e plus 4 floats of padding per 32 values
+// before it, so that lanes reading 32-value runs hit different banks. A
+// unit's runs never cross a multiple of 32, so the values of a run stay
+// contiguous either way.
+template <int PAD>
+__device__ __forceinline__ u64 xoff(u64 e) {
+    return PAD ? e + 4 * (e >> 5) : e;
+}
+
 // acc += the 4 values of x (scaled by g when there is a norm; ss += x^2).
 __device__ __forceinline__ float4 x4(const float* x, const float* g, float& ss) {
     float4 v = ld4(x);
@@ -57,12 +67,13 @@ template <> struct Unit<W_Q4_1> {
         for (int i = 0; i < 4; i++) r.q[i] = *(const u32*)(blk + 4 + 4 * i);
     }
     // a += A . x (and b += B . x when two): x is the input row.
+    template <int PAD = 0>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
         const float da = half_to_float((u16)(A.dm & 0xFFFF)), ma = half_to_float((u16)(A.dm >> 16));
         const float db = half_to_float((u16)(B.dm & 0xFFFF)), mb = half_to_float((u16)(B.dm >> 16));
-        const float* xl = x + (u64)idx * 32;
+        const float* xl = x + xoff<PAD>((u64)idx * 32);
         const float* gl = g ? g + (u64)idx * 32 : nullptr;
         float sa = 0.0f, sb = 0.0f;
 #pragma unroll
@@ -118,13 +129,14 @@ template <> struct Unit<W_Q4_K> {
         dl = half_to_float((u16)(h.x & 0xFFFF)) * u2f(sc);
         ml = half_to_float((u16)(h.x >> 16)) * u2f(mn);
     }
+    template <int PAD = 0>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
         // idx = threadIdx.x (mod 32): k, and which scales it needs, are the thread's.
         const int k = threadIdx.x & 7, c = k >> 1, hf = k & 1;
         const u64 e0 = (u64)(idx >> 3) * 256 + 64 * c + 16 * hf;
-        const float* xl = x + e0;
+        const float* xr[2] = {x + xoff<PAD>(e0), x + xoff<PAD>(e0 + 32)};
         const float* gl = g ? g + e0 : nullptr;
         const u32 qa[4] = {A.q.x, A.q.y, A.q.z, A.q.w};
         const u32 qb[4] = {B.q.x, B.q.y, B.q.z, B.q.w};
@@ -133,7 +145,7 @@ template <> struct Unit<W_Q4_K> {
             float qxa = 0.0f, qxb = 0.0f, sx = 0.0f;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const float4 xv = x4(xl + 32 * hi + 4 * i, gl ? gl + 32 * hi + 4 * i : nullptr, ss);
+                const float4 xv = x4(xr[hi] + 4 * i, gl ? gl + 32 * hi + 4 * i : nullptr, ss);
                 sx += (xv.x + xv.y) + (xv.z + xv.w);
                 const u32 wa = hi ? (qa[i] >> 4) & 0x0F0F0F0F : qa[i] & 0x0F0F0F0F;
                 qxa += (byte_f(wa, 0) - 8388608.0f) * xv.x + (byte_f(wa, 1) - 8388608.0f) * xv.y +
@@ -173,6 +185,7 @@ template <> struct Unit<W_Q6_K> {
         r.sc = (u32)s[0] | ((u32)s[2] << 8) | ((u32)s[4] << 16) | ((u32)s[6] << 24);
         r.d = ld_u16(blk + 208);
     }
+    template <int PAD = 0>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
@@ -182,7 +195,7 @@ template <> struct Unit<W_Q6_K> {
         const u64 e0 = (u64)(idx >> 2) * 256 + 128 * hh + l0;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const float* xl = x + e0 + 32 * j;
+            const float* xl = x + xoff<PAD>(e0 + 32 * j);
             const float* gl = g ? g + e0 + 32 * j : nullptr;
             float qxa = 0.0f, qxb = 0.0f;
 #pragma unroll
@@ -231,11 +244,12 @@ template <> struct Unit<W_Q8_0> {
         for (int i = 0; i < 8; i++) r.q[i] = __funnelshift_r(w[i], w[i + 1], sh);
         r.d = ld_u16(blk);
     }
+    template <int PAD = 0>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
         const float da = half_to_float((u16)A.d), db = half_to_float((u16)B.d);
-        const float* xl = x + (u64)idx * 32;
+        const float* xl = x + xoff<PAD>((u64)idx * 32);
         const float* gl = g ? g + (u64)idx * 32 : nullptr;
         float sa = 0.0f, sb = 0.0f;
 #pragma unroll
@@ -277,10 +291,11 @@ template <int T> struct FloatUnit {
         return lo(q.x) * x0.x + hi(q.x) * x0.y + lo(q.y) * x0.z + hi(q.y) * x0.w +
                lo(q.z) * x1.x + hi(q.z) * x1.y + lo(q.w) * x1.z + hi(q.w) * x1.w;
     }
+    template <int PAD = 0>
     static __device__ __forceinline__ void dot(const Raw& A, const Raw& B, bool two, int idx,
                                                const float* x, const float* g, float& a,
                                                float& b, float& ss) {
-        const float* xl = x + (u64)idx * 8;
+        const float* xl = x + xoff<PAD>((u64)idx * 8);
         const float* gl = g ? g + (u64)idx * 8 : nullptr;
         const float4 x0 = x4(xl, gl, ss);
         const float4 x1 = x4(xl + 4, gl ? gl + 4 : nullptr, ss);
