@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Per-kernel GPU time of decode steps (ON THE GPU MACHINE, after
 # scripts/gpu-test.sh pack here): runs cuda_decode under Nsight Compute with
-# graphs off (so every kernel is its own launch), skips the prefill and two
+# graphs off (so every kernel is its own launch) and the prompt on the
+# matrix-vector kernels (SMELT_CUDA_BULK=0, so the prefill step has the
+# decode steps' kernels), skips the prefill and two
 # warm-up steps (the prefill step has one kernel more: the row gather),
 # profiles one decode step, and prints, per kernel name, the
 # count, mean and total of gpu__time_duration.
@@ -17,8 +19,8 @@ model=${1:-smollm2}
 per=${2:-153}
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [[ -n "$ncu" ]] || { echo "ncu not found"; exit 1; }
-out=${OUT:-/tmp}/profile-$model.csv
-SMELT_CUDA_GRAPHS=0 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+out=${OUT:-/tmp}/profile-$(basename "$model").csv
+SMELT_CUDA_GRAPHS=0 SMELT_CUDA_BULK=0 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
     --launch-skip $((3 * per + 1)) --launch-count "$per" "$BIN/cuda_decode" "$model" 4 > "$out" 2>/dev/null
 python3 - "$out" "$model" <<'PY'
 import csv, sys, collections

@@ -102,9 +102,9 @@ impl CudaBackend {
     /// a weight takes the same path for every batch size (batch invariance).
     /// Several rows of an f32 product take the resident-x kernel (`rows`)
     /// when there is one for the type and its staged rows fit, and one row
-    /// the staged-x kernel (`mvs_*`, for the logits or, with
-    /// `SMELT_CUDA_MVS=all`, every product): the same values as the `_8` and
-    /// `_1` kernels', so those choices are free.
+    /// the staged-x kernel (`mvs_*`: the logits and products of quantized
+    /// weights by default, see `StagedMode`): the same values as the `_8`
+    /// and `_1` kernels', so those choices are free.
     #[allow(clippy::too_many_arguments)]
     fn mv_launch(
         &self,
@@ -179,9 +179,15 @@ impl CudaBackend {
                 let staged_shared = staged_row_floats(n_in) * 4;
                 let one_staged = code
                     .filter(|_| per == 1 && n_in.is_multiple_of(32))
-                    .filter(|_| match self.q8.staged {
+                    .filter(|&c| match self.q8.staged {
                         crate::StagedMode::Off => false,
                         crate::StagedMode::Logits => logits,
+                        crate::StagedMode::Quantized => {
+                            logits
+                                || ![DType::F32, DType::F16, DType::BF16]
+                                    .iter()
+                                    .any(|&t| weight_code(t) == Some(c))
+                        }
                         crate::StagedMode::All => true,
                     })
                     .filter(|_| staged_shared <= self.q8.max_shared)

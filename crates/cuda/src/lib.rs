@@ -134,9 +134,12 @@ const TYPED_MVS: [(DType, &str); 6] = [
 pub enum StagedMode {
     /// None (`SMELT_CUDA_MVS=0`).
     Off,
-    /// The model's logits (the final norm and output projection): the
-    /// default.
+    /// The model's logits (the final norm and output projection) only
+    /// (`SMELT_CUDA_MVS=logits`).
     Logits,
+    /// The logits, and every one-row product of a quantized type: the
+    /// default (F16 / BF16 layer products were slower staged).
+    Quantized,
     /// Every one-row product of a type that has one (`SMELT_CUDA_MVS=all`).
     All,
 }
@@ -434,8 +437,9 @@ impl CudaBackend {
                 .unwrap_or(2),
             staged: match std::env::var("SMELT_CUDA_MVS").as_deref() {
                 Ok("0") => StagedMode::Off,
+                Ok("logits") => StagedMode::Logits,
                 Ok("all") => StagedMode::All,
-                _ => StagedMode::Logits,
+                _ => StagedMode::Quantized,
             },
             staged_warps: compile::define("SMELT_MVS_WARPS")
                 .and_then(|v| v.parse().ok())
@@ -583,7 +587,8 @@ impl CudaBackend {
 
     /// Which one-row f32 products take the staged-x kernels
     /// (matvec_staged.cu): the same values either way. The default is
-    /// [`StagedMode::Logits`] (`SMELT_CUDA_MVS=0|all` starts Off / All).
+    /// [`StagedMode::Quantized`] (`SMELT_CUDA_MVS=0|logits|all` starts Off /
+    /// Logits / All).
     pub fn set_staged(&mut self, mode: StagedMode) {
         self.q8.staged = mode;
     }

@@ -391,9 +391,10 @@ fn norm_gate_up_swiglu_matches_the_plain_ops() {
 /// for every fused kernel.
 #[test]
 fn fused_rows_do_not_depend_on_the_batch() {
-    // One row takes the staged-x kernels for the logits (the default) or
-    // for every product: the same values as the multi-row kernels either way.
-    for mode in [StagedMode::Logits, StagedMode::All] {
+    // One row takes the staged-x kernels for the logits and quantized
+    // weights (the default) or for every product: the same values as the
+    // multi-row kernels either way.
+    for mode in [StagedMode::Quantized, StagedMode::All] {
         let Some(mut cuda) = backend("fused_rows_do_not_depend_on_the_batch") else {
             return;
         };

@@ -1,7 +1,10 @@
 // The one-row fused products with f32 activations, x staged in shared
 // memory: `mvs_<kind>_1_<type>`, used instead of `mv_<kind>_1_<type>` for
-// one batch row when the row fits (src/fused.rs; the model's logits by
-// default, every product with SMELT_CUDA_MVS=all).
+// one batch row when the row fits (src/fused.rs: every product of a
+// quantized type and the logits of any type; only the logits with
+// SMELT_CUDA_MVS=logits). H100, same run: SmolLM2 decode 1,531 vs 1,466
+// tok/s with the logits only; the 8B BF16 shape's layer products were
+// slower staged (127 vs 171 tok/s), so float weights stage only the logits.
 //
 // Why: the `_1` kernels of matvec.cu give each warp one item and read x
 // (and the norm weight) from global memory per unit: the lanes of a warp
@@ -11,8 +14,7 @@
 // block of MVS_WARPS warps copies x times the norm weight into shared
 // memory once (padded: 4 floats after every 32, so the lanes' runs fall in
 // different banks), takes 1 / rms once, and loops over items; each warp
-// loads its next item's first units while it sums the current one and
-// asks L2 for that item's other units.
+// loads its next item's first units while it sums the current one.
 //
 // Same values, bit for bit, as the `_1` and `_8` kernels (batch
 // invariance): the units are summed by Unit<T>::dot itself, reading the
@@ -26,17 +28,6 @@
 #define SMELT_MVS_WARPS 8
 #endif
 #define MVS_WARPS SMELT_MVS_WARPS
-
-// Asks L2 for unit idx of a row (the lines Unit<T>::load reads first).
-template <int T> struct UnitFetch {
-    static __device__ __forceinline__ void at(const u8* row, int idx) { QFetch<T>::at(row, idx); }
-};
-template <> struct UnitFetch<W_BF16> {
-    static __device__ __forceinline__ void at(const u8* row, int idx) { prefetch_l2(row + (u64)idx * 16); }
-};
-template <> struct UnitFetch<W_F16> {
-    static __device__ __forceinline__ void at(const u8* row, int idx) { prefetch_l2(row + (u64)idx * 16); }
-};
 
 // 1 / rms of row x as the one-row kernels reach it (item_dots): each of
 // the item's nt threads sums x^2 over its units in Unit<T>::dot's order,
@@ -81,12 +72,6 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
         Unit<T>::load(ra, tid, na);
         if (rb) Unit<T>::load(rb, tid, nb);
     }
-    if (active) {
-        for (int idx = tid + nt; idx < nu; idx += nt) {
-            UnitFetch<T>::at(ra, idx);
-            if (rb) UnitFetch<T>::at(rb, idx);
-        }
-    }
     pdl_wait_then_trigger();
     // x times the norm weight (the one-row kernels' `v.x *= s.x`), padded.
     for (int e = 4 * threadIdx.x; e < n_in; e += 4 * blockDim.x) {
@@ -107,8 +92,7 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
         item = first + warp / kw;
         const u8 *ca = ra, *cb = rb;
         const bool cur = active;
-        // The next item of this warp: its first units load during this one,
-        // the rest are asked of L2.
+        // The next item of this warp, whose first units load during this one.
         active = item + step < n_items && rows(item + step, ra, rb);
         float a = 0.0f, b = 0.0f, unused = 0.0f;
         if (cur) {
@@ -121,10 +105,6 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
                     if (active) {
                         Unit<T>::load(ra, tid, na);
                         if (rb) Unit<T>::load(rb, tid, nb);
-                        for (int j = tid + nt; j < nu; j += nt) {
-                            UnitFetch<T>::at(ra, j);
-                            if (rb) UnitFetch<T>::at(rb, j);
-                        }
                     }
                 } else {
                     Unit<T>::load(ca, idx, wa);
