@@ -225,6 +225,17 @@ template <> struct QBlocks<W_Q8_0> { static const int UNITS = 1, BYTES = 34; };
 template <> struct QBlocks<W_Q4_K> { static const int UNITS = 8, BYTES = 144; };
 template <> struct QBlocks<W_Q6_K> { static const int UNITS = 4, BYTES = 210; };
 
+// Whether a lane loads its next chunk's units while it sums the current
+// one (two sets of registers): the one-row kernels of the types with small
+// units (a Q6_K unit pair is 28 registers, too many twice at 64 a thread).
+#ifndef SMELT_Q8_PIPE
+#define SMELT_Q8_PIPE 1
+#endif
+template <int T, int NR>
+struct Q8Pipelined {
+    static const bool value = SMELT_Q8_PIPE && NR == 1 && T != W_Q6_K;
+};
+
 // The loop every q8 kernel runs. A warp takes every `stride`-th item from
 // its first; rows(item, &ra, &rb) names an item's weight rows (rb may be
 // null; false: no such item). An item's rows are read in chunks of nt
@@ -283,25 +294,43 @@ __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const fl
         for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
         const u8* pa = ra + wofs;
         const u8* pb = rb ? rb + wofs : nullptr;
-#pragma unroll 1
-        for (int c = 0; c < chunks; c++) {
-            const bool here = act && c * nt + tid < nu;
-            if (here && (f > 0 || c > 0)) {
-                Unit<T>::load(pa, lidx, wa);
-                if (pb) Unit<T>::load(pb, lidx, wb);
-            }
-            if (here) {
+        // Chunk c's units (in w) against the staged rows.
+        auto sum = [&](int c, const typename Unit<T>::Raw& w1, const typename Unit<T>::Raw& w2) {
+            if (act && c * nt + tid < nu) {
                 const int e = c * nt * V + xofs;
 #pragma unroll
                 for (int r = 0; r < NR; r++) {
                     if (r < nv)
-                        QDot<T>::dot(wa, wb, pb != nullptr, lidx, sq + (u64)r * n_in + e,
+                        QDot<T>::dot(w1, w2, pb != nullptr, lidx, sq + (u64)r * n_in + e,
                                      sd + (u64)r * nb + e / 32, s16 + (u64)r * 2 * nb + e / 16,
                                      a[r], b[r]);
                 }
             }
-            pa += chunk_bytes;
-            if (pb) pb += chunk_bytes;
+        };
+        auto load = [&](int c, typename Unit<T>::Raw& w1, typename Unit<T>::Raw& w2) {
+            if (act && c < chunks && c * nt + tid < nu) {
+                const u64 off = (u64)c * chunk_bytes;
+                Unit<T>::load(pa + off, lidx, w1);
+                if (pb) Unit<T>::load(pb + off, lidx, w2);
+            }
+        };
+        if (f > 0) load(0, wa, wb);
+        if constexpr (Q8Pipelined<T, NR>::value) {
+            // Two register sets in turn: chunk c + 1 loads while c is summed.
+            typename Unit<T>::Raw xa, xb;
+#pragma unroll 1
+            for (int c = 0; c < chunks; c += 2) {
+                load(c + 1, xa, xb);
+                sum(c, wa, wb);
+                load(c + 2, wa, wb);
+                if (c + 1 < chunks) sum(c + 1, xa, xb);
+            }
+        } else {
+#pragma unroll 1
+            for (int c = 0; c < chunks; c++) {
+                if (c > 0) load(c, wa, wb);
+                sum(c, wa, wb);
+            }
         }
         // The item's warps' sums, in order; store; on to the next item.
 #pragma unroll
