@@ -225,17 +225,6 @@ template <> struct QBlocks<W_Q8_0> { static const int UNITS = 1, BYTES = 34; };
 template <> struct QBlocks<W_Q4_K> { static const int UNITS = 8, BYTES = 144; };
 template <> struct QBlocks<W_Q6_K> { static const int UNITS = 4, BYTES = 210; };
 
-// Whether a lane loads its next chunk's units while it sums the current
-// one (two sets of registers): the one-row kernels of the types with small
-// units (a Q6_K unit pair is 28 registers, too many twice at 64 a thread).
-#ifndef SMELT_Q8_PIPE
-#define SMELT_Q8_PIPE 1
-#endif
-template <int T, int NR>
-struct Q8Pipelined {
-    static const bool value = SMELT_Q8_PIPE && NR == 1 && T != W_Q6_K;
-};
-
 // The loop every q8 kernel runs. A warp takes every `stride`-th item from
 // its first; rows(item, &ra, &rb) names an item's weight rows (rb may be
 // null; false: no such item). An item's rows are read in chunks of nt
@@ -247,7 +236,9 @@ struct Q8Pipelined {
 // the item's first warp). Every thread of the block runs the same chunks
 // (the barriers of kw > 1 are block-wide). (Asking L2 for the chunks a few
 // steps ahead, `prefetch.global.L2`, was tried: 13 % slower on the 8B
-// shape, 3 % on the 1B.)
+// shape, 3 % on the 1B; so was loading the next chunk into a second set of
+// registers while summing the current one: 5 % slower on the 8B shape, 2 %
+// on the 1B, H100.)
 template <int T, int NR, class Rows, class Store>
 __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const float* g, float eps,
                                        int kw, int n_items, Rows rows, Store store) {
@@ -294,43 +285,25 @@ __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const fl
         for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
         const u8* pa = ra + wofs;
         const u8* pb = rb ? rb + wofs : nullptr;
-        // Chunk c's units (in w) against the staged rows.
-        auto sum = [&](int c, const typename Unit<T>::Raw& w1, const typename Unit<T>::Raw& w2) {
-            if (act && c * nt + tid < nu) {
+#pragma unroll 1
+        for (int c = 0; c < chunks; c++) {
+            const bool here = act && c * nt + tid < nu;
+            if (here && (f > 0 || c > 0)) {
+                Unit<T>::load(pa, lidx, wa);
+                if (pb) Unit<T>::load(pb, lidx, wb);
+            }
+            if (here) {
                 const int e = c * nt * V + xofs;
 #pragma unroll
                 for (int r = 0; r < NR; r++) {
                     if (r < nv)
-                        QDot<T>::dot(w1, w2, pb != nullptr, lidx, sq + (u64)r * n_in + e,
+                        QDot<T>::dot(wa, wb, pb != nullptr, lidx, sq + (u64)r * n_in + e,
                                      sd + (u64)r * nb + e / 32, s16 + (u64)r * 2 * nb + e / 16,
                                      a[r], b[r]);
                 }
             }
-        };
-        auto load = [&](int c, typename Unit<T>::Raw& w1, typename Unit<T>::Raw& w2) {
-            if (act && c < chunks && c * nt + tid < nu) {
-                const u64 off = (u64)c * chunk_bytes;
-                Unit<T>::load(pa + off, lidx, w1);
-                if (pb) Unit<T>::load(pb + off, lidx, w2);
-            }
-        };
-        if (f > 0) load(0, wa, wb);
-        if constexpr (Q8Pipelined<T, NR>::value) {
-            // Two register sets in turn: chunk c + 1 loads while c is summed.
-            typename Unit<T>::Raw xa, xb;
-#pragma unroll 1
-            for (int c = 0; c < chunks; c += 2) {
-                load(c + 1, xa, xb);
-                sum(c, wa, wb);
-                load(c + 2, wa, wb);
-                if (c + 1 < chunks) sum(c + 1, xa, xb);
-            }
-        } else {
-#pragma unroll 1
-            for (int c = 0; c < chunks; c++) {
-                if (c > 0) load(c, wa, wb);
-                sum(c, wa, wb);
-            }
+            pa += chunk_bytes;
+            if (pb) pb += chunk_bytes;
         }
         // The item's warps' sums, in order; store; on to the next item.
 #pragma unroll
