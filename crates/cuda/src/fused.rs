@@ -194,6 +194,8 @@ impl CudaBackend {
                     .filter(|_| self.q8.staged_warps.is_multiple_of(kw))
                     .and_then(|c| staged_k.pick(c));
                 if let Some(f) = one_staged {
+                    self.staged_launches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let warps = self.q8.staged_warps;
                     return MvLaunch {
                         f,

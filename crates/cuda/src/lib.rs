@@ -322,6 +322,9 @@ pub struct CudaBackend {
     top_k_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize)>>,
     /// Whether rows without logits take the tensor-core path (bulk.rs).
     bulk: bool,
+    /// Products launched on the staged-x one-row kernels (a diagnostic the
+    /// tests read: proof that those kernels ran).
+    staged_launches: std::sync::atomic::AtomicU64,
     /// Which rows of the current step want logits (`Backend::begin_step`).
     step_rows: Mutex<Option<bulk::StepRows>>,
     /// Blocks per SM a bulk product is split over k to reach when its output
@@ -466,6 +469,7 @@ impl CudaBackend {
             argmax_scratch: Mutex::new(None),
             top_k_scratch: Mutex::new(None),
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
+            staged_launches: std::sync::atomic::AtomicU64::new(0),
             step_rows: Mutex::new(None),
             ksplit_per_sm: std::env::var("SMELT_CUDA_KSPLIT")
                 .ok()
@@ -578,6 +582,13 @@ impl CudaBackend {
     /// starts Off / On).
     pub fn set_q8(&mut self, on: bool) {
         self.q8.mode = if on { Q8Mode::On } else { Q8Mode::Off };
+    }
+
+    /// How many products have been launched on the staged-x one-row
+    /// kernels (matvec_staged.cu) so far.
+    pub fn staged_launches(&self) -> u64 {
+        self.staged_launches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// When the 8-bit-activation products are used.

@@ -400,6 +400,12 @@ fn fused_rows_do_not_depend_on_the_batch() {
         };
         cuda.set_staged(mode);
         rows_do_not_depend_on_the_batch(&cuda);
+        // Single rows took the staged kernels (else the comparison above
+        // would only have checked the `_1` kernels again).
+        assert!(
+            cuda.staged_launches() > 0,
+            "{mode:?}: no product ran on the staged-x kernels"
+        );
     }
 }
 
