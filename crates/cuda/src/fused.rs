@@ -162,7 +162,7 @@ impl CudaBackend {
                 let kw = if items >= (self.q8.sm_count * self.q8.warps) as usize {
                     1
                 } else {
-                    kw
+                    kw.min(self.q8.max_kw)
                 };
                 MvLaunch {
                     f,

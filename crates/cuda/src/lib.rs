@@ -213,6 +213,9 @@ pub(crate) struct Q8Config {
     pub resident_warps: u32,
     /// Blocks per SM a resident-x grid aims at (`SMELT_CUDA_MVR_BLOCKS`).
     pub resident_blocks_per_sm: u32,
+    /// Most warps a q8 item is split over (`SMELT_CUDA_Q8_KW`, 4 by
+    /// default: the limit of `warps_per_item`).
+    pub max_kw: u32,
     /// Which one-row products take the staged-x kernels.
     pub staged: StagedMode,
     /// Warps per block of those kernels (`MVS_WARPS`, 8 unless
@@ -438,6 +441,11 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .filter(|&b: &u32| b > 0)
                 .unwrap_or(2),
+            max_kw: std::env::var("SMELT_CUDA_Q8_KW")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|k: &u32| [1, 2, 4].contains(k))
+                .unwrap_or(4),
             staged: match std::env::var("SMELT_CUDA_MVS").as_deref() {
                 Ok("0") => StagedMode::Off,
                 Ok("logits") => StagedMode::Logits,
