@@ -202,7 +202,8 @@ impl CudaBackend {
                         per,
                         kw,
                         block: warps * 32,
-                        grid_x: blocks(items, warps / kw).min(self.q8.sm_count * 2),
+                        grid_x: blocks(items, warps / kw)
+                            .min(self.q8.sm_count * self.q8.staged_blocks_per_sm),
                         shared: staged_shared as u32,
                     };
                 }

@@ -221,6 +221,8 @@ pub(crate) struct Q8Config {
     /// Warps per block of those kernels (`MVS_WARPS`, 8 unless
     /// `SMELT_CUDA_DEFINES` sets `SMELT_MVS_WARPS`).
     pub staged_warps: u32,
+    /// Blocks per SM of their grids (`SMELT_MVS_MIN_BLOCKS`, 2).
+    pub staged_blocks_per_sm: u32,
 }
 
 struct Kernels {
@@ -456,6 +458,10 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .filter(|w: &u32| [4, 8, 16].contains(w))
                 .unwrap_or(8),
+            staged_blocks_per_sm: compile::define("SMELT_MVS_MIN_BLOCKS")
+                .and_then(|v| v.parse().ok())
+                .filter(|b: &u32| (1..=8).contains(b))
+                .unwrap_or(2),
         };
         let info = DeviceInfo {
             ordinal,

@@ -19,6 +19,11 @@
 #define ATT_THREADS 256
 #define ATT_SPAN 1024
 #define ATT_KEYS (ATT_SPAN / ATT_THREADS)
+// 8-value chunks of a key a thread loads before it sums them (the q.k loop's
+// unroll).
+#ifndef SMELT_ATT_UNROLL
+#define SMELT_ATT_UNROLL 4
+#endif
 
 // 8 consecutive cached values (16-byte aligned for f16, 32 for f32).
 __device__ __forceinline__ void kv_load8(const u16* p, float v[8]) {
@@ -130,7 +135,7 @@ __device__ __forceinline__ void attention_body(
         } else if (i < n) {
             const KV* k = kbase + (u64)s_slot[i] * row_width;
             float dot = 0.0f;
-#pragma unroll 4
+#pragma unroll SMELT_ATT_UNROLL
             for (int d0 = 0; d0 < head_dim; d0 += 8) {
                 float kv8[8];
                 kv_load8(k + d0, kv8);

@@ -28,6 +28,11 @@
 #define SMELT_MVS_WARPS 8
 #endif
 #define MVS_WARPS SMELT_MVS_WARPS
+// Blocks an SM must hold (the register cap of __launch_bounds__); the grid
+// is this many blocks per SM (src/fused.rs reads the same define).
+#ifndef SMELT_MVS_MIN_BLOCKS
+#define SMELT_MVS_MIN_BLOCKS 2
+#endif
 
 // 1 / rms of row x as the one-row kernels reach it (item_dots): each of
 // the item's nt threads sums x^2 over its units in Unit<T>::dot's order,
@@ -180,12 +185,12 @@ __device__ __forceinline__ void mvs_swiglu_body(MvJob jg, MvJob ju, const float*
 
 // The kernels take the `_1` kernels' arguments (n, the batch rows, is 1).
 #define SMELT_MVS_KERNELS(SUFFIX, TT)                                                            \
-    extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, 2)                              \
+    extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_plain_1##SUFFIX(MvJob j, const float* x, int n_in, int n, const float* g,            \
                             float eps, int accumulate, int kw) {                                 \
         mvs_plain_body<TT>(j, x, n_in, g, eps, accumulate, kw);                                  \
     }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, 2)                              \
+    extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_qkv_1##SUFFIX(MvJob jq, MvJob jk, MvJob jv, const float* x, int n_in, int n,         \
                           const float* g, float eps, const u32* positions,                       \
                           const float* inv_freq, int head_dim, int n_rot, int neox, void* kc,    \
@@ -194,7 +199,7 @@ __device__ __forceinline__ void mvs_swiglu_body(MvJob jg, MvJob ju, const float*
         mvs_qkv_body<TT>(jq, jk, jv, x, n_in, g, eps, positions, inv_freq, head_dim, n_rot,      \
                          neox, kc, vc, layer_off, slots, kv_f16, kw, item0, item1);              \
     }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, 2)                              \
+    extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_swiglu_1##SUFFIX(MvJob jg, MvJob ju, const float* x, int n_in, int n,                \
                              const float* g, float eps, int kw) {                                \
         mvs_swiglu_body<TT>(jg, ju, x, n_in, g, eps, kw);                                        \
