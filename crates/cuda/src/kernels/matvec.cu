@@ -256,6 +256,58 @@ __device__ __forceinline__ void item_dots(const Item& it, int kw, bool active, c
     for (int r = 0; r < NR; r++) inv[r] = g ? 1.0f / sqrtf(ss[r] / (float)n_in + eps) : 1.0f;
 }
 
+// The kernels that loop over items (matvec_rows.cu, matvec_q8.cu,
+// matvec_staged.cu): adds the item's kw warps' sums in order into the
+// item's first warp (part 0), as item_dots does; a and b are already each
+// warp's warp_sum. Every thread of the block calls this (block barriers).
+template <int NR>
+__device__ __forceinline__ void join_item_sums(float a[NR], float b[NR], int kw, int part,
+                                               float (*s_part)[2][NR]) {
+    if (kw <= 1) return;
+    const int warp = threadIdx.x / 32;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            s_part[warp][0][r] = a[r];
+            s_part[warp][1][r] = b[r];
+        }
+    }
+    __syncthreads();
+    if (part == 0) {
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            for (int p = 1; p < kw; p++) {
+                a[r] += s_part[warp + p][0][r];
+                b[r] += s_part[warp + p][1][r];
+            }
+        }
+    }
+}
+
+// The units (wa, wb) at unit idx of an item's rows (ca, cb) for the loops
+// that load a warp's next item's first units (tid) during the current one:
+// at idx == tid they are the preloaded (na, nb), and the next item's (ra,
+// rb, when active) load into (na, nb) in their place.
+template <int T>
+__device__ __forceinline__ void item_units(int idx, int tid, bool two, const u8* ca,
+                                           const u8* cb, bool active, const u8* ra,
+                                           const u8* rb, typename Unit<T>::Raw& na,
+                                           typename Unit<T>::Raw& nb, typename Unit<T>::Raw& wa,
+                                           typename Unit<T>::Raw& wb) {
+    if (idx == tid) {
+        wa = na;
+        wb = nb;
+        if (active) {
+            Unit<T>::load(ra, tid, na);
+            if (rb) Unit<T>::load(rb, tid, nb);
+        }
+    } else {
+        Unit<T>::load(ca, idx, wa);
+        if (two) Unit<T>::load(cb, idx, wb);
+    }
+}
+
 // Writes one item's results (lanes 0..nv of its first warp): rows oa and
 // oa + 1 of a plain product, scaled by inv, plus the bias, added to the
 // output when accumulating.

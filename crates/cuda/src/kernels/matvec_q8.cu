@@ -311,26 +311,7 @@ __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const fl
             a[r] = warp_sum(a[r]);
             b[r] = warp_sum(b[r]);
         }
-        if (kw > 1) {
-            __syncthreads();
-            if ((threadIdx.x & 31) == 0) {
-#pragma unroll
-                for (int r = 0; r < NR; r++) {
-                    s_part[warp][0][r] = a[r];
-                    s_part[warp][1][r] = b[r];
-                }
-            }
-            __syncthreads();
-            if (part == 0) {
-#pragma unroll
-                for (int r = 0; r < NR; r++) {
-                    for (int p = 1; p < kw; p++) {
-                        a[r] += s_part[warp + p][0][r];
-                        b[r] += s_part[warp + p][1][r];
-                    }
-                }
-            }
-        }
+        join_item_sums<NR>(a, b, kw, part, s_part);
         if (act && part == 0) store(item, r0, nv, a, b);
         item += stride;
         act = item < n_items && rows(item, ra, rb);

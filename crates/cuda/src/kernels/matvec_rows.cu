@@ -189,17 +189,7 @@ __device__ __forceinline__ void mvr_run(const float* x, int n_in, int n, const f
             const bool two = cb != nullptr;
             for (int idx = tid; idx < nu; idx += nt) {
                 typename Unit<T>::Raw wa, wb;
-                if (idx == tid) {
-                    wa = na;
-                    wb = nb;
-                    if (active) {
-                        Unit<T>::load(ra, tid, na);
-                        if (rb) Unit<T>::load(rb, tid, nb);
-                    }
-                } else {
-                    Unit<T>::load(ca, idx, wa);
-                    if (two) Unit<T>::load(cb, idx, wb);
-                }
+                item_units<T>(idx, tid, two, ca, cb, active, ra, rb, na, nb, wa, wb);
                 mvr_unit<T, NR>(wa, wb, two, idx, sx, stride, nv, a, b);
             }
         }
@@ -208,27 +198,7 @@ __device__ __forceinline__ void mvr_run(const float* x, int n_in, int n, const f
             a[r] = warp_sum(a[r]);
             b[r] = warp_sum(b[r]);
         }
-        if (kw > 1) {
-            // The item's warps, added in order (as item_dots).
-            __syncthreads();
-            if ((threadIdx.x & 31) == 0) {
-#pragma unroll
-                for (int r = 0; r < NR; r++) {
-                    s_part[warp][0][r] = a[r];
-                    s_part[warp][1][r] = b[r];
-                }
-            }
-            __syncthreads();
-            if (part == 0) {
-#pragma unroll
-                for (int r = 0; r < NR; r++) {
-                    for (int p = 1; p < kw; p++) {
-                        a[r] += s_part[warp + p][0][r];
-                        b[r] += s_part[warp + p][1][r];
-                    }
-                }
-            }
-        }
+        join_item_sums<NR>(a, b, kw, part, s_part);
         if (cur && part == 0) {
             float inv[NR];
 #pragma unroll

@@ -61,7 +61,7 @@ template <int T, class Rows, class Store>
 __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g, float eps,
                                         int kw, int n_items, Rows rows, Store store) {
     extern __shared__ __align__(16) u8 mvs_smem[];
-    __shared__ float s_part[MVS_WARPS][2];
+    __shared__ float s_part[MVS_WARPS][2][1];
     __shared__ float s_inv;
     float* sx = (float*)mvs_smem;
     const int warp = threadIdx.x / 32, part = warp % kw;
@@ -104,39 +104,14 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
             const bool two = cb != nullptr;
             for (int idx = tid; idx < nu; idx += nt) {
                 typename Unit<T>::Raw wa, wb;
-                if (idx == tid) {
-                    wa = na;
-                    wb = nb;
-                    if (active) {
-                        Unit<T>::load(ra, tid, na);
-                        if (rb) Unit<T>::load(rb, tid, nb);
-                    }
-                } else {
-                    Unit<T>::load(ca, idx, wa);
-                    if (two) Unit<T>::load(cb, idx, wb);
-                }
+                item_units<T>(idx, tid, two, ca, cb, active, ra, rb, na, nb, wa, wb);
                 Unit<T>::template dot<1>(wa, wb, two, idx, sx, nullptr, a, b, unused);
             }
         }
-        a = warp_sum(a);
-        b = warp_sum(b);
-        if (kw > 1) {
-            // The item's warps, added in order (as item_dots).
-            __syncthreads();
-            if ((threadIdx.x & 31) == 0) {
-                s_part[warp][0] = a;
-                s_part[warp][1] = b;
-            }
-            __syncthreads();
-            if (part == 0) {
-                for (int p = 1; p < kw; p++) {
-                    a += s_part[warp + p][0];
-                    b += s_part[warp + p][1];
-                }
-            }
-        }
+        float av[1] = {warp_sum(a)}, bv[1] = {warp_sum(b)};
+        join_item_sums<1>(av, bv, kw, part, s_part);
         if (cur && part == 0) {
-            float av[1] = {a}, bv[1] = {b}, iv[1] = {inv};
+            float iv[1] = {inv};
             store(item, av, bv, iv);
         }
     }
