@@ -182,12 +182,8 @@ impl CudaBackend {
                     .filter(|&c| match self.q8.staged {
                         crate::StagedMode::Off => false,
                         crate::StagedMode::Logits => logits,
-                        crate::StagedMode::Quantized => {
-                            logits
-                                || ![DType::F32, DType::F16, DType::BF16]
-                                    .iter()
-                                    .any(|&t| weight_code(t) == Some(c))
-                        }
+                        // (F32 has no staged kernel.)
+                        crate::StagedMode::Quantized => logits || !crate::float16_code(c),
                         crate::StagedMode::All => true,
                     })
                     .filter(|_| staged_shared <= self.q8.max_shared)

@@ -98,14 +98,17 @@ impl MvKernels {
         n_in: usize,
         code: Option<usize>,
     ) -> (&CudaFunction, usize) {
-        let float16 =
-            |c: usize| [weight_code(DType::BF16), weight_code(DType::F16)].contains(&Some(c));
         let fs = code
-            .filter(|&c| !float16(c) || n_in.is_multiple_of(8))
+            .filter(|&c| !float16_code(c) || n_in.is_multiple_of(8))
             .and_then(|c| self.typed.iter().find(|(t, _)| *t == c))
             .map_or(&self.any, |(_, f)| f);
         if n == 1 { (&fs[0], 1) } else { (&fs[1], 8) }
     }
+}
+
+/// Whether weight code `c` is F16 or BF16.
+pub(crate) fn float16_code(c: usize) -> bool {
+    [weight_code(DType::BF16), weight_code(DType::F16)].contains(&Some(c))
 }
 
 /// The multi-row products with x resident in shared memory

@@ -216,15 +216,6 @@ template <> struct QDot<W_Q6_K> {
     }
 };
 
-// Units per block of each type and bytes per block: unit idx lies in
-// block idx / UNITS, so a chunk of nt units (a multiple of UNITS) spans
-// nt / UNITS blocks.
-template <int T> struct QBlocks;
-template <> struct QBlocks<W_Q4_1> { static const int UNITS = 1, BYTES = 20; };
-template <> struct QBlocks<W_Q8_0> { static const int UNITS = 1, BYTES = 34; };
-template <> struct QBlocks<W_Q4_K> { static const int UNITS = 8, BYTES = 144; };
-template <> struct QBlocks<W_Q6_K> { static const int UNITS = 4, BYTES = 210; };
-
 // The loop every q8 kernel runs. A warp takes every `stride`-th item from
 // its first; rows(item, &ra, &rb) names an item's weight rows (rb may be
 // null; false: no such item). An item's rows are read in chunks of nt
@@ -244,7 +235,9 @@ __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const fl
                                        int kw, int n_items, Rows rows, Store store) {
     extern __shared__ __align__(16) u8 q8_smem[];
     __shared__ float s_part[MVQ_WARPS][2][NR];
-    constexpr int V = Unit<T>::VALUES, UNITS = QBlocks<T>::UNITS, BYTES = QBlocks<T>::BYTES;
+    // Unit idx lies in block idx / UNITS (BYTES a block), so a chunk of nt
+    // units (a multiple of UNITS) spans nt / UNITS blocks.
+    constexpr int V = Unit<T>::VALUES, UNITS = Fmt<T>::QK / V, BYTES = Fmt<T>::BYTES;
     const int r0 = blockIdx.y * NR;
     const int nv = min(NR, n - r0);
     const int nb = n_in / 32;
