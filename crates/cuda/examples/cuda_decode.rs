@@ -133,18 +133,27 @@ fn run() -> Result<(), String> {
         next = step(&next, pos, false)?;
         pos += 1;
     }
+    // A fingerprint of every generated token (FNV-1a), so runs of kernel
+    // variants that must not change a value can be compared by one line.
+    let mut fingerprint: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut remember = |tokens: &[u32]| {
+        for &t in tokens {
+            fingerprint = (fingerprint ^ u64::from(t)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
     let timed = n_decode.saturating_sub(2).max(1);
     let launches0 = model.backend.launch_count();
     let t3 = Instant::now();
     for _ in 0..timed {
         next = step(&next, pos, false)?;
+        remember(&next);
         pos += 1;
     }
     let dt = t3.elapsed().as_secs_f64();
     let kernels = (model.backend.launch_count() - launches0) as f64 / timed as f64;
     let (replays, captures) = model.backend.graph_counts();
     println!(
-        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {})",
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {}; tokens {fingerprint:016x})",
         prompt.len(),
         t_prefill.as_secs_f64() * 1e3,
         if n_seqs > 1 {

@@ -93,3 +93,22 @@ __device__ __forceinline__ void pdl_wait_then_trigger() {
     pdl_wait();
     pdl_trigger();
 }
+
+// Items of a warp whose weight rows the decode products ask L2 for before
+// their pdl_wait (0: none). Experimental, off by default: see CUDA.md
+// "Session 8".
+#ifndef SMELT_L2_AHEAD
+#define SMELT_L2_AHEAD 0
+#endif
+
+// Asks L2 for the bytes at p (sm_90 `cp.async.bulk.prefetch.L2`): a hint
+// that changes no value. The instruction wants 16-byte pieces, so the range
+// shrinks to the whole pieces inside it (never a byte outside).
+__device__ __forceinline__ void l2_prefetch(const u8* p, u64 bytes) {
+#if __CUDA_ARCH__ >= 900
+    const u64 a = ((u64)p + 15) & ~(u64)15, e = ((u64)p + bytes) & ~(u64)15;
+    if (e > a)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"((u32)(e - a))
+                     : "memory");
+#endif
+}

@@ -262,6 +262,7 @@ __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const fl
     int item = first0 + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
     bool act = item < n_items && rows(item, ra, rb);
+    items_ahead<T>(item, stride, n_items, n_in, part, rows);
     typename Unit<T>::Raw wa, wb;
     if (act && tid < nu) {
         Unit<T>::load(ra + wofs, lidx, wa);
