@@ -94,21 +94,55 @@ __device__ __forceinline__ void pdl_wait_then_trigger() {
     pdl_trigger();
 }
 
-// Items of a warp whose weight rows the decode products ask L2 for before
-// their pdl_wait (0: none). Experimental, off by default: see CUDA.md
-// "Session 8".
-#ifndef SMELT_L2_AHEAD
-#define SMELT_L2_AHEAD 0
+// How the unit loads read weights (units.cu): 0 plain loads; 1 (default)
+// the read-only path without L1 allocation (`ld.global.nc.L1::no_allocate`):
+// a weight byte is read once per step, so an L1 line for it buys nothing
+// (H100, same run: SmolLM2-shape decode +5 %, 1B +1.5 %, 8B +1.7 % against
+// 0); 2 as 1 with an L2 evict-first policy (+1 to +4 %); 3 the read-only
+// path alone (no gain). See CUDA.md "Session 8".
+#ifndef SMELT_W_LD
+#define SMELT_W_LD 1
+#endif
+#if SMELT_W_LD == 1
+#define SMELT_W_LD_OP "ld.global.nc.L1::no_allocate"
+#elif SMELT_W_LD == 2
+#define SMELT_W_LD_OP "ld.global.nc.L1::no_allocate.L2::cache_hint"
+#elif SMELT_W_LD == 3
+#define SMELT_W_LD_OP "ld.global.nc"
 #endif
 
-// Asks L2 for the bytes at p (sm_90 `cp.async.bulk.prefetch.L2`): a hint
-// that changes no value. The instruction wants 16-byte pieces, so the range
-// shrinks to the whole pieces inside it (never a byte outside).
-__device__ __forceinline__ void l2_prefetch(const u8* p, u64 bytes) {
-#if __CUDA_ARCH__ >= 900
-    const u64 a = ((u64)p + 15) & ~(u64)15, e = ((u64)p + bytes) & ~(u64)15;
-    if (e > a)
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"((u32)(e - a))
-                     : "memory");
+// A weight word (4-byte aligned) and 16 weight bytes (16-byte aligned), as
+// SMELT_W_LD says. Weights are never written while kernels run.
+__device__ __forceinline__ u32 wld32(const void* p) {
+#if SMELT_W_LD == 0
+    return *(const u32*)p;
+#else
+    u32 v;
+#if SMELT_W_LD == 2
+    asm("{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n" SMELT_W_LD_OP
+        ".u32 %0, [%1], pol;\n}" : "=r"(v) : "l"(p));
+#else
+    asm(SMELT_W_LD_OP ".u32 %0, [%1];" : "=r"(v) : "l"(p));
+#endif
+    return v;
+#endif
+}
+
+__device__ __forceinline__ uint4 wld128(const void* p) {
+#if SMELT_W_LD == 0
+    return *(const uint4*)p;
+#else
+    uint4 v;
+#if SMELT_W_LD == 2
+    asm("{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n" SMELT_W_LD_OP
+        ".v4.u32 {%0, %1, %2, %3}, [%4], pol;\n}"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+#else
+    asm(SMELT_W_LD_OP ".v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+#endif
+    return v;
 #endif
 }

@@ -197,17 +197,6 @@ __device__ __forceinline__ Item item_of(int kw) {
     return it;
 }
 
-// With SMELT_L2_AHEAD, a one-row item's first lane asks L2 for its whole
-// rows before the wait (the pre-wait loads fetch only the first chunks).
-template <int NR>
-__device__ __forceinline__ void item_rows_ahead(const Item& it, bool active, const u8* ra,
-                                                u64 bytes_a, const u8* rb, u64 bytes_b) {
-    if (SMELT_L2_AHEAD > 0 && NR == 1 && active && it.part == 0 && (threadIdx.x & 31) == 0) {
-        l2_prefetch(ra, bytes_a);
-        if (rb) l2_prefetch(rb, bytes_b);
-    }
-}
-
 // Whole dot products of row ra (type ta) and row rb (type tb, or null)
 // with nv input rows, in lane 0.. of the item's first warp; inv[r] is
 // 1/rms(x[r]) with a norm weight, else 1. SAME: the caller guarantees
@@ -319,23 +308,6 @@ __device__ __forceinline__ void item_units(int idx, int tid, bool two, const u8*
     }
 }
 
-// With SMELT_L2_AHEAD, lane 0 of an item's first warp asks L2 for the rows
-// of the warp's first SMELT_L2_AHEAD items (this one, then every step-th)
-// before the wait, for the kernels that loop over items.
-template <int T, class Rows>
-__device__ __forceinline__ void items_ahead(int item, int step, int n_items, int n_in, int part,
-                                            Rows rows) {
-    if (SMELT_L2_AHEAD > 0 && part == 0 && (threadIdx.x & 31) == 0) {
-        const u64 bytes = (u64)(n_in / Fmt<T>::QK) * Fmt<T>::BYTES;
-        for (int k = 0; k < SMELT_L2_AHEAD && item < n_items; k++, item += step) {
-            const u8 *pa = nullptr, *pb = nullptr;
-            if (!rows(item, pa, pb)) break;
-            l2_prefetch(pa, bytes);
-            if (pb) l2_prefetch(pb, bytes);
-        }
-    }
-}
-
 // Writes one item's results (lanes 0..nv of its first warp): rows oa and
 // oa + 1 of a plain product, scaled by inv, plus the bias, added to the
 // output when accumulating.
@@ -371,8 +343,6 @@ __device__ __forceinline__ void mv_plain_body(MvJob j, const float* x, int n_in,
     const bool has_b = ob < j.n_rows;
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    item_rows_ahead<NR>(it, active, j.w + (u64)oa * j.row_bytes, j.row_bytes,
-                        has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.row_bytes);
     item_dots<TT, NR, true>(it, kw, active, j.w + (u64)oa * j.row_bytes, j.wtype,
                             has_b ? j.w + (u64)ob * j.row_bytes : nullptr, j.wtype,
                             x + (u64)r0 * n_in, n_in, nv, g, eps, a, b, inv);
@@ -517,8 +487,6 @@ __device__ __forceinline__ void mv_qkv_body(MvJob jq, MvJob jk, MvJob jv, const 
     q.active = q.active && item0 + it.index < item1;
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    item_rows_ahead<NR>(it, q.active, q.w + (u64)q.ra * q.row_bytes, q.row_bytes,
-                        q.w + (u64)q.rb * q.row_bytes, q.row_bytes);
     item_dots<TT, NR, true>(it, kw, q.active, q.w + (u64)q.ra * q.row_bytes, q.wtype,
                             q.w + (u64)q.rb * q.row_bytes, q.wtype, x + (u64)r0 * n_in, n_in, nv,
                             g, eps, a, b, inv);
@@ -552,8 +520,6 @@ __device__ __forceinline__ void mv_swiglu_body(MvJob jg, MvJob ju, const float* 
     const bool active = i < jg.n_rows;
     const int nv = min(NR, n - r0);
     float a[NR], b[NR], inv[NR];
-    item_rows_ahead<NR>(it, active, jg.w + (u64)i * jg.row_bytes, jg.row_bytes,
-                        ju.w + (u64)i * ju.row_bytes, ju.row_bytes);
     item_dots<TT, NR, false>(it, kw, active, jg.w + (u64)i * jg.row_bytes, jg.wtype,
                              ju.w + (u64)i * ju.row_bytes, ju.wtype, x + (u64)r0 * n_in, n_in,
                              nv, g, eps, a, b, inv);

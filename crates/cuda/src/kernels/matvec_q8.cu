@@ -229,7 +229,9 @@ template <> struct QDot<W_Q6_K> {
 // steps ahead, `prefetch.global.L2`, was tried: 13 % slower on the 8B
 // shape, 3 % on the 1B; so was loading the next chunk into a second set of
 // registers while summing the current one: 5 % slower on the 8B shape, 2 %
-// on the 1B, H100.)
+// on the 1B, H100. Session 8: asking L2 for a warp's first 1, 2 or 8 items'
+// whole rows before the wait, `cp.async.bulk.prefetch.L2`, in every decode
+// product: 3-6 % slower on the 1B, 6-10 % on the 8B, same run.)
 template <int T, int NR, class Rows, class Store>
 __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const float* g, float eps,
                                        int kw, int n_items, Rows rows, Store store) {
@@ -262,7 +264,6 @@ __device__ __forceinline__ void q8_run(const float* x, int n_in, int n, const fl
     int item = first0 + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
     bool act = item < n_items && rows(item, ra, rb);
-    items_ahead<T>(item, stride, n_items, n_in, part, rows);
     typename Unit<T>::Raw wa, wb;
     if (act && tid < nu) {
         Unit<T>::load(ra + wofs, lidx, wa);

@@ -73,7 +73,6 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
     int item = blockIdx.x * per_block + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
     bool active = item < n_items && rows(item, ra, rb);
-    items_ahead<T>(item, step, n_items, n_in, part, rows);
     if (active && tid < nu) {
         Unit<T>::load(ra, tid, na);
         if (rb) Unit<T>::load(rb, tid, nb);

@@ -25,7 +25,7 @@ __device__ __forceinline__ void load16_a2(const u8* p, u32 out[4]) {
     const u32 sh = (u32)((u64)p & 2) * 8;
     u32 w[5];
 #pragma unroll
-    for (int i = 0; i < 5; i++) w[i] = base[i];
+    for (int i = 0; i < 5; i++) w[i] = wld32(base + i);
 #pragma unroll
     for (int i = 0; i < 4; i++) out[i] = __funnelshift_r(w[i], w[i + 1], sh);
 }
@@ -62,9 +62,9 @@ template <> struct Unit<W_Q4_1> {
     struct Raw { u32 dm; u32 q[4]; };
     static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
         const u8* blk = row + (u64)idx * 20;
-        r.dm = *(const u32*)blk;
+        r.dm = wld32(blk);
 #pragma unroll
-        for (int i = 0; i < 4; i++) r.q[i] = *(const u32*)(blk + 4 + 4 * i);
+        for (int i = 0; i < 4; i++) r.q[i] = wld32(blk + 4 + 4 * i);
     }
     // a += A . x (and b += B . x when two): x is the input row.
     template <int PAD = 0>
@@ -113,8 +113,8 @@ template <> struct Unit<W_Q4_K> {
     static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
         const u8* blk = row + (u64)(idx >> 3) * 144;
         const int k = idx & 7;
-        r.h = *(const uint4*)blk;
-        r.q = *(const uint4*)(blk + 16 + 32 * (k >> 1) + 16 * (k & 1));
+        r.h = wld128(blk);
+        r.q = wld128(blk + 16 + 32 * (k >> 1) + 16 * (k & 1));
     }
     static __device__ __forceinline__ u32 sbyte(const uint4& h, int j) {
         const u32 w = j < 4 ? h.y : (j < 8 ? h.z : h.w);
@@ -238,7 +238,7 @@ template <> struct Unit<W_Q8_0> {
         const u32 sh = (u32)((u64)p & 2) * 8;
         u32 w[9];
 #pragma unroll
-        for (int i = 0; i < 8; i++) w[i] = base[i];
+        for (int i = 0; i < 8; i++) w[i] = wld32(base + i);
         w[8] = ld_u16(p + 30);
 #pragma unroll
         for (int i = 0; i < 8; i++) r.q[i] = __funnelshift_r(w[i], w[i + 1], sh);
@@ -278,7 +278,7 @@ template <int T> struct FloatUnit {
     static const int VALUES = 8;
     struct Raw { uint4 q; };
     static __device__ __forceinline__ void load(const u8* row, int idx, Raw& r) {
-        r.q = *(const uint4*)(row + (u64)idx * 16);
+        r.q = wld128(row + (u64)idx * 16);
     }
     // The two values of word w.
     static __device__ __forceinline__ float lo(u32 w) {
