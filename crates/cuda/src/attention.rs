@@ -11,8 +11,16 @@ use crate::meta::Meta;
 
 /// Keys per attention block (`ATT_SPAN` in attention.cu).
 const ATT_SPAN: usize = 1024;
-/// Threads per attention block (`ATT_THREADS` in attention.cu).
-const ATT_THREADS: u32 = 256;
+/// Threads per attention block (`ATT_THREADS` in attention.cu: 256, or the
+/// `SMELT_ATT_THREADS` tuning define, which the kernel checks).
+fn att_threads() -> u32 {
+    static THREADS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        crate::compile::define("SMELT_ATT_THREADS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    })
+}
 
 impl CudaBackend {
     pub(crate) fn attention_on_device(
@@ -141,7 +149,7 @@ impl CudaBackend {
             "attention",
             f,
             (geom.n_heads as u32, rows.len() as u32, max_spans as u32),
-            ATT_THREADS,
+            att_threads(),
             &[
                 Arg::U64(qa),
                 Arg::I32(q.cols as i32),

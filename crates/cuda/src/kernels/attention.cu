@@ -16,7 +16,14 @@
 // Cache layout (smelt_backend::KvLayout): layer-major, then slot, then the
 // row of all KV heads; slot = block * block_size + offset.
 
-#define ATT_THREADS 256
+// Threads per block (a tuning define, read by src/attention.rs too): a
+// power of two from 64 to 512.
+#ifndef SMELT_ATT_THREADS
+#define SMELT_ATT_THREADS 256
+#endif
+#define ATT_THREADS SMELT_ATT_THREADS
+static_assert(ATT_THREADS >= 64 && ATT_THREADS <= 512 && (ATT_THREADS & (ATT_THREADS - 1)) == 0,
+              "SMELT_ATT_THREADS: a power of two from 64 to 512");
 #define ATT_SPAN 1024
 #define ATT_KEYS (ATT_SPAN / ATT_THREADS)
 // 8-value chunks of a key a thread loads before it sums them (the q.k loop's
