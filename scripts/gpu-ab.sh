@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Same-run A/B of kernel variants in one device call: each variant is a
+# `SMELT_CUDA_DEFINES` setting of the same binaries, its kernels compiled
+# HERE, so the GPU machine compiles nothing and every variant is measured
+# on the same warm machine.
+#
+#   scripts/gpu-ab.sh pack "" "SMELT_W_LD=0" "SMELT_ATT_THREADS=128"
+#       HERE: `scripts/gpu-test.sh pack`, then one kernel cache per variant
+#       ("" = the defaults) into .gpu/cache, packed with the binaries into
+#       .gpu/ab/g.tar.xz (~12 MB; carry ".gpu/ab").
+#   scripts/gpu-ab.sh
+#       ON THE GPU MACHINE: runs the GPU tests of the fused products and
+#       attention under every variant, then `cuda_decode` for every model,
+#       variants alternating, and prints each variant's mean tok/s, its
+#       ratio to the first variant, and whether its generated tokens equal
+#       the first variant's (a variant meant to change no value must).
+#   scripts/gpu-ab.sh summary LOG
+#       The table again from a saved log (the lines `run` printed).
+#
+# Environment (run): SMELT_AB_MODELS (default "smollm2 1b-q4_k_m 8b-q4_k_m":
+# `smelt synth` presets, written once to /tmp/smelt-ab, or GGUF paths),
+# SMELT_AB_REPS (3), SMELT_AB_TOKENS (256), SMELT_AB_TESTS (default
+# "test-fused_ops test-q8_ops test-ops_vs_reference"; "" skips them).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+AB=.gpu/ab
+
+# Reads `AB <variant index> <model> <tok/s> <fingerprint>` lines; prints a
+# table per model: mean tok/s per variant, ratio to variant 0, tokens equal.
+summary() {
+    awk -v names="$AB/variants" '
+        BEGIN { n = 0; while ((getline line < names) > 0) name[n++] = (line == "" ? "(defaults)" : line) }
+        $1 == "AB" {
+            v = $2; m = $3; key = m SUBSEP v
+            sum[key] += $4; cnt[key]++
+            if (!(m in seen)) { seen[m] = 1; models[nm++] = m }
+            if (!(key in fp)) fp[key] = $5
+            else if (fp[key] != $5) fp[key] = "varies"
+            if (v + 0 > maxv) maxv = v + 0
+        }
+        END {
+            for (i = 0; i < nm; i++) {
+                m = models[i]; base = sum[m SUBSEP 0] / cnt[m SUBSEP 0]
+                printf "%s\n", m
+                for (v = 0; v <= maxv; v++) {
+                    key = m SUBSEP v
+                    if (!(key in cnt)) continue
+                    mean = sum[key] / cnt[key]
+                    same = fp[key] == fp[m SUBSEP 0] && fp[key] != "varies" ? "same tokens" : "TOKENS DIFFER"
+                    printf "  %-40s %10.1f tok/s  %.3fx  %s (%d runs)\n", (v in name ? name[v] : v), mean, mean / base, same, cnt[key]
+                }
+            }
+        }' "$1"
+}
+
+if [[ "${1:-}" == "pack" ]]; then
+    set -e
+    shift
+    [[ $# -ge 1 ]] || { echo "usage: scripts/gpu-ab.sh pack VARIANT_DEFINES..." >&2; exit 2; }
+    scripts/gpu-test.sh pack
+    eval "$(sed -n '/^find_nvrtc()/,/^}/p' scripts/gpu-test.sh)"
+    find_nvrtc || { echo "gpu-ab: NVRTC not found here; cannot precompile the variants" >&2; exit 1; }
+    mkdir -p "$AB"
+    : > "$AB/variants"
+    for v in "$@"; do
+        echo "$v" >> "$AB/variants"
+        [[ -z "$v" ]] && continue
+        echo "gpu-ab: compiling the kernels with SMELT_CUDA_DEFINES=\"$v\""
+        SMELT_CUDA_DEFINES="$v" SMELT_CUDA_CACHE=.gpu/cache target/release/examples/cuda_precompile sm_90
+    done
+    (cd .gpu && tar cf - bin cache) | xz -3 -T2 > "$AB/g.tar.xz"
+    ls -la "$AB"
+    exit 0
+fi
+
+if [[ "${1:-}" == "summary" ]]; then
+    summary "$2"
+    exit 0
+fi
+
+LOG=${OUT:-/tmp}/ab.log
+: > "$LOG"
+mkdir -p /tmp/smelt-ab/g
+xz -dc "$AB/g.tar.xz" | tar xf - -C /tmp/smelt-ab/g
+eval "$(sed -n '/^find_nvrtc()/,/^}/p' scripts/gpu-test.sh)"
+find_nvrtc > /dev/null || echo "gpu-ab: libnvrtc not found (the cache should still serve)"
+export SMELT_CUDA_CACHE=/tmp/smelt-ab/g/cache SMELT_REQUIRE_CUDA=1 SMELT_ALLOW_MISSING_ASSETS=1
+B=/tmp/smelt-ab/g/bin
+mapfile -t VARIANTS < "$AB/variants"
+echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" | tee -a "$LOG"
+
+for i in "${!VARIANTS[@]}"; do
+    for t in ${SMELT_AB_TESTS-test-fused_ops test-q8_ops test-ops_vs_reference}; do
+        r=$(SMELT_CUDA_DEFINES="${VARIANTS[$i]}" "$B/$t" 2>&1 | grep -E "^test result|panicked" | tail -1)
+        echo "test [${VARIANTS[$i]:-(defaults)}] $t: $r" | tee -a "$LOG"
+    done
+done
+
+for m in ${SMELT_AB_MODELS:-smollm2 1b-q4_k_m 8b-q4_k_m}; do
+    file=$m
+    if [[ "$m" != smollm2 && ! -f "$m" ]]; then
+        file=/tmp/smelt-ab/$m.gguf
+        [[ -f "$file" ]] || "$B/smelt" synth "$m" "$file" > /dev/null || { echo "gpu-ab: cannot write $m" | tee -a "$LOG"; continue; }
+    fi
+    for _ in $(seq "${SMELT_AB_REPS:-3}"); do
+        for i in "${!VARIANTS[@]}"; do
+            line=$(SMELT_CUDA_DEFINES="${VARIANTS[$i]}" "$B/cuda_decode" "$file" "${SMELT_AB_TOKENS:-256}" 2>&1 | tail -1)
+            tps=$(sed -n 's/.*: \([0-9.]*\) tok\/s.*/\1/p' <<< "$line")
+            fp=$(sed -n 's/.*tokens \([0-9a-f]*\)).*/\1/p' <<< "$line")
+            if [[ -z "$tps" ]]; then
+                echo "gpu-ab: [${VARIANTS[$i]}] $m: $line" | tee -a "$LOG"
+            else
+                echo "AB $i $(basename "$m" .gguf) $tps $fp" | tee -a "$LOG"
+            fi
+        done
+    done
+done
+summary "$LOG"
