@@ -314,24 +314,10 @@ impl CudaBackend {
         let (n, hd) = (x.rows, geom.head_dim);
         let width = l.row_width();
         let n_slots = l.n_blocks * l.block_size;
-        let ok = [w.q, w.k, w.v].iter().all(|m| m.row_len == x.cols)
-            && w.q.n_rows == geom.n_heads * hd
-            && w.k.n_rows == width
-            && w.v.n_rows == width
-            && geom.n_kv_heads == l.n_kv_heads
-            && hd == l.head_dim
-            && rope.head_dim == hd
-            && rope.n_rot <= hd
-            && rope.inv_freq.len() == rope.n_rot / 2
+        let ok = crate::fused::qkv_shapes_fit(x, w, geom, rope, kv, at, q, &rows)
             && (h.rows, h.cols) == (n, x.cols)
-            && (q.rows, q.cols) == (n, w.q.n_rows)
             && (k.rows, k.cols) == (n, width)
-            && (v.rows, v.cols) == (n, width)
-            && at.positions.len() == n
-            && at.slots.len() == n
-            && rows.end <= n
-            && at.layer < l.n_layers
-            && at.slots.iter().all(|&s| (s as usize) < n_slots);
+            && (v.rows, v.cols) == (n, width);
         if !self.ensure(ok, || {
             format!(
                 "{WHAT} (bulk rows): x {}×{}, h {}×{}, q {}×{} k {}×{} v {}×{} weights, q/k/v \

@@ -19,6 +19,41 @@ use crate::{CudaBackend, weight_code};
 /// each warp takes two output rows (one gate/up pair for `mv_swiglu`).
 const MV_WARPS: u32 = 4;
 
+/// Whether the shapes of a Q/K/V step agree: the weights with x, the
+/// heads with the cache, RoPE with the head, `q` with its rows, and every
+/// position, slot and row range with the cache (the checks the fused and
+/// the bulk-row paths share; each adds its own).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qkv_shapes_fit(
+    x: &CudaBuf,
+    w: &QkvWeights<'_, CudaWeight>,
+    geom: &AttnGeometry,
+    rope: &RopeParams,
+    kv: &CudaKv,
+    at: &KvWrite<'_>,
+    q: &CudaBuf,
+    rows: &Range<usize>,
+) -> bool {
+    let l = kv.layout;
+    let (n, hd, width) = (x.rows, geom.head_dim, l.row_width());
+    let n_slots = l.n_blocks * l.block_size;
+    [w.q, w.k, w.v].iter().all(|m| m.row_len == x.cols)
+        && w.q.n_rows == geom.n_heads * hd
+        && w.k.n_rows == width
+        && w.v.n_rows == width
+        && geom.n_kv_heads == l.n_kv_heads
+        && hd == l.head_dim
+        && rope.head_dim == hd
+        && rope.n_rot <= hd
+        && rope.inv_freq.len() == rope.n_rot / 2
+        && (q.rows, q.cols) == (n, w.q.n_rows)
+        && at.positions.len() == n
+        && at.slots.len() == n
+        && rows.end <= n
+        && at.layer < l.n_layers
+        && at.slots.iter().all(|&s| (s as usize) < n_slots)
+}
+
 /// Threads per block of `argmax_rows`, values per block (about), and the
 /// most blocks one row is split over.
 const ARGMAX_THREADS: u32 = 256;
@@ -358,26 +393,13 @@ impl CudaBackend {
     ) {
         const WHAT: &str = "norm_qkv_rope_store";
         let l = kv.layout;
-        let (n, hd) = (x.rows, geom.head_dim);
+        let hd = geom.head_dim;
         let width = l.row_width();
         let n_slots = l.n_blocks * l.block_size;
-        let ok = [w.q, w.k, w.v].iter().all(|m| m.row_len == x.cols)
-            && w.q.n_rows == geom.n_heads * hd
-            && w.k.n_rows == width
-            && w.v.n_rows == width
-            && geom.n_kv_heads == l.n_kv_heads
-            && hd == l.head_dim
+        // The kernel rotates pairs within a head.
+        let ok = qkv_shapes_fit(x, w, geom, rope, kv, at, q, &rows)
             && hd.is_multiple_of(2)
-            && rope.head_dim == hd
-            && rope.n_rot <= hd
-            && rope.n_rot.is_multiple_of(2)
-            && rope.inv_freq.len() == rope.n_rot / 2
-            && (q.rows, q.cols) == (n, w.q.n_rows)
-            && at.positions.len() == n
-            && at.slots.len() == n
-            && rows.end <= n
-            && at.layer < l.n_layers
-            && at.slots.iter().all(|&s| (s as usize) < n_slots);
+            && rope.n_rot.is_multiple_of(2);
         if !self.ensure(ok, || {
             format!(
                 "{WHAT}: x {}×{}, q {}×{} k {}×{} v {}×{} weights, q out {}×{}, {} heads / {} KV \
