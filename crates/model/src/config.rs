@@ -212,6 +212,25 @@ impl ModelConfig {
             reason: reason.to_string(),
         };
         let n_layers = req("block_count", MAX_LAYERS)?;
+        // Weights of a block past the count mean the count is wrong (an
+        // edited or mixed-up file): running fewer blocks than the file
+        // holds would answer, wrongly, without a word.
+        let block_of = |name: &str| -> Option<usize> {
+            name.strip_prefix("blk.")?.split_once('.')?.0.parse().ok()
+        };
+        if let Some(last) = file
+            .tensors()
+            .iter()
+            .filter_map(|t| block_of(&t.name))
+            .max()
+            && last >= n_layers
+        {
+            return Err(bad(
+                "block_count",
+                n_layers.to_string(),
+                &format!("the file holds weights of block {last}"),
+            ));
+        }
         let d_model = req("embedding_length", MAX_DIM)?;
         let d_ff = req("feed_forward_length", MAX_DIM)?;
         let n_heads = req("attention.head_count", MAX_DIM)?;
