@@ -2,25 +2,13 @@
 //! committed golden conversations exactly (so the goldens' templates are the models' templates).
 //! Needs the models: run scripts/fetch-assets.sh.
 
+mod common;
+
+use common::asset;
 use serde_json::Value as Json;
 use smelt_gguf::GgufFile;
 use smelt_text::chat_template::{ChatMessage, ChatTemplate};
 use std::path::PathBuf;
-
-fn asset(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SMELT_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/smelt/assets")
-        });
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "missing model {}: run scripts/fetch-assets.sh (or set SMELT_ASSETS)",
-        path.display()
-    );
-    path
-}
 
 fn open(name: &str) -> GgufFile {
     let path = asset(name);

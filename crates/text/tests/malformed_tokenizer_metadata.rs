@@ -5,26 +5,14 @@
 //! tokenizer is built, encodes and decodes text, and the template renders.
 //! The models come from `scripts/fetch-assets.sh`.
 
+mod common;
+
+use common::asset;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
 
 use smelt_gguf::{GgufFile, GgufWriter, Value};
 use smelt_text::chat_template::{ChatMessage, ChatTemplate};
 use smelt_text::tokenizer::Tokenizer;
-
-fn asset(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SMELT_ASSETS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/smelt/assets")))
-        .expect("neither SMELT_ASSETS nor HOME is set");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "model {} not found: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    path
-}
 
 /// xorshift64: the edits are the same on every run.
 struct Rng(u64);

@@ -6,6 +6,9 @@
 //!
 //! Fetch both with `scripts/fetch-vocab-vectors.sh`.
 
+mod common;
+
+use common::assets;
 use std::path::{Path, PathBuf};
 
 use smelt_gguf::{GgufFile, GgufWriter};
@@ -17,13 +20,6 @@ const SEPARATOR: &str = "\n__ggml_vocab_test__\n";
 
 /// (HF tokenizer directory under hf-tokenizers/, llama.cpp vocab name).
 const PAIRS: &[(&str, &str)] = &[("qwen3", "qwen2"), ("llama3", "llama-bpe")];
-
-fn assets() -> PathBuf {
-    std::env::var_os("SMELT_ASSETS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/smelt/assets")))
-        .expect("neither SMELT_ASSETS nor HOME is set")
-}
 
 fn hf_dir(name: &str) -> PathBuf {
     let dir = assets().join("hf-tokenizers").join(name);

@@ -3,25 +3,13 @@
 //! Qwen2.5, the sentencepiece library for stories260K) in
 //! `golden/tokenizer_models.json`. The models come from `scripts/fetch-assets.sh`.
 
-use std::path::PathBuf;
+mod common;
+
+use common::asset;
 
 use serde_json::Value;
 use smelt_gguf::GgufFile;
 use smelt_text::tokenizer::Tokenizer;
-
-fn asset(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SMELT_ASSETS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/smelt/assets")))
-        .expect("neither SMELT_ASSETS nor HOME is set");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "model {} not found: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    path
-}
 
 fn golden(model: &str) -> (Tokenizer, Vec<(String, Vec<u32>, String)>) {
     let text = include_str!("golden/tokenizer_models.json");
