@@ -76,8 +76,9 @@ const TYPED_Q8: [(DType, &str); 4] = [
 ];
 
 /// Weight types with f32-activation kernels of their own (`_<suffix>` in
-/// matvec.cu): the q8 ones, and the 16-bit floats (vector loads of 8
-/// values, so only for rows of a multiple of 8: see `MvKernels::pick`).
+/// matvec.cu, and the staged-x one-row kernels of matvec_staged.cu): the q8
+/// ones, and the 16-bit floats (vector loads of 8 values, so only for rows
+/// of a multiple of 8: see `MvKernels::pick`).
 const TYPED_MV: [(DType, &str); 6] = [
     (DType::Q4_1, "q4_1"),
     (DType::Q4K, "q4_k"),
@@ -120,16 +121,6 @@ pub(crate) struct RowsKernels {
 
 /// Weight types with resident-x multi-row kernels (matvec_rows.cu).
 const TYPED_MVR: [(DType, &str); 2] = [(DType::Q4_1, "q4_1"), (DType::Q8_0, "q8_0")];
-
-/// Weight types with staged-x one-row kernels (matvec_staged.cu).
-const TYPED_MVS: [(DType, &str); 6] = [
-    (DType::Q4_1, "q4_1"),
-    (DType::Q8_0, "q8_0"),
-    (DType::Q4K, "q4_k"),
-    (DType::Q6K, "q6_k"),
-    (DType::BF16, "bf16"),
-    (DType::F16, "f16"),
-];
 
 /// Which one-row f32 products take the staged-x kernels (matvec_staged.cu;
 /// the same values as the `_1` kernels).
@@ -707,9 +698,9 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         mvr_plain: rows("mvr_plain_8", &TYPED_MVR)?,
         mvr_qkv: rows("mvr_qkv_8", &TYPED_MVR)?,
         mvr_swiglu: rows("mvr_swiglu_8", &TYPED_MVR)?,
-        mvs_plain: rows("mvs_plain_1", &TYPED_MVS)?,
-        mvs_qkv: rows("mvs_qkv_1", &TYPED_MVS)?,
-        mvs_swiglu: rows("mvs_swiglu_1", &TYPED_MVS)?,
+        mvs_plain: rows("mvs_plain_1", &TYPED_MV)?,
+        mvs_qkv: rows("mvs_qkv_1", &TYPED_MV)?,
+        mvs_swiglu: rows("mvs_swiglu_1", &TYPED_MV)?,
         argmax_rows: f("argmax_rows")?,
         stream_read: f("stream_read")?,
         top_k_rows: f("top_k_rows")?,

@@ -94,21 +94,14 @@ __device__ __forceinline__ void pdl_wait_then_trigger() {
     pdl_trigger();
 }
 
-// How the unit loads read weights (units.cu): 0 plain loads; 1 (default)
-// the read-only path without L1 allocation (`ld.global.nc.L1::no_allocate`):
-// a weight byte is read once per step, so an L1 line for it buys nothing
-// (H100, same run: SmolLM2-shape decode +5 %, 1B +1.5 %, 8B +1.7 % against
-// 0); 2 as 1 with an L2 evict-first policy (+1 to +4 %); 3 the read-only
-// path alone (no gain). See CUDA.md "Session 8".
+// How the unit loads read weights (units.cu): 1 (default) the read-only
+// path without L1 allocation (`ld.global.nc.L1::no_allocate`): a weight
+// byte is read once per step, so an L1 line for it buys nothing (H100,
+// same run: SmolLM2-shape decode +5 %, 1B +1.5 %, 8B +1.7 % against plain
+// loads); 0 plain loads, kept for A/B runs. An L2 evict-first policy and
+// the read-only path with L1 allocation were no better (CUDA.md "Session 8").
 #ifndef SMELT_W_LD
 #define SMELT_W_LD 1
-#endif
-#if SMELT_W_LD == 1
-#define SMELT_W_LD_OP "ld.global.nc.L1::no_allocate"
-#elif SMELT_W_LD == 2
-#define SMELT_W_LD_OP "ld.global.nc.L1::no_allocate.L2::cache_hint"
-#elif SMELT_W_LD == 3
-#define SMELT_W_LD_OP "ld.global.nc"
 #endif
 
 // A weight word (4-byte aligned) and 16 weight bytes (16-byte aligned), as
@@ -118,12 +111,7 @@ __device__ __forceinline__ u32 wld32(const void* p) {
     return *(const u32*)p;
 #else
     u32 v;
-#if SMELT_W_LD == 2
-    asm("{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n" SMELT_W_LD_OP
-        ".u32 %0, [%1], pol;\n}" : "=r"(v) : "l"(p));
-#else
-    asm(SMELT_W_LD_OP ".u32 %0, [%1];" : "=r"(v) : "l"(p));
-#endif
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
 #endif
 }
@@ -133,16 +121,9 @@ __device__ __forceinline__ uint4 wld128(const void* p) {
     return *(const uint4*)p;
 #else
     uint4 v;
-#if SMELT_W_LD == 2
-    asm("{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n" SMELT_W_LD_OP
-        ".v4.u32 {%0, %1, %2, %3}, [%4], pol;\n}"
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
-#else
-    asm(SMELT_W_LD_OP ".v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-#endif
     return v;
 #endif
 }

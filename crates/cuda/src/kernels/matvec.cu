@@ -308,6 +308,22 @@ __device__ __forceinline__ void item_units(int idx, int tid, bool two, const u8*
     }
 }
 
+// A warp's first item in the resident-x and staged-x loops, before the
+// wait for the previous kernel: its weight rows (ra, rb) and, when the
+// item exists, their unit tid loaded into (na, nb). True if it exists.
+template <int T, class Rows>
+__device__ __forceinline__ bool first_item_units(int item, int n_items, int tid, int nu,
+                                                 Rows rows, const u8*& ra, const u8*& rb,
+                                                 typename Unit<T>::Raw& na,
+                                                 typename Unit<T>::Raw& nb) {
+    const bool active = item < n_items && rows(item, ra, rb);
+    if (active && tid < nu) {
+        Unit<T>::load(ra, tid, na);
+        if (rb) Unit<T>::load(rb, tid, nb);
+    }
+    return active;
+}
+
 // Writes one item's results (lanes 0..nv of its first warp): rows oa and
 // oa + 1 of a plain product, scaled by inv, plus the bias, added to the
 // output when accumulating.

@@ -149,11 +149,7 @@ __device__ __forceinline__ void mvr_run(const float* x, int n_in, int n, const f
     typename Unit<T>::Raw na, nb;  // the next item's unit tid
     int item = blockIdx.x * per_block + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
-    bool active = item < n_items && rows(item, ra, rb);
-    if (active && tid < nu) {
-        Unit<T>::load(ra, tid, na);
-        if (rb) Unit<T>::load(rb, tid, nb);
-    }
+    bool active = first_item_units<T>(item, n_items, tid, nu, rows, ra, rb, na, nb);
     pdl_wait_then_trigger();
     {
         // x rows r0 .. r0 + nv, padded, float4 by float4, times the norm

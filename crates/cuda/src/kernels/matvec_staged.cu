@@ -72,11 +72,7 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
     typename Unit<T>::Raw na, nb;  // the next item's unit tid
     int item = blockIdx.x * per_block + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
-    bool active = item < n_items && rows(item, ra, rb);
-    if (active && tid < nu) {
-        Unit<T>::load(ra, tid, na);
-        if (rb) Unit<T>::load(rb, tid, nb);
-    }
+    bool active = first_item_units<T>(item, n_items, tid, nu, rows, ra, rb, na, nb);
     pdl_wait_then_trigger();
     // x times the norm weight (the one-row kernels' `v.x *= s.x`), padded.
     for (int e = 4 * threadIdx.x; e < n_in; e += 4 * blockDim.x) {
