@@ -25,14 +25,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 AB=.gpu/ab
 
-# Reads `AB <variant index> <model> <tok/s> <fingerprint>` lines; prints a
+# Reads `AB <variant index> <model> <tok/s> <fingerprint> <host us/step>`
+# lines (the host's time a step outside its waits for the GPU); prints a
 # table per model: mean tok/s per variant, ratio to variant 0, tokens equal.
 summary() {
     awk -v names="$AB/variants" '
         BEGIN { n = 0; while ((getline line < names) > 0) name[n++] = (line == "" ? "(defaults)" : line) }
         $1 == "AB" {
             v = $2; m = $3; key = m SUBSEP v
-            sum[key] += $4; cnt[key]++
+            sum[key] += $4; cnt[key]++; if ($6 != "" && $6 != "-") { hsum[key] += $6; hcnt[key]++ }
             if (!(m in seen)) { seen[m] = 1; models[nm++] = m }
             if (!(key in fp)) fp[key] = $5
             else if (fp[key] != $5) fp[key] = "varies"
@@ -47,7 +48,8 @@ summary() {
                     if (!(key in cnt)) continue
                     mean = sum[key] / cnt[key]
                     same = fp[key] == fp[m SUBSEP 0] && fp[key] != "varies" ? "same tokens" : "TOKENS DIFFER"
-                    printf "  %-40s %10.1f tok/s  %.3fx  %s (%d runs)\n", (v in name ? name[v] : v), mean, mean / base, same, cnt[key]
+                    host = key in hcnt ? sprintf(", host %.1f us/step", hsum[key] / hcnt[key]) : ""
+                    printf "  %-40s %10.1f tok/s  %.3fx  %s (%d runs%s)\n", (v in name ? name[v] : v), mean, mean / base, same, cnt[key], host
                 }
             }
         }' "$1"
@@ -106,11 +108,12 @@ for m in ${SMELT_AB_MODELS:-smollm2 1b-q4_k_m 8b-q4_k_m}; do
         for i in "${!VARIANTS[@]}"; do
             line=$(SMELT_CUDA_DEFINES="${VARIANTS[$i]}" "$B/cuda_decode" "$file" "${SMELT_AB_TOKENS:-256}" 2>&1 | tail -1)
             tps=$(sed -n 's/.*: \([0-9.]*\) tok\/s.*/\1/p' <<< "$line")
-            fp=$(sed -n 's/.*tokens \([0-9a-f]*\)).*/\1/p' <<< "$line")
+            fp=$(sed -n 's/.*tokens \([0-9a-f]*\)[;)].*/\1/p' <<< "$line")
+            host=$(sed -n 's/.*host \([0-9.]*\) us\/step.*/\1/p' <<< "$line")
             if [[ -z "$tps" ]]; then
                 echo "gpu-ab: [${VARIANTS[$i]}] $m: $line" | tee -a "$LOG"
             else
-                echo "AB $i $(basename "$m" .gguf) $tps $fp" | tee -a "$LOG"
+                echo "AB $i $(basename "$m" .gguf) $tps $fp ${host:--}" | tee -a "$LOG"
             fi
         done
     done

@@ -143,6 +143,8 @@ fn run() -> Result<(), String> {
     };
     let timed = n_decode.saturating_sub(2).max(1);
     let launches0 = model.backend.launch_count();
+    let waited0 = model.backend.host_waited();
+    let (uploads0, launched0) = model.backend.host_uploads_launches();
     let t3 = Instant::now();
     for _ in 0..timed {
         next = step(&next, pos, false)?;
@@ -150,10 +152,14 @@ fn run() -> Result<(), String> {
         pos += 1;
     }
     let dt = t3.elapsed().as_secs_f64();
+    let waited = (model.backend.host_waited() - waited0).as_secs_f64();
+    let (uploads, launched) = model.backend.host_uploads_launches();
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e6 / timed as f64;
+    let (uploads, launched) = (per_step(uploads - uploads0), per_step(launched - launched0));
     let kernels = (model.backend.launch_count() - launches0) as f64 / timed as f64;
     let (replays, captures) = model.backend.graph_counts();
     println!(
-        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {}; tokens {fingerprint:016x})",
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {}; tokens {fingerprint:016x}; host {:.1} us/step outside waits, of which uploads {uploads:.1}, launches {launched:.1})",
         prompt.len(),
         t_prefill.as_secs_f64() * 1e3,
         if n_seqs > 1 {
@@ -164,6 +170,7 @@ fn run() -> Result<(), String> {
         (timed * n_seqs) as f64 / dt,
         dt * 1e3 / timed as f64,
         if model.backend.pdl() { "on" } else { "off" },
+        (dt - waited) * 1e6 / timed as f64,
     );
     Ok(())
 }

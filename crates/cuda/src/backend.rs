@@ -313,7 +313,9 @@ impl Backend for CudaBackend {
         self.queue.flush();
         let mut out = HostBuf::zeros(buf.rows, buf.cols);
         if let Some(d) = &buf.data
-            && let Err(e) = self.queue.stream.memcpy_dtoh(d, &mut out.data)
+            && let Err(e) = self
+                .queue
+                .waiting(|| self.queue.stream.memcpy_dtoh(d, &mut out.data))
         {
             self.fail(format!("download: {e}"));
         }
@@ -762,7 +764,7 @@ impl Backend for CudaBackend {
         // for every row until the next `begin_step`.
         self.clear_step_rows();
         self.queue.flush();
-        let sync = self.queue.stream.synchronize();
+        let sync = self.queue.waiting(|| self.queue.stream.synchronize());
         let sticky = self.queue.ctx.check_err();
         let device = |reason: String| BackendError::Device {
             backend: "cuda",

@@ -656,11 +656,11 @@ impl CudaBackend {
             ],
         );
         self.queue.flush();
-        if let Err(e) = self
-            .queue
-            .stream
-            .memcpy_dtoh(&scratch.slice(..rows), &mut ids)
-        {
+        if let Err(e) = self.queue.waiting(|| {
+            self.queue
+                .stream
+                .memcpy_dtoh(&scratch.slice(..rows), &mut ids)
+        }) {
             self.fail(format!("argmax_rows: {e}"));
         }
         ids
@@ -714,11 +714,11 @@ impl CudaBackend {
         );
         self.queue.flush();
         let mut raw = vec![0u32; need];
-        if let Err(e) = self
-            .queue
-            .stream
-            .memcpy_dtoh(&scratch.slice(..need), &mut raw)
-        {
+        if let Err(e) = self.queue.waiting(|| {
+            self.queue
+                .stream
+                .memcpy_dtoh(&scratch.slice(..need), &mut raw)
+        }) {
             self.fail(format!("top_k_rows: {e}"));
             return vec![Vec::new(); rows];
         }

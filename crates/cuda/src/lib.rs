@@ -517,6 +517,24 @@ impl CudaBackend {
         kv.read_row(self, layer, slot)
     }
 
+    /// Time the host has spent waiting for the GPU so far (copies back
+    /// and synchronisations): over a run of steps, the rest of the run's
+    /// time is the host's own work, during which a step-by-step caller
+    /// leaves the GPU idle.
+    pub fn host_waited(&self) -> std::time::Duration {
+        self.queue.clock(queue::HostClock::Wait)
+    }
+
+    /// Host time so far in copies of per-step metadata to the GPU and in
+    /// handing launches (or graph replays) to the driver: parts of the
+    /// host's own work a step.
+    pub fn host_uploads_launches(&self) -> (std::time::Duration, std::time::Duration) {
+        (
+            self.queue.clock(queue::HostClock::Upload),
+            self.queue.clock(queue::HostClock::Launch),
+        )
+    }
+
     /// Kernel launches recorded so far (each graph replay counts its
     /// kernels): the difference over a step is the step's kernel count.
     pub fn launch_count(&self) -> u64 {

@@ -120,7 +120,9 @@ impl CudaBackend {
         // Ordered on the stream after every kernel sent so far, so kernels
         // still to run on the old contents read the old contents.
         let mut dst = e.dev.slice_mut(..data.len());
-        if let Err(err) = self.queue.stream.memcpy_htod(data, &mut dst) {
+        if let Err(err) = self.queue.timed(crate::queue::HostClock::Upload, || {
+            self.queue.stream.memcpy_htod(data, &mut dst)
+        }) {
             self.fail(format!(
                 "{key:?}: cannot copy {} values to the GPU: {err}",
                 data.len()

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{
@@ -129,6 +129,20 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     /// The first error since the last `take_error`.
     error: Mutex<Option<String>>,
+    /// Nanoseconds the host has spent in each [`HostClock`] kind of call,
+    /// for reports of the host's share of a step.
+    clocks: [AtomicU64; 3],
+}
+
+/// The host calls whose time is counted (`Queue::timed`).
+#[derive(Clone, Copy, Debug)]
+pub enum HostClock {
+    /// Waits for the GPU: copies back and synchronisations.
+    Wait = 0,
+    /// Copies of per-step metadata to the GPU.
+    Upload = 1,
+    /// Kernel launches and graph replays handed to the driver.
+    Launch = 2,
 }
 
 impl Queue {
@@ -142,7 +156,27 @@ impl Queue {
             pdl: AtomicBool::new(pdl),
             state: Mutex::new(State::default()),
             error: Mutex::new(None),
+            clocks: Default::default(),
         }
+    }
+
+    /// Runs `f`, a call of kind `clock`, counting the time it takes.
+    pub fn timed<T>(&self, clock: HostClock, f: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let r = f();
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.clocks[clock as usize].fetch_add(ns, Ordering::Relaxed);
+        r
+    }
+
+    /// Runs `f`, a call that waits for the GPU, counting the time it takes.
+    pub fn waiting<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.timed(HostClock::Wait, f)
+    }
+
+    /// Time spent in calls of kind `clock` so far.
+    pub fn clock(&self, clock: HostClock) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.clocks[clock as usize].load(Ordering::Relaxed))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -224,7 +258,7 @@ impl Queue {
             if let Some((list, graph)) = &s.graph
                 && *list == launches
             {
-                if let Err(e) = graph.0.launch() {
+                if let Err(e) = self.timed(HostClock::Launch, || graph.0.launch()) {
                     self.fail(format!("graph replay failed: {e}"));
                 }
                 s.replays += 1;
@@ -259,9 +293,11 @@ impl Queue {
                 }
             }
         }
-        for l in &launches {
-            self.launch_now(l);
-        }
+        self.timed(HostClock::Launch, || {
+            for l in &launches {
+                self.launch_now(l);
+            }
+        });
         s.previous = launches;
     }
 
