@@ -4,9 +4,10 @@
 # HERE, so the GPU machine compiles nothing and every variant is measured
 # on the same warm machine.
 #
-#   scripts/gpu-ab.sh pack "" "SMELT_W_LD=0" "SMELT_ATT_THREADS=128"
+#   scripts/gpu-ab.sh pack "" "SMELT_W_LD=0" "env:SMELT_DECODE_CHAINED=0"
 #       HERE: `scripts/gpu-test.sh pack`, then one kernel cache per variant
-#       ("" = the defaults) into .gpu/cache, packed with the binaries into
+#       ("" = the defaults; "env:NAME=VALUE ..." = the default kernels run
+#       with those environment variables) into .gpu/cache, packed with the binaries into
 #       .gpu/ab/g.tar.xz (~12 MB; carry ".gpu/ab").
 #   scripts/gpu-ab.sh
 #       ON THE GPU MACHINE: runs the GPU tests of the fused products and
@@ -66,7 +67,7 @@ if [[ "${1:-}" == "pack" ]]; then
     : > "$AB/variants"
     for v in "$@"; do
         echo "$v" >> "$AB/variants"
-        [[ -z "$v" ]] && continue
+        [[ -z "$v" || "$v" == env:* ]] && continue
         echo "gpu-ab: compiling the kernels with SMELT_CUDA_DEFINES=\"$v\""
         SMELT_CUDA_DEFINES="$v" SMELT_CUDA_CACHE=.gpu/cache target/release/examples/cuda_precompile sm_90
     done
@@ -89,11 +90,21 @@ find_nvrtc > /dev/null || echo "gpu-ab: libnvrtc not found (the cache should sti
 export SMELT_CUDA_CACHE=/tmp/smelt-ab/g/cache SMELT_REQUIRE_CUDA=1 SMELT_ALLOW_MISSING_ASSETS=1
 B=/tmp/smelt-ab/g/bin
 mapfile -t VARIANTS < "$AB/variants"
+# Runs a command under a variant: "env:NAME=VALUE ..." sets environment
+# variables (the default kernels), anything else is SMELT_CUDA_DEFINES.
+variant_env() {
+    local v=$1; shift
+    if [[ "$v" == env:* ]]; then
+        env ${v#env:} "$@"
+    else
+        SMELT_CUDA_DEFINES="$v" "$@"
+    fi
+}
 echo "gpu: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" | tee -a "$LOG"
 
 for i in "${!VARIANTS[@]}"; do
     for t in ${SMELT_AB_TESTS-test-fused_ops test-q8_ops test-ops_vs_reference}; do
-        r=$(SMELT_CUDA_DEFINES="${VARIANTS[$i]}" "$B/$t" 2>&1 | grep -E "^test result|panicked" | tail -1)
+        r=$(variant_env "${VARIANTS[$i]}" "$B/$t" 2>&1 | grep -E "^test result|panicked" | tail -1)
         echo "test [${VARIANTS[$i]:-(defaults)}] $t: $r" | tee -a "$LOG"
     done
 done
@@ -106,7 +117,7 @@ for m in ${SMELT_AB_MODELS:-smollm2 1b-q4_k_m 8b-q4_k_m}; do
     fi
     for _ in $(seq "${SMELT_AB_REPS:-3}"); do
         for i in "${!VARIANTS[@]}"; do
-            line=$(SMELT_CUDA_DEFINES="${VARIANTS[$i]}" "$B/cuda_decode" "$file" "${SMELT_AB_TOKENS:-256}" 2>&1 | tail -1)
+            line=$(variant_env "${VARIANTS[$i]}" "$B/cuda_decode" "$file" "${SMELT_AB_TOKENS:-256}" 2>&1 | tail -1)
             tps=$(sed -n 's/.*: \([0-9.]*\) tok\/s.*/\1/p' <<< "$line")
             fp=$(sed -n 's/.*tokens \([0-9a-f]*\)[;)].*/\1/p' <<< "$line")
             host=$(sed -n 's/.*host \([0-9.]*\) us\/step.*/\1/p' <<< "$line")

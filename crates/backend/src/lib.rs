@@ -425,6 +425,36 @@ pub trait Backend: Send + Sync {
         (0..host.rows).map(|r| argmax(host.row(r))).collect()
     }
 
+    /// Whether this backend chains greedy steps where the logits are
+    /// ([`Backend::argmax_rows_chained`], [`Backend::embed_chained`],
+    /// [`Backend::chained_ids`]), so that `Model::decode_greedy` can queue a
+    /// step before the host has read the previous step's token. The other
+    /// three methods are only called when this is true.
+    fn chains_greedy(&self) -> bool {
+        false
+    }
+
+    /// As [`Backend::argmax_rows`], but the ids stay where the logits are,
+    /// as the input of the next [`Backend::embed_chained`], and their copy
+    /// to the host is only started: [`Backend::chained_ids`] with the
+    /// returned ticket waits for them.
+    fn argmax_rows_chained(&self, _x: &Self::Buf) -> u64 {
+        0
+    }
+
+    /// As [`Backend::embed`], for the tokens the last
+    /// [`Backend::argmax_rows_chained`] picked (one per row of `out`).
+    fn embed_chained(&self, _table: &Self::Weight, _scale: f32, _out: &mut Self::Buf) {}
+
+    /// The ids of [`Backend::argmax_rows_chained`]'s `ticket`, once they are
+    /// known (only the two latest tickets are kept).
+    fn chained_ids(&self, _ticket: u64) -> Result<Vec<u32>, BackendError> {
+        Err(BackendError::Device {
+            backend: "this",
+            reason: "greedy steps are not chained on this backend".into(),
+        })
+    }
+
     /// The `k` largest values of each row with their indices, largest
     /// first (ties: lower index first; the order is `f32::total_cmp`'s):
     /// [`top_k_sorted`] of each row. What top-k sampling needs from the

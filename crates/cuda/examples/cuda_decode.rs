@@ -145,11 +145,25 @@ fn run() -> Result<(), String> {
     let launches0 = model.backend.launch_count();
     let waited0 = model.backend.host_waited();
     let (uploads0, launched0) = model.backend.host_uploads_launches();
+    // One sequence decodes through `Model::decode_greedy`, whose steps the
+    // backend chains (each queued before the previous one's token is read);
+    // `SMELT_DECODE_CHAINED=0` steps one `forward_greedy` at a time instead.
+    let chained = n_seqs == 1 && std::env::var("SMELT_DECODE_CHAINED").map_or(true, |v| v != "0");
     let t3 = Instant::now();
-    for _ in 0..timed {
-        next = step(&next, pos, false)?;
-        remember(&next);
-        pos += 1;
+    if chained {
+        let table = tables[0].clone();
+        model
+            .decode_greedy(&mut kv, &table, pos as u32, next[0], timed, |t| {
+                remember(&[t]);
+                true
+            })
+            .map_err(|e| e.to_string())?;
+    } else {
+        for _ in 0..timed {
+            next = step(&next, pos, false)?;
+            remember(&next);
+            pos += 1;
+        }
     }
     let dt = t3.elapsed().as_secs_f64();
     let waited = (model.backend.host_waited() - waited0).as_secs_f64();
@@ -159,7 +173,7 @@ fn run() -> Result<(), String> {
     let kernels = (model.backend.launch_count() - launches0) as f64 / timed as f64;
     let (replays, captures) = model.backend.graph_counts();
     println!(
-        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {}; tokens {fingerprint:016x}; host {:.1} us/step outside waits, of which uploads {uploads:.1}, launches {launched:.1})",
+        "{what}: prefill {} tokens {:.2} ms; decode {timed} tokens{}: {:.1} tok/s ({:.3} ms/step, {kernels:.0} kernels/token; {replays} graph replays, {captures} captures; PDL {}; steps {}; tokens {fingerprint:016x}; host {:.1} us/step outside waits, of which uploads {uploads:.1}, launches {launched:.1})",
         prompt.len(),
         t_prefill.as_secs_f64() * 1e3,
         if n_seqs > 1 {
@@ -170,6 +184,7 @@ fn run() -> Result<(), String> {
         (timed * n_seqs) as f64 / dt,
         dt * 1e3 / timed as f64,
         if model.backend.pdl() { "on" } else { "off" },
+        if chained { "chained" } else { "one at a time" },
         (dt - waited) * 1e6 / timed as f64,
     );
     Ok(())

@@ -382,27 +382,26 @@ impl Backend for CudaBackend {
         }) {
             return;
         }
-        let (Some(oa), Some(code)) = (self.buf_addr(out), weight_code(table.dtype)) else {
-            return;
-        };
         let Some(toks) = self.meta(Meta::Tokens, tokens) else {
             return;
         };
-        let chunks = table.row_len.div_ceil(8);
-        self.launch(
-            "embed",
-            &self.k.embed[code],
-            (blocks(chunks, BLOCK), tokens.len() as u32, 1),
-            BLOCK,
-            &[
-                Arg::U64(self.addr(&table.bytes)),
-                Arg::U64(table.row_bytes as u64),
-                Arg::I32(table.row_len as i32),
-                Arg::U64(toks),
-                Arg::F32(scale),
-                Arg::U64(oa),
-            ],
-        );
+        self.embed_ids(table, toks, scale, out);
+    }
+
+    fn embed_chained(&self, table: &CudaWeight, scale: f32, out: &mut CudaBuf) {
+        self.embed_chained_on_device(table, scale, out);
+    }
+
+    fn chains_greedy(&self) -> bool {
+        self.chained
+    }
+
+    fn argmax_rows_chained(&self, x: &CudaBuf) -> u64 {
+        self.argmax_chained_on_device(x)
+    }
+
+    fn chained_ids(&self, ticket: u64) -> Result<Vec<u32>, BackendError> {
+        self.chained_ids_on_device(ticket)
     }
 
     fn rms_norm(&self, x: &CudaBuf, weight: &CudaWeight, eps: f32, out: &mut CudaBuf) {

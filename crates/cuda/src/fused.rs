@@ -603,14 +603,34 @@ impl CudaBackend {
     /// `Backend::argmax_rows`: one launch, then only the indices are copied.
     pub(crate) fn argmax_on_device(&self, x: &CudaBuf) -> Vec<u32> {
         let mut ids = vec![0u32; x.rows];
+        self.argmax_launch(x, |scratch, rows| {
+            if let Err(e) = self.queue.waiting(|| {
+                self.queue
+                    .stream
+                    .memcpy_dtoh(&scratch.slice(..rows), &mut ids)
+            }) {
+                self.fail(format!("argmax_rows: {e}"));
+            }
+        });
+        ids
+    }
+
+    /// Launches the argmax of each row of `x` into the first `x.rows`
+    /// values of the argmax scratch, sends the queued launches, and calls
+    /// `then` with the scratch (nothing on an error, which is kept).
+    pub(crate) fn argmax_launch(
+        &self,
+        x: &CudaBuf,
+        then: impl FnOnce(&cudarc::driver::CudaSlice<u32>, usize),
+    ) {
         let Some(xa) = self.buf_addr(x) else {
-            return ids;
+            return;
         };
         let (rows, cols) = (x.rows, x.cols);
         if !self.ensure(rows <= MAX_GRID_Y, || {
             format!("argmax_rows: {rows} rows is too many")
         }) {
-            return ids;
+            return;
         }
         // Blocks per row: about ARGMAX_PER_BLOCK values each.
         let nb = cols.div_ceil(ARGMAX_PER_BLOCK).clamp(1, ARGMAX_MAX_BLOCKS);
@@ -627,12 +647,12 @@ impl CudaBackend {
                 Ok(s) => *guard = Some((s, r, b)),
                 Err(e) => {
                     self.fail(format!("argmax_rows: cannot allocate scratch: {e}"));
-                    return ids;
+                    return;
                 }
             }
         }
         let Some((scratch, r, b)) = guard.as_ref() else {
-            return ids;
+            return;
         };
         // Layout: indices [r], counters [r], partial indices [r × b],
         // partial values [r × b] (f32 bits).
@@ -656,14 +676,7 @@ impl CudaBackend {
             ],
         );
         self.queue.flush();
-        if let Err(e) = self.queue.waiting(|| {
-            self.queue
-                .stream
-                .memcpy_dtoh(&scratch.slice(..rows), &mut ids)
-        }) {
-            self.fail(format!("argmax_rows: {e}"));
-        }
-        ids
+        then(scratch, rows);
     }
 
     /// `Backend::top_k_rows`: one block per row selects the row's `k`

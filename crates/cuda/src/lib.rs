@@ -16,6 +16,7 @@
 mod attention;
 mod backend;
 mod bulk;
+mod chain;
 pub mod compile;
 mod fused;
 mod launch;
@@ -317,9 +318,14 @@ pub struct CudaBackend {
     /// (zeroed when allocated), and the rows and blocks per row it is laid
     /// out for.
     argmax_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize, usize)>>,
+    /// The host copies of chained greedy steps' ids (chain.rs).
+    chain: Mutex<chain::ChainState>,
     /// `top_k_rows`' output: (buffer, its length in u32).
     top_k_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize)>>,
     /// Whether rows without logits take the tensor-core path (bulk.rs).
+    /// Whether greedy steps are chained on the device (chain.rs;
+    /// `SMELT_CUDA_CHAIN=0` turns it off).
+    chained: bool,
     bulk: bool,
     /// Products launched on the staged-x one-row kernels (a diagnostic the
     /// tests read: proof that those kernels ran).
@@ -475,7 +481,9 @@ impl CudaBackend {
             attn_scratch: Mutex::new(None),
             gemm_scratch: Mutex::new(None),
             argmax_scratch: Mutex::new(None),
+            chain: Mutex::new(chain::ChainState::default()),
             top_k_scratch: Mutex::new(None),
+            chained: std::env::var("SMELT_CUDA_CHAIN").map_or(true, |v| v != "0"),
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
             staged_launches: std::sync::atomic::AtomicU64::new(0),
             step_rows: Mutex::new(None),
@@ -608,6 +616,12 @@ impl CudaBackend {
     /// starts Off / On).
     pub fn set_q8(&mut self, on: bool) {
         self.q8.mode = if on { Q8Mode::On } else { Q8Mode::Off };
+    }
+
+    /// Chains greedy steps on the device (`Backend::chains_greedy`), or
+    /// not: `Model::decode_greedy` then steps one `forward_greedy` at a time.
+    pub fn set_chained(&mut self, on: bool) {
+        self.chained = on;
     }
 
     /// How many products have been launched on the staged-x one-row

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{backend, rel_err};
+use common::{asset, backend, rel_err};
 use smelt_backend::{Backend, ReferenceBackend};
 use smelt_cpu::CpuBackend;
 use smelt_gguf::GgufFile;
@@ -151,27 +150,6 @@ fn synthetic_models_match_the_reference() {
 }
 
 use smelt_cuda::CudaBackend;
-
-fn asset(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    // On the GPU machine the models may not have been carried (see
-    // scripts/gpu-test.sh): there, and only when asked, a missing model skips.
-    if std::env::var("SMELT_ALLOW_MISSING_ASSETS").is_ok_and(|v| v == "1") {
-        println!(
-            "SKIPPED: {} is missing (SMELT_ALLOW_MISSING_ASSETS=1)",
-            path.display()
-        );
-        return None;
-    }
-    panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
-}
 
 /// Greedy decoding of `n` tokens after `prompt`, one row per step
 /// (`Model::forward_greedy`).

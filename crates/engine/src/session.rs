@@ -239,32 +239,53 @@ impl<'m, B: Backend> Session<'m, B> {
             out.text.push_str(piece);
             on_text(piece)
         };
-        while out.tokens.len() < req.max_tokens {
-            let token = match &mut next {
-                Next::Token(t) => *t,
-                Next::Top(top) => sampler.sample_top_k(top),
-                Next::Logits(logits) => sampler.sample(logits, &self.tokens),
-            };
+        // Takes one generated token: false when it ends the generation
+        // (`out.finish` says why).
+        let mut take = |token: u32, out: &mut Completion| -> bool {
             out.tokens.push(token);
             if tokenizer.is_end_of_generation(token) {
                 out.finish = FinishReason::EndOfGeneration;
-                break;
+                return false;
             }
             let step = stops.push(decoder.push(tokenizer.token_bytes(token)));
             let stopped = step.stopped;
-            if !emit(step.text, &mut out) {
+            if !emit(step.text, out) {
                 out.finish = FinishReason::Cancelled;
-                break;
+                return false;
             }
             if stopped {
                 out.finish = FinishReason::StopString;
-                break;
+                return false;
             }
-            if self.tokens.len() >= self.ctx {
-                out.finish = FinishReason::ContextFull;
-                break;
+            true
+        };
+        let chained = self.model.backend.chains_greedy() && req.max_tokens > 0;
+        match next {
+            // Greedy on a backend that chains steps: one run of
+            // `decode_greedy` (the same tokens; each step is queued before
+            // the previous step's token is read back).
+            Next::Token(first) if chained => {
+                if take(first, &mut out) {
+                    self.decode_chained(first, req.max_tokens, &mut out, &mut take)?;
+                }
             }
-            next = self.feed_for(&[token], want)?;
+            _ => {
+                while out.tokens.len() < req.max_tokens {
+                    let token = match &mut next {
+                        Next::Token(t) => *t,
+                        Next::Top(top) => sampler.sample_top_k(top),
+                        Next::Logits(logits) => sampler.sample(logits, &self.tokens),
+                    };
+                    if !take(token, &mut out) {
+                        break;
+                    }
+                    if self.tokens.len() >= self.ctx {
+                        out.finish = FinishReason::ContextFull;
+                        break;
+                    }
+                    next = self.feed_for(&[token], want)?;
+                }
+            }
         }
         if !matches!(
             out.finish,
@@ -283,6 +304,55 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         out.decode_time = t1.elapsed();
         Ok(out)
+    }
+}
+
+impl<B: Backend> Session<'_, B> {
+    /// The greedy decode after `first` (already taken) through
+    /// `Model::decode_greedy`: as the step-by-step loop, `first` and each
+    /// token after it are fed while `take` goes on, the context allows and
+    /// fewer than `max_tokens` were generated. (The step loop also feeds the
+    /// last token when `max_tokens` ends it; here it is left unfed.)
+    fn decode_chained(
+        &mut self,
+        first: u32,
+        max_tokens: usize,
+        out: &mut Completion,
+        take: &mut impl FnMut(u32, &mut Completion) -> bool,
+    ) -> Result<(), EngineError> {
+        let start = self.tokens.len();
+        if start >= self.ctx {
+            out.finish = FinishReason::ContextFull;
+            return Ok(());
+        }
+        let feeds = max_tokens
+            .saturating_sub(out.tokens.len())
+            .min(self.ctx - start);
+        if feeds == 0 {
+            return Ok(());
+        }
+        self.pool.reserve(&mut self.seq, start + feeds)?;
+        let mut stopped = false;
+        let generated = self.model.decode_greedy(
+            &mut self.kv,
+            &self.seq.blocks,
+            start as u32,
+            first,
+            feeds,
+            |t| {
+                let go = take(t, out);
+                stopped |= !go;
+                go
+            },
+        )?;
+        // Fed: `first`, then every generated token but the last.
+        self.tokens.push(first);
+        self.tokens
+            .extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
+        if !stopped && self.tokens.len() >= self.ctx {
+            out.finish = FinishReason::ContextFull;
+        }
+        Ok(())
     }
 }
 

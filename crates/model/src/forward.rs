@@ -260,6 +260,16 @@ impl<B: Backend> Model<B> {
     /// The step itself; the logits stay on the backend (None if no row
     /// wants them).
     fn run(&self, kv: &mut B::Kv, batch: &Batch<'_>) -> Result<Option<B::Buf>, ModelError> {
+        self.run_step(kv, batch, StepInput::Host)
+    }
+
+    /// [`Model::run`] with the step's input tokens from `input`.
+    pub(crate) fn run_step(
+        &self,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+        input: StepInput,
+    ) -> Result<Option<B::Buf>, ModelError> {
         self.check(batch)?;
         let (c, w, be) = (&self.config, &self.weights, &self.backend);
         let n = batch.tokens.len();
@@ -290,7 +300,10 @@ impl<B: Backend> Model<B> {
         let a = &mut acts;
 
         be.begin_step(batch.logits_rows, n);
-        be.embed(&w.token_embd, batch.tokens, c.embed_scale, &mut a.x);
+        match input {
+            StepInput::Host => be.embed(&w.token_embd, batch.tokens, c.embed_scale, &mut a.x),
+            StepInput::Chained => be.embed_chained(&w.token_embd, c.embed_scale, &mut a.x),
+        }
         for (layer, l) in w.layers.iter().enumerate() {
             let (geom, rope) = (&self.geoms[layer], self.rope(layer));
             // Attention block: RMSNorm, Q/K/V (+ bias), (Q/K norm), RoPE and
@@ -398,4 +411,14 @@ impl<B: Backend> Model<B> {
         *self.scratch.lock().unwrap_or_else(|e| e.into_inner()) = Some(acts);
         Ok(logits)
     }
+}
+
+/// Where a step's input tokens come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StepInput {
+    /// `Batch::tokens`, from the host.
+    Host,
+    /// The previous step's greedy picks, where the logits were
+    /// (`Backend::embed_chained`); `Batch::tokens` only sizes the step.
+    Chained,
 }

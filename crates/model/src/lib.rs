@@ -9,6 +9,7 @@
 //! rows of one sequence, decode one row each of many sequences.
 
 mod config;
+mod decode;
 mod forward;
 mod gguf_meta;
 mod hf;

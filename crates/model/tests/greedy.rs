@@ -59,3 +59,78 @@ fn forward_greedy_is_the_argmax_of_forward() {
             .is_empty()
     );
 }
+
+/// `Model::decode_greedy` (here the step-by-step path: the reference
+/// backend does not chain steps) gives the tokens of `forward_greedy` step
+/// by step, stops where `on_token` says, and a run continued from a stop
+/// ends where one run does.
+#[test]
+fn decode_greedy_is_forward_greedy_step_by_step() {
+    let spec = SyntheticSpec {
+        arch: "llama".into(),
+        d_model: 128,
+        d_ff: 256,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 96,
+        weight_type: DType::Q8_0,
+        embd_type: DType::Q8_0,
+        seed: 11,
+        ..SyntheticSpec::default()
+    };
+    let bytes = spec.writer().to_bytes().expect("write");
+    let file = Arc::new(GgufFile::from_bytes(bytes).expect("read back"));
+    let model = Model::load(file, ReferenceBackend).expect("load");
+    let (n_blocks, n) = (4usize, 20usize);
+    // Blocks in scattered order; positions 0..n + 1 fit.
+    let table: Vec<u32> = (0..n_blocks as u32).rev().collect();
+
+    let mut kv = model.new_kv(n_blocks, KvType::F32).expect("kv");
+    let mut want = Vec::new();
+    let mut token = 17u32;
+    for p in 0..n as u32 {
+        let batch = Batch {
+            tokens: &[token],
+            positions: &[p],
+            block_tables: &[&table],
+            logits_rows: &[0],
+        };
+        token = model.forward_greedy(&mut kv, &batch).expect("step")[0];
+        want.push(token);
+    }
+    assert!(want.iter().any(|&t| t != want[0]), "{want:?}");
+
+    let mut kv = model.new_kv(n_blocks, KvType::F32).expect("kv");
+    let mut seen = Vec::new();
+    let got = model
+        .decode_greedy(&mut kv, &table, 0, 17, n, |t| {
+            seen.push(t);
+            true
+        })
+        .expect("decode");
+    assert_eq!(got, want);
+    assert_eq!(seen, want);
+
+    // Stopped after 7 tokens, then continued from the 7th at position 7.
+    let mut kv = model.new_kv(n_blocks, KvType::F32).expect("kv");
+    let mut count = 0;
+    let head = model
+        .decode_greedy(&mut kv, &table, 0, 17, n, |_| {
+            count += 1;
+            count < 7
+        })
+        .expect("decode");
+    assert_eq!(head, want[..7]);
+    let tail = model
+        .decode_greedy(&mut kv, &table, 7, head[6], n - 7, |_| true)
+        .expect("decode");
+    assert_eq!(tail, want[7..]);
+    // A position past the block table is an error, not a panic.
+    let mut kv = model.new_kv(n_blocks, KvType::F32).expect("kv");
+    let too_far = (n_blocks * model.kv_block_size()) as u32;
+    assert!(
+        model
+            .decode_greedy(&mut kv, &table, too_far, 3, 2, |_| true)
+            .is_err()
+    );
+}

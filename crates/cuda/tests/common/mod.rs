@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use smelt_cuda::{CudaBackend, CudaError};
 
 /// The CUDA backend with f32 activations everywhere (the exact path the
@@ -106,4 +108,28 @@ pub fn q8_allowance(w: &smelt_backend::HostTensor, h: &smelt_backend::HostBuf) -
         }
     }
     out
+}
+
+/// A model file of the assets (scripts/fetch-assets.sh), or None (after a
+/// notice) where `SMELT_ALLOW_MISSING_ASSETS=1` allows it to be missing.
+#[allow(dead_code)]
+pub fn asset(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
+        PathBuf::from,
+    );
+    let path = dir.join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    // On the GPU machine the models may not have been carried (see
+    // scripts/gpu-test.sh): there, and only when asked, a missing model skips.
+    if std::env::var("SMELT_ALLOW_MISSING_ASSETS").is_ok_and(|v| v == "1") {
+        println!(
+            "SKIPPED: {} is missing (SMELT_ALLOW_MISSING_ASSETS=1)",
+            path.display()
+        );
+        return None;
+    }
+    panic!("{} is missing: run scripts/fetch-assets.sh", path.display());
 }
