@@ -9,8 +9,8 @@ use smelt_model::synthetic::SyntheticSpec;
 use smelt_model::{Batch, KvType, Model};
 use smelt_tensor::DType;
 
-#[test]
-fn forward_greedy_is_the_argmax_of_forward() {
+/// A small random-weight Llama-style model (96 tokens) on the reference backend.
+fn synthetic_model(seed: u64) -> Model<ReferenceBackend> {
     let spec = SyntheticSpec {
         arch: "llama".into(),
         d_model: 128,
@@ -20,12 +20,17 @@ fn forward_greedy_is_the_argmax_of_forward() {
         vocab_size: 96,
         weight_type: DType::Q8_0,
         embd_type: DType::Q8_0,
-        seed: 3,
+        seed,
         ..SyntheticSpec::default()
     };
     let bytes = spec.writer().to_bytes().expect("write");
     let file = Arc::new(GgufFile::from_bytes(bytes).expect("read back"));
-    let model = Model::load(file, ReferenceBackend).expect("load");
+    Model::load(file, ReferenceBackend).expect("load")
+}
+
+#[test]
+fn forward_greedy_is_the_argmax_of_forward() {
+    let model = synthetic_model(3);
     let table = [0u32, 1];
     let tokens = [7u32, 30, 2, 95, 41];
     let positions: Vec<u32> = (0..tokens.len() as u32).collect();
@@ -66,21 +71,7 @@ fn forward_greedy_is_the_argmax_of_forward() {
 /// ends where one run does.
 #[test]
 fn decode_greedy_is_forward_greedy_step_by_step() {
-    let spec = SyntheticSpec {
-        arch: "llama".into(),
-        d_model: 128,
-        d_ff: 256,
-        n_heads: 4,
-        n_kv_heads: 2,
-        vocab_size: 96,
-        weight_type: DType::Q8_0,
-        embd_type: DType::Q8_0,
-        seed: 11,
-        ..SyntheticSpec::default()
-    };
-    let bytes = spec.writer().to_bytes().expect("write");
-    let file = Arc::new(GgufFile::from_bytes(bytes).expect("read back"));
-    let model = Model::load(file, ReferenceBackend).expect("load");
+    let model = synthetic_model(11);
     let (n_blocks, n) = (4usize, 20usize);
     // Blocks in scattered order; positions 0..n + 1 fit.
     let table: Vec<u32> = (0..n_blocks as u32).rev().collect();
