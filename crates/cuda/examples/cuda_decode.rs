@@ -146,8 +146,9 @@ fn run() -> Result<(), String> {
     let waited0 = model.backend.host_waited();
     let (uploads0, launched0) = model.backend.host_uploads_launches();
     // One sequence decodes through `Model::decode_greedy`, whose steps the
-    // backend chains (each queued before the previous one's token is read);
-    // `SMELT_DECODE_CHAINED=0` steps one `forward_greedy` at a time instead.
+    // backend chains when `SMELT_CUDA_CHAIN=1` (each queued before the
+    // previous one's token is read); `SMELT_DECODE_CHAINED=0` steps one
+    // `forward_greedy` at a time here instead.
     let chained = n_seqs == 1 && std::env::var("SMELT_DECODE_CHAINED").map_or(true, |v| v != "0");
     let t3 = Instant::now();
     if chained {
@@ -184,7 +185,11 @@ fn run() -> Result<(), String> {
         (timed * n_seqs) as f64 / dt,
         dt * 1e3 / timed as f64,
         if model.backend.pdl() { "on" } else { "off" },
-        if chained { "chained" } else { "one at a time" },
+        if chained && model.backend.chains_greedy() {
+            "chained"
+        } else {
+            "one at a time"
+        },
         (dt - waited) * 1e6 / timed as f64,
     );
     Ok(())

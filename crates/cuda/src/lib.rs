@@ -323,8 +323,8 @@ pub struct CudaBackend {
     /// `top_k_rows`' output: (buffer, its length in u32).
     top_k_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize)>>,
     /// Whether rows without logits take the tensor-core path (bulk.rs).
-    /// Whether greedy steps are chained on the device (chain.rs;
-    /// `SMELT_CUDA_CHAIN=0` turns it off).
+    /// Whether greedy steps are chained on the device (chain.rs): off until
+    /// measured on a GPU; `SMELT_CUDA_CHAIN=1` turns it on.
     chained: bool,
     bulk: bool,
     /// Products launched on the staged-x one-row kernels (a diagnostic the
@@ -483,7 +483,7 @@ impl CudaBackend {
             argmax_scratch: Mutex::new(None),
             chain: Mutex::new(chain::ChainState::default()),
             top_k_scratch: Mutex::new(None),
-            chained: std::env::var("SMELT_CUDA_CHAIN").map_or(true, |v| v != "0"),
+            chained: std::env::var("SMELT_CUDA_CHAIN").is_ok_and(|v| v == "1"),
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
             staged_launches: std::sync::atomic::AtomicU64::new(0),
             step_rows: Mutex::new(None),
