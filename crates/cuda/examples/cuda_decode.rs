@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use smelt_backend::Backend;
 use smelt_cuda::CudaBackend;
 use smelt_gguf::GgufFile;
 use smelt_model::synthetic::SyntheticSpec;
