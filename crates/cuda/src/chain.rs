@@ -5,7 +5,7 @@
 //! (`Model::decode_greedy`). The launch list of a chained step does not
 //! depend on the token, so it replays as one graph like any decode step.
 
-use cudarc::driver::PinnedHostSlice;
+use cudarc::driver::{CudaEvent, PinnedHostSlice};
 use smelt_backend::BackendError;
 
 use crate::CudaBackend;
@@ -13,11 +13,23 @@ use crate::backend::{CudaBuf, CudaWeight, MAX_GRID_Y, blocks};
 use crate::launch::{Arg, BLOCK};
 use crate::weight_code;
 
+/// One pinned copy of a chained argmax.
+struct Slot {
+    host: PinnedHostSlice<u32>,
+    /// Recorded after the copy into `host`. (The pinned buffer's own event
+    /// is recorded only when cudarc manages stream synchronisation, which
+    /// this backend turns off: without this event the host read stale ids,
+    /// found by the first run on a GPU.)
+    copied: CudaEvent,
+    ticket: u64,
+    rows: usize,
+}
+
 /// The pinned copies of the two latest chained argmaxes.
 #[derive(Default)]
 pub(crate) struct ChainState {
-    /// Per slot (ticket % 2): the host buffer, the ticket it holds, its rows.
-    slots: [Option<(PinnedHostSlice<u32>, u64, usize)>; 2],
+    /// Per slot (ticket % 2).
+    slots: [Option<Slot>; 2],
     next: u64,
     /// Columns (the vocabulary) of the last chained argmax's logits: its
     /// ids are below this.
@@ -39,24 +51,38 @@ impl CudaBackend {
         chain.next += 1;
         chain.cols = x.cols;
         let slot = (ticket % 2) as usize;
-        chain.slots[slot] = chain.slots[slot].take().filter(|s| s.0.len() >= x.rows);
+        chain.slots[slot] = chain.slots[slot].take().filter(|s| s.host.len() >= x.rows);
         if chain.slots[slot].is_none() {
             // SAFETY: the buffer is only read after a copy into it has
-            // completed (`chained_ids` checks the slot's ticket).
-            match unsafe { self.queue.ctx.alloc_pinned::<u32>(x.rows.max(1)) } {
-                Ok(p) => chain.slots[slot] = Some((p, u64::MAX, 0)),
-                Err(e) => {
+            // completed (`chained_ids` checks the slot's ticket and waits for
+            // its event).
+            let host = unsafe { self.queue.ctx.alloc_pinned::<u32>(x.rows.max(1)) };
+            match (host, self.queue.ctx.new_event(None)) {
+                (Ok(host), Ok(copied)) => {
+                    chain.slots[slot] = Some(Slot {
+                        host,
+                        copied,
+                        ticket: u64::MAX,
+                        rows: 0,
+                    });
+                }
+                (Err(e), _) | (_, Err(e)) => {
                     self.fail(format!("argmax_rows: cannot allocate pinned memory: {e}"));
                     return ticket;
                 }
             }
         }
         self.argmax_launch(x, |scratch, rows| {
-            if let Some((host, held, n)) = chain.slots[slot].as_mut() {
+            if let Some(s) = chain.slots[slot].as_mut() {
                 // Queued after the step's launches, before the next step's:
                 // it copies this step's ids.
-                match self.queue.stream.memcpy_dtoh(&scratch.slice(..rows), host) {
-                    Ok(()) => (*held, *n) = (ticket, rows),
+                let copy = self
+                    .queue
+                    .stream
+                    .memcpy_dtoh(&scratch.slice(..rows), &mut s.host)
+                    .and_then(|()| s.copied.record(&self.queue.stream));
+                match copy {
+                    Ok(()) => (s.ticket, s.rows) = (ticket, rows),
                     Err(e) => self.fail(format!("argmax_rows: {e}")),
                 }
             }
@@ -68,10 +94,11 @@ impl CudaBackend {
     pub(crate) fn chained_ids_on_device(&self, ticket: u64) -> Result<Vec<u32>, BackendError> {
         let chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let ids = match &chain.slots[(ticket % 2) as usize] {
-            Some((host, held, rows)) if *held == ticket => self
+            Some(s) if s.ticket == ticket => self
                 .queue
-                .waiting(|| host.as_slice())
-                .map(|ids| ids[..*rows].to_vec())
+                .waiting(|| s.copied.synchronize())
+                .and_then(|()| s.host.as_slice())
+                .map(|ids| ids[..s.rows].to_vec())
                 .map_err(|e| device(format!("queued work failed: {e}"))),
             _ => Err(device(format!(
                 "greedy step {ticket}'s tokens are not kept (only the two latest are)"
