@@ -89,8 +89,9 @@ impl<B: Backend> Model<B> {
                     ModelError::BadBatch("a greedy step returned no token".into())
                 })?;
             out.push(token);
+            let go = on_token(token);
             match next {
-                Some(t) if on_token(token) => ticket = t,
+                Some(t) if go => ticket = t,
                 _ => break,
             }
         }
