@@ -53,49 +53,37 @@ impl<B: Backend> Model<B> {
             }
             return Ok(out);
         }
-        let result =
-            self.decode_chained(kv, block_table, start, first, max, &mut on_token, &mut out);
+        let be = &self.backend;
+        let mut run = || -> Result<(), ModelError> {
+            let pos = position(start, 0)?;
+            let mut ticket = self.chained_step(kv, block_table, pos, first, StepInput::Host)?;
+            for i in 0..max {
+                let next = if i + 1 < max {
+                    let pos = position(start, i + 1)?;
+                    Some(self.chained_step(kv, block_table, pos, first, StepInput::Chained)?)
+                } else {
+                    None
+                };
+                let token = be.chained_ids(ticket)?.first().copied();
+                let token = token.ok_or_else(|| {
+                    ModelError::BadBatch("a greedy step returned no token".into())
+                })?;
+                out.push(token);
+                let go = on_token(token);
+                match next {
+                    Some(t) if go => ticket = t,
+                    _ => break,
+                }
+            }
+            Ok(())
+        };
+        let result = run();
         // Every queued step has finished (the one past a stop included)
         // before the cache is handed back.
-        let finished = self.backend.finish();
+        let finished = be.finish();
         result?;
         finished?;
         Ok(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn decode_chained(
-        &self,
-        kv: &mut B::Kv,
-        block_table: &[u32],
-        start: u32,
-        first: u32,
-        max: usize,
-        on_token: &mut impl FnMut(u32) -> bool,
-        out: &mut Vec<u32>,
-    ) -> Result<(), ModelError> {
-        let be = &self.backend;
-        let mut ticket =
-            self.chained_step(kv, block_table, position(start, 0)?, first, StepInput::Host)?;
-        for i in 0..max {
-            let next = if i + 1 < max {
-                let pos = position(start, i + 1)?;
-                Some(self.chained_step(kv, block_table, pos, first, StepInput::Chained)?)
-            } else {
-                None
-            };
-            let token =
-                be.chained_ids(ticket)?.first().copied().ok_or_else(|| {
-                    ModelError::BadBatch("a greedy step returned no token".into())
-                })?;
-            out.push(token);
-            let go = on_token(token);
-            match next {
-                Some(t) if go => ticket = t,
-                _ => break,
-            }
-        }
-        Ok(())
     }
 
     /// Queues one step of one row at `pos` and its argmax; `token` is the
