@@ -6,7 +6,8 @@
 //! around the CPU backend (the ids of a step's argmax kept for the next
 //! step's embedding), so the engine's side runs in CI without a GPU.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -147,22 +148,6 @@ impl Backend for Chaining {
     }
 }
 
-fn stories() -> (Arc<GgufFile>, Tokenizer) {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join("stories260K.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    let file = Arc::new(GgufFile::open(&path).expect("open"));
-    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
-    (file, tokenizer)
-}
-
 type Outcome = (String, Vec<u32>, FinishReason, usize);
 
 /// Runs the requests in order on one session (each continuing the cache the
@@ -207,7 +192,7 @@ fn run(
 
 #[test]
 fn chained_generation_matches_the_step_loop() {
-    let (file, tok) = stories();
+    let (file, tok) = common::open_file("stories260K.gguf");
     let requests: &[(&str, usize, &[&str])] = &[
         ("Once upon a time", 30, &[]),
         ("Once upon a time", 80, &["park"]),

@@ -1,7 +1,8 @@
 //! End-to-end generation on the real models: text in, text out.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use smelt_cpu::CpuBackend;
 use smelt_engine::{EngineError, FinishReason, GenerateRequest, SamplingParams, Session};
@@ -10,18 +11,7 @@ use smelt_model::Model;
 use smelt_text::tokenizer::Tokenizer;
 
 fn open(name: &str) -> (Model<CpuBackend>, Tokenizer) {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    let file = Arc::new(GgufFile::open(&path).expect("open"));
-    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let (file, tokenizer) = common::open_file(name);
     let model = Model::load(file, CpuBackend::new(0).expect("pool")).expect("model");
     (model, tokenizer)
 }

@@ -2,7 +2,8 @@
 //! request gives the same tokens alone or among 31 others), no leaked KV
 //! blocks, prefix-cache reuse and eviction, cancellation, admission.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -12,23 +13,11 @@ use smelt_engine::{
     FinishReason, GenerateRequest, SamplingParams, Scheduler, SchedulerConfig, SeqEnd, SeqEvent,
     SeqRequest, SeqSink, SeqStats, Session, SubmitError,
 };
-use smelt_gguf::GgufFile;
 use smelt_model::{KvType, Model};
 use smelt_text::tokenizer::Tokenizer;
 
 fn open(name: &str) -> (Model<CpuBackend>, Tokenizer) {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    let file = Arc::new(GgufFile::open(&path).expect("open"));
-    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let (file, tokenizer) = common::open_file(name);
     let model = Model::load(file, CpuBackend::new(0).expect("pool")).expect("model");
     (model, tokenizer)
 }
