@@ -1,8 +1,11 @@
 //! Decode speed of the CUDA backend: a model file, or a random-weight model
 //! of a known shape, prefilled with a short prompt and then decoded greedily
-//! one token per step (`Model::forward_greedy`: the argmax is taken on the
-//! GPU and only the token id is copied back). Prints the GPU, load time,
-//! decode tokens/s and kernels per token.
+//! one token per step (`Model::decode_greedy`, whose steps the backend chains
+//! with `SMELT_CUDA_CHAIN=1`; `SMELT_DECODE_CHAINED=0` calls
+//! `Model::forward_greedy` step by step: either way the argmax is taken on
+//! the GPU and only the token id is copied back). Prints the GPU, load time,
+//! decode tokens/s, kernels per token and the host's time a step outside
+//! its waits for the GPU.
 //!
 //! `cuda_decode [PATH.gguf | smollm2 | 1b-q4_k_m | 8b-q4_k_m | 8b-bf16] [decode tokens, default 128] [sequences, default 1]`
 //!
