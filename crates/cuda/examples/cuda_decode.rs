@@ -156,9 +156,8 @@ fn run() -> Result<(), String> {
     let chained = n_seqs == 1 && std::env::var("SMELT_DECODE_CHAINED").map_or(true, |v| v != "0");
     let t3 = Instant::now();
     if chained {
-        let table = tables[0].clone();
         model
-            .decode_greedy(&mut kv, &table, pos as u32, next[0], timed, |t| {
+            .decode_greedy(&mut kv, &tables[0], pos as u32, next[0], timed, |t| {
                 remember(&[t]);
                 true
             })

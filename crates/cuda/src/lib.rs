@@ -322,10 +322,10 @@ pub struct CudaBackend {
     chain: Mutex<chain::ChainState>,
     /// `top_k_rows`' output: (buffer, its length in u32).
     top_k_scratch: Mutex<Option<(cudarc::driver::CudaSlice<u32>, usize)>>,
-    /// Whether rows without logits take the tensor-core path (bulk.rs).
     /// Whether greedy steps are chained on the device (chain.rs): off until
     /// measured on a GPU; `SMELT_CUDA_CHAIN=1` turns it on.
     chained: bool,
+    /// Whether rows without logits take the tensor-core path (bulk.rs).
     bulk: bool,
     /// Products launched on the staged-x one-row kernels (a diagnostic the
     /// tests read: proof that those kernels ran).

@@ -4,26 +4,14 @@
 //! backend is batch-invariant), so chunking with empty `logits_rows` loses
 //! nothing.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
 use smelt_cpu::CpuBackend;
 use smelt_engine::Session;
-use smelt_gguf::GgufFile;
 use smelt_model::{Batch, KvType, Model};
 
 fn open(name: &str) -> Model<CpuBackend> {
-    let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
-        PathBuf::from,
-    );
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-assets.sh",
-        path.display()
-    );
-    let file = Arc::new(GgufFile::open(&path).expect("open"));
+    let (file, _) = common::open_file(name);
     Model::load(file, CpuBackend::new(0).expect("pool")).expect("model")
 }
 

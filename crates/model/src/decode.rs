@@ -39,13 +39,7 @@ impl<B: Backend> Model<B> {
             for i in 0..max {
                 let (tokens, positions, tables) = ([token], [position(start, i)?], [block_table]);
                 let batch = one_row(&tokens, &positions, &tables);
-                token = self
-                    .forward_greedy(kv, &batch)?
-                    .first()
-                    .copied()
-                    .ok_or_else(|| {
-                        ModelError::BadBatch("a greedy step returned no token".into())
-                    })?;
+                token = only_id(&self.forward_greedy(kv, &batch)?)?;
                 out.push(token);
                 if !on_token(token) {
                     break;
@@ -64,10 +58,7 @@ impl<B: Backend> Model<B> {
                 } else {
                     None
                 };
-                let token = be.chained_ids(ticket)?.first().copied();
-                let token = token.ok_or_else(|| {
-                    ModelError::BadBatch("a greedy step returned no token".into())
-                })?;
+                let token = only_id(&be.chained_ids(ticket)?)?;
                 out.push(token);
                 let go = on_token(token);
                 match next {
@@ -103,6 +94,13 @@ impl<B: Backend> Model<B> {
             .ok_or_else(|| ModelError::BadBatch("a greedy step computed no logits".into()))?;
         Ok(self.backend.argmax_rows_chained(&logits))
     }
+}
+
+/// The id a one-row greedy step returned.
+fn only_id(ids: &[u32]) -> Result<u32, ModelError> {
+    ids.first()
+        .copied()
+        .ok_or_else(|| ModelError::BadBatch("a greedy step returned no token".into()))
 }
 
 /// Position `start + i`, or an error past `u32`.

@@ -112,7 +112,6 @@ pub fn q8_allowance(w: &smelt_backend::HostTensor, h: &smelt_backend::HostBuf) -
 
 /// A model file of the assets (scripts/fetch-assets.sh), or None (after a
 /// notice) where `SMELT_ALLOW_MISSING_ASSETS=1` allows it to be missing.
-#[allow(dead_code)]
 pub fn asset(name: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("SMELT_ASSETS").map_or_else(
         || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/smelt/assets"),
