@@ -64,6 +64,7 @@ impl CudaBackend {
             block,
             shared,
             args: args.to_vec(),
+            param_blob: None,
         });
     }
 }

@@ -21,6 +21,7 @@ pub mod compile;
 mod fused;
 mod launch;
 mod meta;
+mod program;
 mod queue;
 
 use std::sync::{Arc, Mutex};
@@ -253,11 +254,21 @@ struct Kernels {
     attention_f16: CudaFunction,
     attention_f32: CudaFunction,
     attention_merge: CudaFunction,
+    /// The step programs (program.cu), one per type of `PROGRAM_TYPES`.
+    programs: Vec<CudaFunction>,
     swiglu: CudaFunction,
     add: CudaFunction,
     add_bias: CudaFunction,
     gather_rows: CudaFunction,
 }
+
+/// Weight types with a step program (program.cu, src/program.rs).
+const PROGRAM_TYPES: [(DType, &str); 4] = [
+    (DType::Q4_1, "q4_1"),
+    (DType::Q8_0, "q8_0"),
+    (DType::Q4K, "q4_k"),
+    (DType::Q6K, "q6_k"),
+];
 
 /// Weight types the kernels read, in the order of `WType` in quant.cu.
 const WEIGHT_TYPES: [(DType, &str); 13] = [
@@ -463,6 +474,10 @@ impl CudaBackend {
                 .filter(|b: &u32| (1..=8).contains(b))
                 .unwrap_or(2),
         };
+        let queue = Arc::new(queue::Queue::new(ctx, stream));
+        if std::env::var("SMELT_CUDA_PROGRAM").map_or(true, |v| v != "0") {
+            queue.use_programs(step_programs(&k, &queue, dynamic_limit, &q8)?);
+        }
         let info = DeviceInfo {
             ordinal,
             name,
@@ -472,7 +487,7 @@ impl CudaBackend {
             kernels,
         };
         Ok(CudaBackend {
-            queue: Arc::new(queue::Queue::new(ctx, stream)),
+            queue,
             _module: module,
             k,
             q8,
@@ -624,6 +639,18 @@ impl CudaBackend {
         self.chained = on;
     }
 
+    /// Sends runs of staged products and attention as one step program
+    /// (kernels/program.cu; on by default, `SMELT_CUDA_PROGRAM=0` off), or
+    /// every launch as its own kernel. The values are the same either way.
+    pub fn set_programs(&mut self, on: bool) {
+        self.queue.set_programs(on);
+    }
+
+    /// Step program launches built so far (0 when they are off).
+    pub fn program_launches(&self) -> u64 {
+        self.queue.program_launches()
+    }
+
     /// How many products have been launched on the staged-x one-row
     /// kernels (matvec_staged.cu) so far.
     pub fn staged_launches(&self) -> u64 {
@@ -665,6 +692,49 @@ impl CudaBackend {
     pub fn pdl(&self) -> bool {
         self.queue.pdl()
     }
+}
+
+/// The step programs and the staged products and attention they run
+/// (src/program.rs), with zeroed barrier words.
+fn step_programs(
+    k: &Kernels,
+    queue: &queue::Queue,
+    dynamic_limit: i32,
+    q8: &Q8Config,
+) -> Result<program::Programs, CudaError> {
+    use cudarc::driver::sys::CUfunction_attribute as FA;
+    let mut staged = Vec::with_capacity(PROGRAM_TYPES.len());
+    for (dtype, _) in PROGRAM_TYPES {
+        let pick = |r: &RowsKernels| {
+            weight_code(dtype)
+                .and_then(|c| r.typed.iter().find(|(t, _)| *t == c))
+                .map(|(_, f)| f.clone())
+                .ok_or_else(|| CudaError::Compile(format!("no staged kernel for {dtype:?}")))
+        };
+        staged.push([pick(&k.mvs_plain)?, pick(&k.mvs_qkv)?, pick(&k.mvs_swiglu)?]);
+    }
+    for f in &k.programs {
+        f.set_attribute(
+            FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            dynamic_limit,
+        )
+        .map_err(driver("allow the step programs their shared memory"))?;
+    }
+    let barriers = queue
+        .stream
+        .alloc_zeros::<u32>(program::Programs::barrier_words())
+        .map_err(driver("allocate the step programs' barriers"))?;
+    let (base, _guard) = cudarc::driver::DevicePtr::device_ptr(&barriers, &queue.stream);
+    drop(_guard);
+    Ok(program::Programs::new(
+        k.programs.clone(),
+        staged,
+        &k.attention_f16,
+        q8.sm_count,
+        q8.staged_blocks_per_sm,
+        barriers,
+        base,
+    ))
 }
 
 fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
@@ -746,6 +816,10 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         attention_f16: f("attention_f16")?,
         attention_f32: f("attention_f32")?,
         attention_merge: f("attention_merge")?,
+        programs: PROGRAM_TYPES
+            .iter()
+            .map(|(_, n)| f(&format!("step_program_{n}")))
+            .collect::<Result<_, _>>()?,
         swiglu: f("swiglu")?,
         add: f("add")?,
         add_bias: f("add_bias")?,

@@ -78,6 +78,9 @@ pub(crate) struct Launch {
     /// Dynamic shared memory, bytes.
     pub shared: u32,
     pub args: Vec<Arg>,
+    /// The kernel's one parameter as raw bytes, instead of `args` (the
+    /// step program's, src/program.rs).
+    pub param_blob: Option<Arc<[u8]>>,
 }
 
 impl PartialEq for Launch {
@@ -87,6 +90,7 @@ impl PartialEq for Launch {
             && self.block == o.block
             && self.shared == o.shared
             && self.args == o.args
+            && self.param_blob == o.param_blob
     }
 }
 
@@ -132,6 +136,11 @@ pub(crate) struct Queue {
     /// Nanoseconds the host has spent in each [`HostClock`] kind of call,
     /// for reports of the host's share of a step.
     clocks: [AtomicU64; 3],
+    /// Runs of launches sent as one step program (src/program.rs), once
+    /// the kernels are loaded; unset: every launch is its own kernel.
+    programs: std::sync::OnceLock<crate::program::Programs>,
+    /// Whether runs are fused now (`CudaBackend::set_programs`).
+    programs_on: AtomicBool,
 }
 
 /// The host calls whose time is counted (`Queue::timed`).
@@ -157,6 +166,34 @@ impl Queue {
             state: Mutex::new(State::default()),
             error: Mutex::new(None),
             clocks: Default::default(),
+            programs: std::sync::OnceLock::new(),
+            programs_on: AtomicBool::new(true),
+        }
+    }
+
+    /// Fuses runs into step programs (when there are programs), or not.
+    pub fn set_programs(&self, on: bool) {
+        self.programs_on.store(on, Ordering::Relaxed);
+    }
+
+    /// Step program launches built so far (each graph capture builds its
+    /// own once; replays build none).
+    pub fn program_launches(&self) -> u64 {
+        self.programs.get().map_or(0, |p| p.launches())
+    }
+
+    /// From now on, runs of launches the programs take are sent as one.
+    pub fn use_programs(&self, programs: crate::program::Programs) {
+        let _ = self.programs.set(programs);
+    }
+
+    /// What is sent for `launches`: runs fused into step programs.
+    fn to_send<'a>(&self, launches: &'a [Launch]) -> std::borrow::Cow<'a, [Launch]> {
+        match self.programs.get() {
+            Some(p) if self.programs_on.load(Ordering::Relaxed) => {
+                std::borrow::Cow::Owned(p.fuse(launches))
+            }
+            _ => std::borrow::Cow::Borrowed(launches),
         }
     }
 
@@ -265,7 +302,7 @@ impl Queue {
                 return;
             }
             if s.previous == launches {
-                match self.capture(&launches) {
+                match self.capture(&self.to_send(&launches)) {
                     Ok(Some(graph)) => {
                         if s.graph.is_some() {
                             // The old graph may still run: let it finish
@@ -294,7 +331,7 @@ impl Queue {
             }
         }
         self.timed(HostClock::Launch, || {
-            for l in &launches {
+            for l in self.to_send(&launches).iter() {
                 self.launch_now(l);
             }
         });
@@ -337,15 +374,21 @@ impl Queue {
 
     fn raw_launch(&self, l: &Launch) -> Result<(), cudarc::driver::DriverError> {
         let mut vals = l.args.clone();
-        let mut params: Vec<*mut c_void> = vals
-            .iter_mut()
-            .map(|a| match a {
-                Arg::U64(v) => (v as *mut u64).cast(),
-                Arg::I32(v) => (v as *mut i32).cast(),
-                Arg::F32(v) => (v as *mut f32).cast(),
-                Arg::Job(v) => (v as *mut MvJob).cast(),
-            })
-            .collect();
+        let mut blob: Option<Vec<u8>> = l.param_blob.as_ref().map(|b| b.to_vec());
+        let mut params: Vec<*mut c_void> = match &mut blob {
+            // The driver copies the parameter at the launch (or into the
+            // graph node); the copy only needs to live through the call.
+            Some(b) => vec![b.as_mut_ptr().cast()],
+            None => vals
+                .iter_mut()
+                .map(|a| match a {
+                    Arg::U64(v) => (v as *mut u64).cast(),
+                    Arg::I32(v) => (v as *mut i32).cast(),
+                    Arg::F32(v) => (v as *mut f32).cast(),
+                    Arg::Job(v) => (v as *mut MvJob).cast(),
+                })
+                .collect(),
+        };
         if self.pdl.load(Ordering::Relaxed) {
             // SAFETY: a zeroed attribute is valid plain data; the id and the
             // union member it names are set before use.

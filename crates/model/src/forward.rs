@@ -157,6 +157,11 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// Positions per KV block.
     pub fn kv_block_size(&self) -> usize {
         KV_BLOCK_SIZE

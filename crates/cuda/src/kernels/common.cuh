@@ -10,6 +10,17 @@ typedef unsigned int u32;
 typedef signed char i8;
 typedef unsigned long long u64;
 
+// A block's place in its grid. Kernels pass `blk_here()` to their bodies;
+// the step program (program.cu) runs the bodies of several launches in one
+// persistent kernel and passes each launch's virtual blocks instead.
+struct Blk {
+    u32 x, y, z, gx;
+};
+
+__device__ __forceinline__ Blk blk_here() {
+    return Blk{blockIdx.x, blockIdx.y, blockIdx.z, gridDim.x};
+}
+
 // -infinity (no math header under NVRTC).
 #define NEG_INF __int_as_float(0xff800000)
 

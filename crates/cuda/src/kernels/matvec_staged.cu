@@ -58,8 +58,8 @@ __device__ __forceinline__ float mvs_inv_rms(const float* x, const float* g, int
 // &rb) names an item's weight rows (false: no such item), store(item, a,
 // b, inv) writes its results (lane 0 of the item's first warp).
 template <int T, class Rows, class Store>
-__device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g, float eps,
-                                        int kw, int n_items, Rows rows, Store store) {
+__device__ __forceinline__ void mvs_run(Blk blk, const float* x, int n_in, const float* g,
+                                        float eps, int kw, int n_items, Rows rows, Store store) {
     extern __shared__ __align__(16) u8 mvs_smem[];
     __shared__ float s_part[MVS_WARPS][2][1];
     __shared__ float s_inv;
@@ -68,9 +68,9 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
     const int per_block = MVS_WARPS / kw;
     const int tid = part * 32 + (threadIdx.x & 31), nt = kw * 32;
     const int nu = n_in / Unit<T>::VALUES;
-    const int step = gridDim.x * per_block;
+    const int step = blk.gx * per_block;
     typename Unit<T>::Raw na, nb;  // the next item's unit tid
-    int item = blockIdx.x * per_block + warp / kw;
+    int item = blk.x * per_block + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
     bool active = first_item_units<T>(item, n_items, tid, nu, rows, ra, rb, na, nb);
     pdl_wait_then_trigger();
@@ -89,7 +89,7 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
     }
     __syncthreads();
     const float inv = s_inv;
-    for (int first = blockIdx.x * per_block; first < n_items; first += step) {
+    for (int first = blk.x * per_block; first < n_items; first += step) {
         item = first + warp / kw;
         const u8 *ca = ra, *cb = rb;
         const bool cur = active;
@@ -114,10 +114,10 @@ __device__ __forceinline__ void mvs_run(const float* x, int n_in, const float* g
 }
 
 template <int T>
-__device__ __forceinline__ void mvs_plain_body(MvJob j, const float* x, int n_in, const float* g,
+__device__ __forceinline__ void mvs_plain_body(Blk blk, MvJob j, const float* x, int n_in, const float* g,
                                                float eps, int accumulate, int kw) {
     mvs_run<T>(
-        x, n_in, g, eps, kw, (j.n_rows + 1) / 2,
+        blk, x, n_in, g, eps, kw, (j.n_rows + 1) / 2,
         [&](int item, const u8*& ra, const u8*& rb) { return plain_rows(j, item, ra, rb); },
         [&](int item, float a[1], float b[1], float inv[1]) {
             plain_store<1>(j, 2 * item, 0, 1, a, b, inv, accumulate);
@@ -125,14 +125,14 @@ __device__ __forceinline__ void mvs_plain_body(MvJob j, const float* x, int n_in
 }
 
 template <int T>
-__device__ __forceinline__ void mvs_qkv_body(MvJob jq, MvJob jk, MvJob jv, const float* x,
+__device__ __forceinline__ void mvs_qkv_body(Blk blk, MvJob jq, MvJob jk, MvJob jv, const float* x,
                                              int n_in, const float* g, float eps,
                                              const u32* positions, const float* inv_freq,
                                              int head_dim, int n_rot, int neox, void* kc,
                                              void* vc, u64 layer_off, const u32* slots,
                                              int kv_f16, int kw, int item0, int item1) {
     mvs_run<T>(
-        x, n_in, g, eps, kw, item1 - item0,
+        blk, x, n_in, g, eps, kw, item1 - item0,
         [&](int item, const u8*& ra, const u8*& rb) {
             return qkv_rows(qkv_item(jq, jk, jv, item0 + item, head_dim, n_rot, neox), ra, rb);
         },
@@ -144,10 +144,10 @@ __device__ __forceinline__ void mvs_qkv_body(MvJob jq, MvJob jk, MvJob jv, const
 }
 
 template <int T>
-__device__ __forceinline__ void mvs_swiglu_body(MvJob jg, MvJob ju, const float* x, int n_in,
+__device__ __forceinline__ void mvs_swiglu_body(Blk blk, MvJob jg, MvJob ju, const float* x, int n_in,
                                                 const float* g, float eps, int kw) {
     mvs_run<T>(
-        x, n_in, g, eps, kw, jg.n_rows,
+        blk, x, n_in, g, eps, kw, jg.n_rows,
         [&](int item, const u8*& ra, const u8*& rb) { return swiglu_rows(jg, ju, item, ra, rb); },
         [&](int item, float a[1], float b[1], float inv[1]) {
             swiglu_store<1>(jg, item, 0, 1, a, b, inv);
@@ -159,7 +159,7 @@ __device__ __forceinline__ void mvs_swiglu_body(MvJob jg, MvJob ju, const float*
     extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_plain_1##SUFFIX(MvJob j, const float* x, int n_in, int n, const float* g,            \
                             float eps, int accumulate, int kw) {                                 \
-        mvs_plain_body<TT>(j, x, n_in, g, eps, accumulate, kw);                                  \
+        mvs_plain_body<TT>(blk_here(), j, x, n_in, g, eps, accumulate, kw);                                  \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_qkv_1##SUFFIX(MvJob jq, MvJob jk, MvJob jv, const float* x, int n_in, int n,         \
@@ -167,13 +167,13 @@ __device__ __forceinline__ void mvs_swiglu_body(MvJob jg, MvJob ju, const float*
                           const float* inv_freq, int head_dim, int n_rot, int neox, void* kc,    \
                           void* vc, u64 layer_off, const u32* slots, int kv_f16, int kw,         \
                           int item0, int item1) {                                                \
-        mvs_qkv_body<TT>(jq, jk, jv, x, n_in, g, eps, positions, inv_freq, head_dim, n_rot,      \
+        mvs_qkv_body<TT>(blk_here(), jq, jk, jv, x, n_in, g, eps, positions, inv_freq, head_dim, n_rot,      \
                          neox, kc, vc, layer_off, slots, kv_f16, kw, item0, item1);              \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_swiglu_1##SUFFIX(MvJob jg, MvJob ju, const float* x, int n_in, int n,                \
                              const float* g, float eps, int kw) {                                \
-        mvs_swiglu_body<TT>(jg, ju, x, n_in, g, eps, kw);                                        \
+        mvs_swiglu_body<TT>(blk_here(), jg, ju, x, n_in, g, eps, kw);                                        \
     }
 
 SMELT_MVS_KERNELS(_q4_1, W_Q4_1)

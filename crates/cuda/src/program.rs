@@ -1,0 +1,301 @@
+//! The step program (kernels/program.cu): a run of consecutive launches of
+//! the one-row staged products of one weight type and the attention is sent
+//! as one persistent kernel that runs each launch's blocks in turn, with a
+//! grid barrier between launches, instead of one kernel each. The recorded
+//! launch list is unchanged (the graph is still matched against it); only
+//! what is sent differs.
+//!
+//! Each fused launch becomes an op: its kind, its grid and its parameters
+//! packed as the kernel declares them (natural alignment, as a C struct of
+//! the same members). The program is the kernel's one parameter (up to
+//! [`PROGRAM_OPS`] ops, 32 KiB), so a captured graph holds its own copy.
+//!
+//! Set `SMELT_CUDA_PROGRAM=0` to send every launch as its own kernel.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUfunction;
+use cudarc::driver::{CudaFunction, CudaSlice};
+
+use crate::queue::{Arg, Launch, MvJob};
+
+/// Ops one program holds (`PROGRAM_OPS` in program.cu).
+pub(crate) const PROGRAM_OPS: usize = 127;
+/// Bytes of an op (`OpRec`): kind, grid, then the parameters.
+const OP_BYTES: usize = 256;
+const OP_PARAM_BYTES: usize = 240;
+/// Bytes of the kernel's parameter (`Program`): barrier pointer, op count,
+/// padding, the ops.
+const PROGRAM_BYTES: usize = 16 + OP_BYTES * PROGRAM_OPS;
+/// Threads per block of the program and of every launch it takes.
+pub(crate) const PROGRAM_THREADS: u32 = 256;
+/// Barrier words per program launch (count, generation, timeout flag, pad)
+/// and the programs a flush may hold before their barriers are reused.
+const BARRIER_WORDS: usize = 4;
+const BARRIER_SLOTS: usize = 64;
+
+/// What an op runs (`OP_*` in program.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Plain = 0,
+    Qkv = 1,
+    Swiglu = 2,
+    AttentionF16 = 3,
+}
+
+/// A kernel the program can run: which program (weight type) it needs, if
+/// any (the attention runs in every one), and as which op.
+struct Fusable {
+    func: CUfunction,
+    program: Option<usize>,
+    kind: OpKind,
+}
+
+/// The programs (one per weight type) and what they can take.
+pub(crate) struct Programs {
+    fusable: Vec<Fusable>,
+    programs: Vec<CudaFunction>,
+    /// Blocks per SM of a program launch (at most what the staged products
+    /// launch with), by program and dynamic shared memory.
+    occupancy: std::sync::Mutex<Vec<((usize, u32), u32)>>,
+    max_blocks_per_sm: u32,
+    sm_count: u32,
+    /// The barrier words the programs' addresses point into (held here).
+    _barriers: CudaSlice<u32>,
+    barrier_base: u64,
+    /// Program launches built (for tests and reports).
+    built: std::sync::atomic::AtomicU64,
+}
+
+// SAFETY: the CUfunction handles are only compared and handed to the
+// driver, which allows that from any thread; the context outlives them.
+unsafe impl Send for Programs {}
+// SAFETY: as above; the occupancy cache is behind a mutex.
+unsafe impl Sync for Programs {}
+
+impl Programs {
+    /// `programs[t]` runs the products of `staged[t]` (plain, qkv, swiglu)
+    /// and the attention `attention`.
+    pub fn new(
+        programs: Vec<CudaFunction>,
+        staged: Vec<[CudaFunction; 3]>,
+        attention: &CudaFunction,
+        sm_count: u32,
+        max_blocks_per_sm: u32,
+        barriers: CudaSlice<u32>,
+        barrier_base: u64,
+    ) -> Self {
+        let mut fusable = vec![Fusable {
+            func: attention.cu_function(),
+            program: None,
+            kind: OpKind::AttentionF16,
+        }];
+        for (t, fs) in staged.iter().enumerate() {
+            for (f, kind) in fs.iter().zip([OpKind::Plain, OpKind::Qkv, OpKind::Swiglu]) {
+                fusable.push(Fusable {
+                    func: f.cu_function(),
+                    program: Some(t),
+                    kind,
+                });
+            }
+        }
+        Programs {
+            fusable,
+            programs,
+            occupancy: std::sync::Mutex::new(Vec::new()),
+            max_blocks_per_sm,
+            sm_count,
+            _barriers: barriers,
+            barrier_base,
+            built: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Program launches built so far.
+    pub fn launches(&self) -> u64 {
+        self.built.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of barrier words (for the device allocation).
+    pub fn barrier_words() -> usize {
+        BARRIER_WORDS * BARRIER_SLOTS
+    }
+
+    fn lookup(&self, l: &Launch) -> Option<&Fusable> {
+        if l.block != PROGRAM_THREADS || l.param_blob.is_some() {
+            return None;
+        }
+        let f = l.func.cu_function();
+        self.fusable.iter().find(|x| x.func == f)
+    }
+
+    fn blocks_per_sm(&self, program: usize, shared: u32) -> u32 {
+        let mut cache = self.occupancy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(_, b)) = cache.iter().find(|(k, _)| *k == (program, shared)) {
+            return b;
+        }
+        let b = self.programs[program]
+            .occupancy_max_active_blocks_per_multiprocessor(PROGRAM_THREADS, shared as usize, None)
+            .unwrap_or(0)
+            .min(self.max_blocks_per_sm);
+        cache.push(((program, shared), b));
+        b
+    }
+
+    /// `launches` with each run of two or more fusable launches of one
+    /// program replaced by a program launch.
+    pub fn fuse(&self, launches: &[Launch]) -> Vec<Launch> {
+        let mut out = Vec::with_capacity(launches.len());
+        let mut slot = 0usize;
+        let mut i = 0;
+        while i < launches.len() {
+            // The longest run from i whose products share one program.
+            let mut program = None;
+            let mut j = i;
+            while j < launches.len() && j - i < PROGRAM_OPS {
+                let Some(f) = self.lookup(&launches[j]) else {
+                    break;
+                };
+                match (program, f.program) {
+                    (Some(p), Some(q)) if p != q => break,
+                    (None, Some(q)) => program = Some(q),
+                    _ => {}
+                }
+                j += 1;
+            }
+            let run = &launches[i..j];
+            let sent = match program {
+                Some(p) if run.len() >= 2 => self.program_launch(p, run, slot),
+                _ => None,
+            };
+            match sent {
+                Some(l) => {
+                    out.push(l);
+                    slot += 1;
+                    i = j;
+                }
+                None => {
+                    out.push(launches[i].clone());
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn program_launch(&self, program: usize, run: &[Launch], slot: usize) -> Option<Launch> {
+        let shared = run.iter().map(|l| l.shared).max().unwrap_or(0);
+        let per_sm = self.blocks_per_sm(program, shared);
+        if per_sm == 0 {
+            return None;
+        }
+        let mut blob = vec![0u8; PROGRAM_BYTES];
+        let bar = self.barrier_base + ((slot % BARRIER_SLOTS) * BARRIER_WORDS * 4) as u64;
+        blob[0..8].copy_from_slice(&bar.to_le_bytes());
+        blob[8..12].copy_from_slice(&(run.len() as i32).to_le_bytes());
+        for (n, l) in run.iter().enumerate() {
+            let kind = self.lookup(l)?.kind;
+            let op = &mut blob[16 + n * OP_BYTES..16 + (n + 1) * OP_BYTES];
+            op[0..4].copy_from_slice(&(kind as i32).to_le_bytes());
+            op[4..8].copy_from_slice(&l.grid.0.to_le_bytes());
+            op[8..12].copy_from_slice(&l.grid.1.to_le_bytes());
+            op[12..16].copy_from_slice(&l.grid.2.to_le_bytes());
+            pack_params(&l.args, &mut op[16..16 + OP_PARAM_BYTES])?;
+        }
+        self.built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Launch {
+            what: "step program",
+            func: self.programs[program].clone(),
+            grid: (self.sm_count * per_sm, 1, 1),
+            block: PROGRAM_THREADS,
+            shared,
+            args: Vec::new(),
+            param_blob: Some(Arc::from(blob)),
+        })
+    }
+}
+
+/// Lays `args` out as a C struct of the same members (each at its natural
+/// alignment), as the driver lays out kernel parameters; None if they do
+/// not fit.
+fn pack_params(args: &[Arg], out: &mut [u8]) -> Option<()> {
+    let mut at = 0usize;
+    let mut put = |align: usize, bytes: &[u8]| -> Option<()> {
+        at = at.next_multiple_of(align);
+        out.get_mut(at..at + bytes.len())?.copy_from_slice(bytes);
+        at += bytes.len();
+        Some(())
+    };
+    for a in args {
+        match a {
+            Arg::U64(v) => put(8, &v.to_le_bytes())?,
+            Arg::I32(v) => put(4, &v.to_le_bytes())?,
+            Arg::F32(v) => put(4, &v.to_le_bytes())?,
+            Arg::Job(j) => put(8, &job_bytes(j))?,
+        }
+    }
+    Some(())
+}
+
+/// `struct MvJob` of matvec.cu: four u64, two i32.
+fn job_bytes(j: &MvJob) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    b[0..8].copy_from_slice(&j.w.to_le_bytes());
+    b[8..16].copy_from_slice(&j.row_bytes.to_le_bytes());
+    b[16..24].copy_from_slice(&j.out.to_le_bytes());
+    b[24..32].copy_from_slice(&j.bias.to_le_bytes());
+    b[32..36].copy_from_slice(&j.wtype.to_le_bytes());
+    b[36..40].copy_from_slice(&j.n_rows.to_le_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_pack_at_natural_alignment() {
+        // (MvJob, ptr, int, int, ptr, float, int, int): the plain product.
+        let job = MvJob {
+            w: 1,
+            row_bytes: 2,
+            out: 3,
+            bias: 4,
+            wtype: 5,
+            n_rows: 6,
+        };
+        let args = [
+            Arg::Job(job),
+            Arg::U64(0x1122),
+            Arg::I32(7),
+            Arg::I32(8),
+            Arg::U64(9),
+            Arg::F32(1.5),
+            Arg::I32(10),
+            Arg::I32(11),
+        ];
+        let mut out = [0u8; OP_PARAM_BYTES];
+        pack_params(&args, &mut out).expect("fits");
+        let u64_at = |o: usize| u64::from_le_bytes(out[o..o + 8].try_into().expect("8"));
+        let i32_at = |o: usize| i32::from_le_bytes(out[o..o + 4].try_into().expect("4"));
+        assert_eq!(u64_at(24), 4);
+        assert_eq!(i32_at(36), 6);
+        assert_eq!(u64_at(40), 0x1122);
+        assert_eq!((i32_at(48), i32_at(52)), (7, 8));
+        assert_eq!(u64_at(56), 9);
+        assert_eq!(f32::from_le_bytes(out[64..68].try_into().expect("4")), 1.5);
+        assert_eq!((i32_at(68), i32_at(72)), (10, 11));
+        // An int then a pointer: the pointer moves to the next 8 bytes.
+        let mut out = [0u8; 16];
+        pack_params(&[Arg::I32(1), Arg::U64(2)], &mut out).expect("fits");
+        assert_eq!(u64_at_slice(&out, 8), 2);
+        // Too many: None, not a panic.
+        let many = vec![Arg::U64(0); 31];
+        assert!(pack_params(&many, &mut [0u8; OP_PARAM_BYTES]).is_none());
+    }
+
+    fn u64_at_slice(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().expect("8"))
+    }
+}
