@@ -26,7 +26,9 @@
 # name it only when the change needs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-AB=.gpu/ab
+# SMELT_AB_DIR: where the package lives (default .gpu/ab), so a second one
+# can be packed while the first waits for a machine.
+AB=${SMELT_AB_DIR:-.gpu/ab}
 
 # Reads `AB <variant index> <model> <tok/s> <fingerprint> <host us/step>`
 # lines (the host's time a step outside its waits for the GPU); prints a

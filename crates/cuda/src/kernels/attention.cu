@@ -76,9 +76,9 @@ __device__ __forceinline__ float block_max(float v, float* red) {
 }
 
 // Scratch per (row, head, span): max, sum, then head_dim weighted-V values.
-template <typename KV>
+template <typename KV, class Wait>
 __device__ __forceinline__ void attention_body(
-    Blk blk, const float* q, int q_cols, const KV* kc, const KV* vc, u64 layer_off, int row_width,
+    Blk blk, Wait wait, const float* q, int q_cols, const KV* kc, const KV* vc, u64 layer_off, int row_width,
     const u32* positions, const u32* table_start, const u32* tables, int block_size,
     int n_heads, int n_kv_heads, int head_dim, float scale, int window, float* out,
     int out_cols, float* scratch, int max_spans) {
@@ -94,7 +94,7 @@ __device__ __forceinline__ void attention_body(
     const int n_pos = (int)positions[r] + 1;
     const int n_spans = (n_pos + ATT_SPAN - 1) / ATT_SPAN;
     if (span >= n_spans) {
-        pdl_wait_then_trigger();
+        wait();
         return;
     }
     const int p0 = span * ATT_SPAN;
@@ -109,7 +109,7 @@ __device__ __forceinline__ void attention_body(
         if (p >= first) s_slot[i] = table[p / block_size] * block_size + p % block_size;
     }
     __syncthreads();
-    pdl_wait_then_trigger();
+    wait();
     if (p0 + n <= first) {
         float* sc = scratch + (((u64)r * n_heads + h) * max_spans + span) * (head_dim + 2);
         for (int d = threadIdx.x; d < head_dim + 2; d += ATT_THREADS)
@@ -247,7 +247,7 @@ extern "C" __global__ void attention_merge(const u32* positions, int n_heads, in
         const u32* positions, const u32* table_start, const u32* tables, int block_size,          \
         int n_heads, int n_kv_heads, int head_dim, float scale, int window, float* out,           \
         int out_cols, float* scratch, int max_spans) {                                            \
-        attention_body<KV>(blk_here(), q, q_cols, kc, vc, layer_off, row_width, positions, table_start,       \
+        attention_body<KV>(blk_here(), PdlWait{}, q, q_cols, kc, vc, layer_off, row_width, positions, table_start,       \
                            tables, block_size, n_heads, n_kv_heads, head_dim, scale, window, out, \
                            out_cols, scratch, max_spans);                                         \
     }

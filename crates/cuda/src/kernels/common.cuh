@@ -105,6 +105,12 @@ __device__ __forceinline__ void pdl_wait_then_trigger() {
     pdl_trigger();
 }
 
+// The wait of a kernel body that a separate launch runs (the step program
+// passes its grid barrier instead: program.cu).
+struct PdlWait {
+    __device__ __forceinline__ void operator()() const { pdl_wait_then_trigger(); }
+};
+
 // How the unit loads read weights (units.cu): 1 (default) the read-only
 // path without L1 allocation (`ld.global.nc.L1::no_allocate`): a weight
 // byte is read once per step, so an L1 line for it buys nothing (H100,

@@ -56,10 +56,13 @@ __device__ __forceinline__ float mvs_inv_rms(const float* x, const float* g, int
 
 // The loop of every mvs kernel (as mvr_run, for one row): rows(item, &ra,
 // &rb) names an item's weight rows (false: no such item), store(item, a,
-// b, inv) writes its results (lane 0 of the item's first warp).
-template <int T, class Rows, class Store>
-__device__ __forceinline__ void mvs_run(Blk blk, const float* x, int n_in, const float* g,
-                                        float eps, int kw, int n_items, Rows rows, Store store) {
+// b, inv) writes its results (lane 0 of the item's first warp). wait()
+// returns once the input may be read (PDL's wait, or the step program's
+// barrier); the first units are loaded before it.
+template <int T, class Wait, class Rows, class Store>
+__device__ __forceinline__ void mvs_run(Blk blk, Wait wait, const float* x, int n_in,
+                                        const float* g, float eps, int kw, int n_items, Rows rows,
+                                        Store store) {
     extern __shared__ __align__(16) u8 mvs_smem[];
     __shared__ float s_part[MVS_WARPS][2][1];
     __shared__ float s_inv;
@@ -73,7 +76,7 @@ __device__ __forceinline__ void mvs_run(Blk blk, const float* x, int n_in, const
     int item = blk.x * per_block + warp / kw;
     const u8 *ra = nullptr, *rb = nullptr;
     bool active = first_item_units<T>(item, n_items, tid, nu, rows, ra, rb, na, nb);
-    pdl_wait_then_trigger();
+    wait();
     // x times the norm weight (the one-row kernels' `v.x *= s.x`), padded.
     for (int e = 4 * threadIdx.x; e < n_in; e += 4 * blockDim.x) {
         float4 v = ld4(x + e);
@@ -113,26 +116,26 @@ __device__ __forceinline__ void mvs_run(Blk blk, const float* x, int n_in, const
     }
 }
 
-template <int T>
-__device__ __forceinline__ void mvs_plain_body(Blk blk, MvJob j, const float* x, int n_in, const float* g,
+template <int T, class Wait>
+__device__ __forceinline__ void mvs_plain_body(Blk blk, Wait wait, MvJob j, const float* x, int n_in, const float* g,
                                                float eps, int accumulate, int kw) {
     mvs_run<T>(
-        blk, x, n_in, g, eps, kw, (j.n_rows + 1) / 2,
+        blk, wait, x, n_in, g, eps, kw, (j.n_rows + 1) / 2,
         [&](int item, const u8*& ra, const u8*& rb) { return plain_rows(j, item, ra, rb); },
         [&](int item, float a[1], float b[1], float inv[1]) {
             plain_store<1>(j, 2 * item, 0, 1, a, b, inv, accumulate);
         });
 }
 
-template <int T>
-__device__ __forceinline__ void mvs_qkv_body(Blk blk, MvJob jq, MvJob jk, MvJob jv, const float* x,
+template <int T, class Wait>
+__device__ __forceinline__ void mvs_qkv_body(Blk blk, Wait wait, MvJob jq, MvJob jk, MvJob jv, const float* x,
                                              int n_in, const float* g, float eps,
                                              const u32* positions, const float* inv_freq,
                                              int head_dim, int n_rot, int neox, void* kc,
                                              void* vc, u64 layer_off, const u32* slots,
                                              int kv_f16, int kw, int item0, int item1) {
     mvs_run<T>(
-        blk, x, n_in, g, eps, kw, item1 - item0,
+        blk, wait, x, n_in, g, eps, kw, item1 - item0,
         [&](int item, const u8*& ra, const u8*& rb) {
             return qkv_rows(qkv_item(jq, jk, jv, item0 + item, head_dim, n_rot, neox), ra, rb);
         },
@@ -143,11 +146,11 @@ __device__ __forceinline__ void mvs_qkv_body(Blk blk, MvJob jq, MvJob jk, MvJob 
         });
 }
 
-template <int T>
-__device__ __forceinline__ void mvs_swiglu_body(Blk blk, MvJob jg, MvJob ju, const float* x, int n_in,
+template <int T, class Wait>
+__device__ __forceinline__ void mvs_swiglu_body(Blk blk, Wait wait, MvJob jg, MvJob ju, const float* x, int n_in,
                                                 const float* g, float eps, int kw) {
     mvs_run<T>(
-        blk, x, n_in, g, eps, kw, jg.n_rows,
+        blk, wait, x, n_in, g, eps, kw, jg.n_rows,
         [&](int item, const u8*& ra, const u8*& rb) { return swiglu_rows(jg, ju, item, ra, rb); },
         [&](int item, float a[1], float b[1], float inv[1]) {
             swiglu_store<1>(jg, item, 0, 1, a, b, inv);
@@ -159,7 +162,7 @@ __device__ __forceinline__ void mvs_swiglu_body(Blk blk, MvJob jg, MvJob ju, con
     extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_plain_1##SUFFIX(MvJob j, const float* x, int n_in, int n, const float* g,            \
                             float eps, int accumulate, int kw) {                                 \
-        mvs_plain_body<TT>(blk_here(), j, x, n_in, g, eps, accumulate, kw);                                  \
+        mvs_plain_body<TT>(blk_here(), PdlWait{}, j, x, n_in, g, eps, accumulate, kw);                                  \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_qkv_1##SUFFIX(MvJob jq, MvJob jk, MvJob jv, const float* x, int n_in, int n,         \
@@ -167,13 +170,13 @@ __device__ __forceinline__ void mvs_swiglu_body(Blk blk, MvJob jg, MvJob ju, con
                           const float* inv_freq, int head_dim, int n_rot, int neox, void* kc,    \
                           void* vc, u64 layer_off, const u32* slots, int kv_f16, int kw,         \
                           int item0, int item1) {                                                \
-        mvs_qkv_body<TT>(blk_here(), jq, jk, jv, x, n_in, g, eps, positions, inv_freq, head_dim, n_rot,      \
+        mvs_qkv_body<TT>(blk_here(), PdlWait{}, jq, jk, jv, x, n_in, g, eps, positions, inv_freq, head_dim, n_rot,      \
                          neox, kc, vc, layer_off, slots, kv_f16, kw, item0, item1);              \
     }                                                                                            \
     extern "C" __global__ void __launch_bounds__(MVS_WARPS * 32, SMELT_MVS_MIN_BLOCKS)                              \
         mvs_swiglu_1##SUFFIX(MvJob jg, MvJob ju, const float* x, int n_in, int n,                \
                              const float* g, float eps, int kw) {                                \
-        mvs_swiglu_body<TT>(blk_here(), jg, ju, x, n_in, g, eps, kw);                                        \
+        mvs_swiglu_body<TT>(blk_here(), PdlWait{}, jg, ju, x, n_in, g, eps, kw);                                        \
     }
 
 SMELT_MVS_KERNELS(_q4_1, W_Q4_1)

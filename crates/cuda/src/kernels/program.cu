@@ -104,29 +104,30 @@ static_assert(sizeof(QkvParams) <= PROGRAM_PARAM_BYTES, "OpRec params too small"
 static_assert(sizeof(OpRec) == 256, "OpRec is 256 bytes (src/program.rs)");
 static_assert(sizeof(Program) == 16 + 256 * PROGRAM_OPS, "Program layout (src/program.rs)");
 
-template <int T>
-__device__ __forceinline__ void program_plain(const u64* params, Blk b) {
+template <int T, class Wait>
+__device__ __forceinline__ void program_plain(const u64* params, Blk b, Wait w) {
     const PlainParams& p = *(const PlainParams*)params;
-    mvs_plain_body<T>(b, p.j, p.x, p.n_in, p.g, p.eps, p.accumulate, p.kw);
+    mvs_plain_body<T>(b, w, p.j, p.x, p.n_in, p.g, p.eps, p.accumulate, p.kw);
 }
 
-template <int T>
-__device__ __forceinline__ void program_qkv(const u64* params, Blk b) {
+template <int T, class Wait>
+__device__ __forceinline__ void program_qkv(const u64* params, Blk b, Wait w) {
     const QkvParams& p = *(const QkvParams*)params;
-    mvs_qkv_body<T>(b, p.jq, p.jk, p.jv, p.x, p.n_in, p.g, p.eps, p.positions, p.inv_freq,
+    mvs_qkv_body<T>(b, w, p.jq, p.jk, p.jv, p.x, p.n_in, p.g, p.eps, p.positions, p.inv_freq,
                     p.head_dim, p.n_rot, p.neox, p.kc, p.vc, p.layer_off, p.slots, p.kv_f16, p.kw,
                     p.item0, p.item1);
 }
 
-template <int T>
-__device__ __forceinline__ void program_swiglu(const u64* params, Blk b) {
+template <int T, class Wait>
+__device__ __forceinline__ void program_swiglu(const u64* params, Blk b, Wait w) {
     const SwigluParams& p = *(const SwigluParams*)params;
-    mvs_swiglu_body<T>(b, p.jg, p.ju, p.x, p.n_in, p.g, p.eps, p.kw);
+    mvs_swiglu_body<T>(b, w, p.jg, p.ju, p.x, p.n_in, p.g, p.eps, p.kw);
 }
 
-__device__ __forceinline__ void program_attention(const u64* params, Blk b) {
+template <class Wait>
+__device__ __forceinline__ void program_attention(const u64* params, Blk b, Wait w) {
     const AttentionParams& p = *(const AttentionParams*)params;
-    attention_body<u16>(b, p.q, p.q_cols, p.kc, p.vc, p.layer_off, p.row_width, p.positions,
+    attention_body<u16>(b, w, p.q, p.q_cols, p.kc, p.vc, p.layer_off, p.row_width, p.positions,
                         p.table_start, p.tables, p.block_size, p.n_heads, p.n_kv_heads,
                         p.head_dim, p.scale, p.window, p.out, p.out_cols, p.scratch, p.max_spans);
 }
@@ -135,13 +136,13 @@ __device__ __forceinline__ void program_attention(const u64* params, Blk b) {
 // under one switch spilled: registers of one type's loops held across the
 // others'; so there is a program per type, and a run of launches of one
 // type becomes one program.)
-template <int T>
-__device__ __forceinline__ void program_op(int kind, const u64* params, Blk b) {
+template <int T, class Wait>
+__device__ __forceinline__ void program_op(int kind, const u64* params, Blk b, Wait w) {
     switch (kind) {
-        case OP_PLAIN: program_plain<T>(params, b); break;
-        case OP_QKV: program_qkv<T>(params, b); break;
-        case OP_SWIGLU: program_swiglu<T>(params, b); break;
-        default: program_attention(params, b); break;
+        case OP_PLAIN: program_plain<T>(params, b, w); break;
+        case OP_QKV: program_qkv<T>(params, b, w); break;
+        case OP_SWIGLU: program_swiglu<T>(params, b, w); break;
+        default: program_attention(params, b, w); break;
     }
 }
 
@@ -179,24 +180,43 @@ __device__ __forceinline__ void grid_sync(u32* bar, u32 n_blocks) {
     __syncthreads();
 }
 
+// Op i's wait: PDL's for the first op, else the barrier after op i - 1;
+// once per block and op. The bodies call it after their first weight loads
+// (SMELT_PROGRAM_EARLY=1, the default), so a block fetches its next op's
+// first weights before the barrier; with 0 the barrier comes first.
+#ifndef SMELT_PROGRAM_EARLY
+#define SMELT_PROGRAM_EARLY 1
+#endif
+struct ProgramWait {
+    int op;
+    u32* bar;
+    bool* waited;
+    __device__ __forceinline__ void operator()() const {
+        if (*waited) return;
+        *waited = true;
+        if (op == 0) pdl_wait_then_trigger();
+        else grid_sync(bar, gridDim.x);
+    }
+};
+
 template <int T>
 __device__ __forceinline__ void program_body(const Program& prog) {
 #if MVS_WARPS * 32 == PROGRAM_THREADS && ATT_THREADS == PROGRAM_THREADS
     const int n_ops = prog.n_ops;
-    u32* bar = prog.bar;
     for (int i = 0; i < n_ops; i++) {
         const OpRec* op = prog.ops + i;
         const int kind = op->kind;
         const u32 gx = op->gx, gy = op->gy, total = gx * gy * op->gz;
-        // A block with nothing to do in the first op still waits for the
-        // kernel before the program (the bodies wait in theirs).
-        if (i == 0 && blockIdx.x >= total) pdl_wait_then_trigger();
+        bool waited = false;
+        const ProgramWait wait{i, prog.bar, &waited};
+        if (!SMELT_PROGRAM_EARLY) wait();
         for (u32 v = blockIdx.x; v < total; v += gridDim.x) {
             const Blk b{v % gx, (v / gx) % gy, v / (gx * gy), gx};
-            program_op<T>(kind, op->params, b);
+            program_op<T>(kind, op->params, b, wait);
             __syncthreads();
         }
-        if (i + 1 < n_ops) grid_sync(bar, gridDim.x);
+        // A block with nothing to do in this op still takes its wait.
+        wait();
     }
 #else
     // Other block sizes (tuning defines): the host never fuses.
