@@ -476,7 +476,14 @@ impl CudaBackend {
         };
         let queue = Arc::new(queue::Queue::new(ctx, stream));
         if std::env::var("SMELT_CUDA_PROGRAM").map_or(true, |v| v != "0") {
-            queue.use_programs(step_programs(&k, &queue, dynamic_limit, &q8)?);
+            // Without programs every launch is still sent, as its own kernel.
+            match step_programs(&k, &queue, max_shared, &q8) {
+                Ok(p) => queue.use_programs(p),
+                Err(_e) => {
+                    #[cfg(debug_assertions)]
+                    eprintln!("smelt-cuda: no step programs: {_e}");
+                }
+            }
         }
         let info = DeviceInfo {
             ordinal,
@@ -699,7 +706,7 @@ impl CudaBackend {
 fn step_programs(
     k: &Kernels,
     queue: &queue::Queue,
-    dynamic_limit: i32,
+    max_shared: i32,
     q8: &Q8Config,
 ) -> Result<program::Programs, CudaError> {
     use cudarc::driver::sys::CUfunction_attribute as FA;
@@ -714,9 +721,14 @@ fn step_programs(
         staged.push([pick(&k.mvs_plain)?, pick(&k.mvs_qkv)?, pick(&k.mvs_swiglu)?]);
     }
     for f in &k.programs {
+        // The opt-in limit less the program's static shared memory (the
+        // attention's and the products' arrays, ~18 KiB).
+        let fixed = f
+            .get_attribute(FA::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(driver("read the step programs' shared memory"))?;
         f.set_attribute(
             FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            dynamic_limit,
+            (max_shared - fixed).max(0),
         )
         .map_err(driver("allow the step programs their shared memory"))?;
     }
