@@ -738,6 +738,32 @@ fn step_programs(
         .map_err(driver("allocate the step programs' barriers"))?;
     let (base, _guard) = cudarc::driver::DevicePtr::device_ptr(&barriers, &queue.stream);
     drop(_guard);
+    // The fault word, in host memory the device writes through.
+    // SAFETY: the word is set to 0 below before any kernel can see it.
+    let fault = unsafe {
+        queue.ctx.alloc_pinned_with_flags::<u32>(
+            1,
+            cudarc::driver::sys::CU_MEMHOSTALLOC_DEVICEMAP
+                | cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE,
+        )
+    }
+    .map_err(driver("allocate the step programs' fault word"))?;
+    let host = fault
+        .as_ptr()
+        .map_err(driver("read the step programs' fault word"))?;
+    let mut fault_addr: cudarc::driver::sys::CUdeviceptr = 0;
+    // SAFETY: `host` is a live pinned allocation made with DEVICEMAP, so
+    // the driver has a device address for it; 0 is a valid u32.
+    unsafe {
+        std::ptr::write_volatile(host.cast_mut(), 0);
+        cudarc::driver::sys::cuMemHostGetDevicePointer_v2(
+            &mut fault_addr,
+            host.cast_mut().cast(),
+            0,
+        )
+    }
+    .result()
+    .map_err(driver("map the step programs' fault word"))?;
     Ok(program::Programs::new(
         k.programs.clone(),
         staged,
@@ -746,6 +772,8 @@ fn step_programs(
         q8.staged_blocks_per_sm,
         barriers,
         base,
+        fault,
+        fault_addr,
     ))
 }
 

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUfunction;
-use cudarc::driver::{CudaFunction, CudaSlice};
+use cudarc::driver::{CudaFunction, CudaSlice, PinnedHostSlice};
 
 use crate::queue::{Arg, Launch, MvJob};
 
@@ -24,12 +24,13 @@ pub(crate) const PROGRAM_OPS: usize = 127;
 /// Bytes of an op (`OpRec`): kind, grid, then the parameters.
 const OP_BYTES: usize = 256;
 const OP_PARAM_BYTES: usize = 240;
-/// Bytes of the kernel's parameter (`Program`): barrier pointer, op count,
-/// padding, the ops.
-const PROGRAM_BYTES: usize = 16 + OP_BYTES * PROGRAM_OPS;
+/// Bytes of the kernel's parameter (`Program`): barrier and fault
+/// pointers, op count, padding, the ops.
+const PROGRAM_HEAD: usize = 24;
+const PROGRAM_BYTES: usize = PROGRAM_HEAD + OP_BYTES * PROGRAM_OPS;
 /// Threads per block of the program and of every launch it takes.
 pub(crate) const PROGRAM_THREADS: u32 = 256;
-/// Barrier words per program launch (count, generation, timeout flag, pad)
+/// Barrier words per program launch (count, generation, two unused)
 /// and the programs a flush may hold before their barriers are reused.
 const BARRIER_WORDS: usize = 4;
 const BARRIER_SLOTS: usize = 64;
@@ -63,6 +64,10 @@ pub(crate) struct Programs {
     /// The barrier words the programs' addresses point into (held here).
     _barriers: CudaSlice<u32>,
     barrier_base: u64,
+    /// The fault word: host memory the GPU writes through (a barrier that
+    /// timed out sets it).
+    fault: PinnedHostSlice<u32>,
+    fault_addr: u64,
     /// Program launches built (for tests and reports).
     built: std::sync::atomic::AtomicU64,
 }
@@ -84,6 +89,8 @@ impl Programs {
         max_blocks_per_sm: u32,
         barriers: CudaSlice<u32>,
         barrier_base: u64,
+        fault: PinnedHostSlice<u32>,
+        fault_addr: u64,
     ) -> Self {
         let mut fusable = vec![Fusable {
             func: attention.cu_function(),
@@ -107,7 +114,28 @@ impl Programs {
             sm_count,
             _barriers: barriers,
             barrier_base,
+            fault,
+            fault_addr,
             built: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a program's barrier timed out (some block never arrived);
+    /// clears the word.
+    pub fn take_fault(&self) -> bool {
+        let Ok(p) = self.fault.as_ptr() else {
+            return false;
+        };
+        // SAFETY: `p` points at the one u32 of the live pinned allocation;
+        // the GPU writes it only to set it, so a volatile read sees 0 or 1,
+        // and clearing it races with nothing but another fault.
+        unsafe {
+            let p = p.cast_mut();
+            let set = std::ptr::read_volatile(p) != 0;
+            if set {
+                std::ptr::write_volatile(p, 0);
+            }
+            set
         }
     }
 
@@ -192,10 +220,12 @@ impl Programs {
         let mut blob = vec![0u8; PROGRAM_BYTES];
         let bar = self.barrier_base + ((slot % BARRIER_SLOTS) * BARRIER_WORDS * 4) as u64;
         blob[0..8].copy_from_slice(&bar.to_le_bytes());
-        blob[8..12].copy_from_slice(&(run.len() as i32).to_le_bytes());
+        blob[8..16].copy_from_slice(&self.fault_addr.to_le_bytes());
+        blob[16..20].copy_from_slice(&(run.len() as i32).to_le_bytes());
         for (n, l) in run.iter().enumerate() {
             let kind = self.lookup(l)?.kind;
-            let op = &mut blob[16 + n * OP_BYTES..16 + (n + 1) * OP_BYTES];
+            let at = PROGRAM_HEAD + n * OP_BYTES;
+            let op = &mut blob[at..at + OP_BYTES];
             op[0..4].copy_from_slice(&(kind as i32).to_le_bytes());
             op[4..8].copy_from_slice(&l.grid.0.to_le_bytes());
             op[8..12].copy_from_slice(&l.grid.1.to_le_bytes());

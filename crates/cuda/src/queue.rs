@@ -229,6 +229,13 @@ impl Queue {
     }
 
     pub fn take_error(&self) -> Option<String> {
+        if self.programs.get().is_some_and(|p| p.take_fault()) {
+            self.fail(
+                "a step program's grid barrier timed out (its blocks were not all resident): \
+                 results since the last check are wrong; SMELT_CUDA_PROGRAM=0 avoids programs"
+                    .to_string(),
+            );
+        }
         self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 

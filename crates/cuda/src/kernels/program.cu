@@ -18,8 +18,8 @@
 //
 // Every block of the program must be resident at once (the barrier spins):
 // the host launches at most the occupancy's blocks per SM. A barrier that
-// waits over 2 s gives up and sets bar[2] (the host reports it), rather
-// than hang.
+// waits over 2 s gives up and sets the fault word (host memory the GPU
+// writes through; the host turns it into an error), rather than hang.
 
 #define PROGRAM_THREADS 256
 #define PROGRAM_PARAM_BYTES 240
@@ -96,13 +96,14 @@ struct AttentionParams {
 #define PROGRAM_OPS 127
 struct Program {
     u32* bar;
+    u32* fault;
     int n_ops, pad;
     OpRec ops[PROGRAM_OPS];
 };
 
 static_assert(sizeof(QkvParams) <= PROGRAM_PARAM_BYTES, "OpRec params too small");
 static_assert(sizeof(OpRec) == 256, "OpRec is 256 bytes (src/program.rs)");
-static_assert(sizeof(Program) == 16 + 256 * PROGRAM_OPS, "Program layout (src/program.rs)");
+static_assert(sizeof(Program) == 24 + 256 * PROGRAM_OPS, "Program layout (src/program.rs)");
 
 template <int T, class Wait>
 __device__ __forceinline__ void program_plain(const u64* params, Blk b, Wait w) {
@@ -156,7 +157,7 @@ __device__ __forceinline__ u64 global_ns() {
 // block to arrive resets the count, then moves the generation on; the others
 // spin until it moves. The fences make every write before the barrier
 // visible to every read after it.
-__device__ __forceinline__ void grid_sync(u32* bar, u32 n_blocks) {
+__device__ __forceinline__ void grid_sync(u32* bar, u32* fault, u32 n_blocks) {
     __syncthreads();
     if (threadIdx.x == 0) {
         volatile u32* gen = bar + 1;
@@ -170,7 +171,7 @@ __device__ __forceinline__ void grid_sync(u32* bar, u32 n_blocks) {
             const u64 t0 = global_ns();
             while (*gen == g) {
                 if (global_ns() - t0 > 2000000000ull) {
-                    atomicExch(bar + 2, 1);
+                    *(volatile u32*)fault = 1;
                     break;
                 }
             }
@@ -190,12 +191,13 @@ __device__ __forceinline__ void grid_sync(u32* bar, u32 n_blocks) {
 struct ProgramWait {
     int op;
     u32* bar;
+    u32* fault;
     bool* waited;
     __device__ __forceinline__ void operator()() const {
         if (*waited) return;
         *waited = true;
         if (op == 0) pdl_wait_then_trigger();
-        else grid_sync(bar, gridDim.x);
+        else grid_sync(bar, fault, gridDim.x);
     }
 };
 
@@ -208,7 +210,7 @@ __device__ __forceinline__ void program_body(const Program& prog) {
         const int kind = op->kind;
         const u32 gx = op->gx, gy = op->gy, total = gx * gy * op->gz;
         bool waited = false;
-        const ProgramWait wait{i, prog.bar, &waited};
+        const ProgramWait wait{i, prog.bar, prog.fault, &waited};
         if (!SMELT_PROGRAM_EARLY) wait();
         for (u32 v = blockIdx.x; v < total; v += gridDim.x) {
             const Blk b{v % gx, (v / gx) % gy, v / (gx * gy), gx};
