@@ -770,10 +770,12 @@ fn step_programs(
         &k.attention_f16,
         q8.sm_count,
         q8.staged_blocks_per_sm,
-        barriers,
-        base,
-        fault,
-        fault_addr,
+        program::ProgramMemory {
+            _barriers: barriers,
+            barrier_base: base,
+            fault,
+            fault_addr,
+        },
     ))
 }
 

@@ -52,6 +52,16 @@ struct Fusable {
     kind: OpKind,
 }
 
+/// Device memory of the programs' barriers: per-launch barrier words and
+/// the fault word (host memory the GPU writes through).
+pub(crate) struct ProgramMemory {
+    /// Held so that `barrier_base` stays valid.
+    pub _barriers: CudaSlice<u32>,
+    pub barrier_base: u64,
+    pub fault: PinnedHostSlice<u32>,
+    pub fault_addr: u64,
+}
+
 /// The programs (one per weight type) and what they can take.
 pub(crate) struct Programs {
     fusable: Vec<Fusable>,
@@ -61,13 +71,8 @@ pub(crate) struct Programs {
     occupancy: std::sync::Mutex<Vec<((usize, u32), u32)>>,
     max_blocks_per_sm: u32,
     sm_count: u32,
-    /// The barrier words the programs' addresses point into (held here).
-    _barriers: CudaSlice<u32>,
-    barrier_base: u64,
-    /// The fault word: host memory the GPU writes through (a barrier that
-    /// timed out sets it).
-    fault: PinnedHostSlice<u32>,
-    fault_addr: u64,
+    /// The barrier and fault words the programs' addresses point into.
+    memory: ProgramMemory,
     /// Program launches built (for tests and reports).
     built: std::sync::atomic::AtomicU64,
 }
@@ -87,10 +92,7 @@ impl Programs {
         attention: &CudaFunction,
         sm_count: u32,
         max_blocks_per_sm: u32,
-        barriers: CudaSlice<u32>,
-        barrier_base: u64,
-        fault: PinnedHostSlice<u32>,
-        fault_addr: u64,
+        memory: ProgramMemory,
     ) -> Self {
         let mut fusable = vec![Fusable {
             func: attention.cu_function(),
@@ -112,10 +114,7 @@ impl Programs {
             occupancy: std::sync::Mutex::new(Vec::new()),
             max_blocks_per_sm,
             sm_count,
-            _barriers: barriers,
-            barrier_base,
-            fault,
-            fault_addr,
+            memory,
             built: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -123,7 +122,7 @@ impl Programs {
     /// Whether a program's barrier timed out (some block never arrived);
     /// clears the word.
     pub fn take_fault(&self) -> bool {
-        let Ok(p) = self.fault.as_ptr() else {
+        let Ok(p) = self.memory.fault.as_ptr() else {
             return false;
         };
         // SAFETY: `p` points at the one u32 of the live pinned allocation;
@@ -218,9 +217,9 @@ impl Programs {
             return None;
         }
         let mut blob = vec![0u8; PROGRAM_BYTES];
-        let bar = self.barrier_base + ((slot % BARRIER_SLOTS) * BARRIER_WORDS * 4) as u64;
+        let bar = self.memory.barrier_base + ((slot % BARRIER_SLOTS) * BARRIER_WORDS * 4) as u64;
         blob[0..8].copy_from_slice(&bar.to_le_bytes());
-        blob[8..16].copy_from_slice(&self.fault_addr.to_le_bytes());
+        blob[8..16].copy_from_slice(&self.memory.fault_addr.to_le_bytes());
         blob[16..20].copy_from_slice(&(run.len() as i32).to_le_bytes());
         for (n, l) in run.iter().enumerate() {
             let kind = self.lookup(l)?.kind;
