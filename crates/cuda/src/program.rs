@@ -172,25 +172,16 @@ impl Programs {
     /// `launches` with each run of two or more fusable launches of one
     /// program replaced by a program launch.
     pub fn fuse(&self, launches: &[Launch]) -> Vec<Launch> {
+        let programs: Vec<Option<Option<usize>>> = launches
+            .iter()
+            .map(|l| self.lookup(l).map(|f| f.program))
+            .collect();
         let mut out = Vec::with_capacity(launches.len());
         let mut slot = 0usize;
         let mut i = 0;
         while i < launches.len() {
-            // The longest run from i whose products share one program.
-            let mut program = None;
-            let mut j = i;
-            while j < launches.len() && j - i < PROGRAM_OPS {
-                let Some(f) = self.lookup(&launches[j]) else {
-                    break;
-                };
-                match (program, f.program) {
-                    (Some(p), Some(q)) if p != q => break,
-                    (None, Some(q)) => program = Some(q),
-                    _ => {}
-                }
-                j += 1;
-            }
-            let run = &launches[i..j];
+            let (program, end) = run_from(&programs, i);
+            let run = &launches[i..end];
             let sent = match program {
                 Some(p) if run.len() >= 2 => self.program_launch(p, run, slot),
                 _ => None,
@@ -199,7 +190,7 @@ impl Programs {
                 Some(l) => {
                     out.push(l);
                     slot += 1;
-                    i = j;
+                    i = end;
                 }
                 None => {
                     out.push(launches[i].clone());
@@ -243,6 +234,27 @@ impl Programs {
             param_blob: Some(Arc::from(blob)),
         })
     }
+}
+
+/// The longest run of launches from `i` one program can take, and that
+/// program: `programs[j]` is None for a launch no program takes, Some(None)
+/// for one every program takes (the attention), Some(Some(p)) for one only
+/// program p takes. At most [`PROGRAM_OPS`] launches.
+fn run_from(programs: &[Option<Option<usize>>], i: usize) -> (Option<usize>, usize) {
+    let mut program = None;
+    let mut j = i;
+    while j < programs.len() && j - i < PROGRAM_OPS {
+        let Some(p) = programs[j] else {
+            break;
+        };
+        match (program, p) {
+            (Some(a), Some(b)) if a != b => break,
+            (None, Some(b)) => program = Some(b),
+            _ => {}
+        }
+        j += 1;
+    }
+    (program, j)
 }
 
 /// Lays `args` out as a C struct of the same members (each at its natural
@@ -322,6 +334,33 @@ mod tests {
         // Too many: None, not a panic.
         let many = vec![Arg::U64(0); 31];
         assert!(pack_params(&many, &mut [0u8; OP_PARAM_BYTES]).is_none());
+    }
+
+    #[test]
+    fn runs_share_one_program_and_stop_at_other_launches() {
+        // embed, [q4_1 qkv, attention, q4_1 o, q4_1 swiglu], q8_0 logits.
+        let a = Some(None);
+        let list = [
+            None,
+            Some(Some(0)),
+            a,
+            Some(Some(0)),
+            Some(Some(0)),
+            Some(Some(1)),
+        ];
+        assert_eq!(run_from(&list, 0), (None, 0));
+        assert_eq!(run_from(&list, 1), (Some(0), 5));
+        assert_eq!(run_from(&list, 5), (Some(1), 6));
+        // A run may start with the attention; attention alone has no program.
+        assert_eq!(
+            run_from(&[a, Some(Some(2)), Some(Some(3))], 0),
+            (Some(2), 2)
+        );
+        assert_eq!(run_from(&[a, None], 0), (None, 1));
+        // Long runs split at PROGRAM_OPS.
+        let long = vec![Some(Some(0)); 300];
+        assert_eq!(run_from(&long, 0), (Some(0), PROGRAM_OPS));
+        assert_eq!(run_from(&long, 254), (Some(0), 300));
     }
 
     fn u64_at_slice(b: &[u8], o: usize) -> u64 {
