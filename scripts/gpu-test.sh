@@ -72,6 +72,8 @@ for line in sys.stdin:
     rm -rf "$CACHE"
     if find_nvrtc; then
         SMELT_CUDA_CACHE="$CACHE" target/release/examples/cuda_precompile sm_90 || true
+        # The kernels with the opt-in step programs (test-step_program).
+        SMELT_CUDA_PROGRAM=1 SMELT_CUDA_CACHE="$CACHE" target/release/examples/cuda_precompile sm_90 || true
     fi
     ls -la "$BIN" "$CACHE" 2>/dev/null || true; du -sh "$BIN" "$CACHE" 2>/dev/null || true
     exit 0
@@ -112,6 +114,8 @@ run_tests() {
 for t in "$BIN"/test-*; do
     [[ -x "$t" ]] && run_tests "$(basename "$t")" -- "$t"
 done
+# The opt-in step programs against separate launches.
+[[ -x "$BIN/test-step_program" ]] && run_tests "test-step_program (SMELT_CUDA_PROGRAM=1)" SMELT_CUDA_PROGRAM=1 -- "$BIN/test-step_program"
 # The model once more with every kernel launched directly (no CUDA graphs).
 [[ -x "$BIN/test-model_e2e" ]] && run_tests "test-model_e2e (SMELT_CUDA_GRAPHS=0)" SMELT_CUDA_GRAPHS=0 -- "$BIN/test-model_e2e"
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::CudaError;
 
 /// The kernel sources, compiled as one program in this order.
-const SOURCES: [(&str, &str); 11] = [
+const SOURCES: [(&str, &str); 10] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cu", include_str!("kernels/quant.cu")),
     ("gemm.cu", include_str!("kernels/gemm.cu")),
@@ -23,8 +23,17 @@ const SOURCES: [(&str, &str); 11] = [
     ("matvec_staged.cu", include_str!("kernels/matvec_staged.cu")),
     ("ops.cu", include_str!("kernels/ops.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
-    ("program.cu", include_str!("kernels/program.cu")),
 ];
+
+/// The step programs (kernels/program.cu): compiled only when asked for
+/// (`SMELT_CUDA_PROGRAM=1`), as they are slower than separate launches so
+/// far (docs/CUDA.md, "Session 10") and add a minute of NVRTC time.
+const PROGRAM_SOURCE: (&str, &str) = ("program.cu", include_str!("kernels/program.cu"));
+
+/// Whether the step programs are wanted (`SMELT_CUDA_PROGRAM=1`).
+pub fn programs_wanted() -> bool {
+    std::env::var("SMELT_CUDA_PROGRAM").is_ok_and(|v| v == "1")
+}
 
 /// The whole program text (all kernel files, concatenated).
 ///
@@ -37,7 +46,8 @@ pub fn program_source() -> String {
     for (name, value) in defines() {
         src.push_str(&format!("#define {name} {value}\n"));
     }
-    for (name, text) in SOURCES {
+    let program = programs_wanted().then_some(PROGRAM_SOURCE);
+    for (name, text) in SOURCES.into_iter().chain(program) {
         src.push_str(&format!("// ---- {name}\n"));
         src.push_str(text);
         src.push('\n');

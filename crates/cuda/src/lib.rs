@@ -254,7 +254,8 @@ struct Kernels {
     attention_f16: CudaFunction,
     attention_f32: CudaFunction,
     attention_merge: CudaFunction,
-    /// The step programs (program.cu), one per type of `PROGRAM_TYPES`.
+    /// The step programs (program.cu), one per type of `PROGRAM_TYPES`;
+    /// empty unless `SMELT_CUDA_PROGRAM=1` compiled them.
     programs: Vec<CudaFunction>,
     swiglu: CudaFunction,
     add: CudaFunction,
@@ -475,7 +476,7 @@ impl CudaBackend {
                 .unwrap_or(2),
         };
         let queue = Arc::new(queue::Queue::new(ctx, stream));
-        if std::env::var("SMELT_CUDA_PROGRAM").map_or(true, |v| v != "0") {
+        if !k.programs.is_empty() {
             // Without programs every launch is still sent, as its own kernel.
             match step_programs(&k, &queue, max_shared, &q8) {
                 Ok(p) => queue.use_programs(p),
@@ -505,7 +506,7 @@ impl CudaBackend {
             argmax_scratch: Mutex::new(None),
             chain: Mutex::new(chain::ChainState::default()),
             top_k_scratch: Mutex::new(None),
-            chained: std::env::var("SMELT_CUDA_CHAIN").is_ok_and(|v| v == "1"),
+            chained: std::env::var("SMELT_CUDA_CHAIN").map_or(true, |v| v != "0"),
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
             staged_launches: std::sync::atomic::AtomicU64::new(0),
             step_rows: Mutex::new(None),
@@ -647,8 +648,9 @@ impl CudaBackend {
     }
 
     /// Sends runs of staged products and attention as one step program
-    /// (kernels/program.cu; on by default, `SMELT_CUDA_PROGRAM=0` off), or
-    /// every launch as its own kernel. The values are the same either way.
+    /// (kernels/program.cu), or every launch as its own kernel. The values
+    /// are the same either way. Only where `SMELT_CUDA_PROGRAM=1` compiled
+    /// the programs (opt-in: slower so far); otherwise nothing changes.
     pub fn set_programs(&mut self, on: bool) {
         self.queue.set_programs(on);
     }
@@ -858,10 +860,14 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         attention_f16: f("attention_f16")?,
         attention_f32: f("attention_f32")?,
         attention_merge: f("attention_merge")?,
-        programs: PROGRAM_TYPES
-            .iter()
-            .map(|(_, n)| f(&format!("step_program_{n}")))
-            .collect::<Result<_, _>>()?,
+        programs: if compile::programs_wanted() {
+            PROGRAM_TYPES
+                .iter()
+                .map(|(_, n)| f(&format!("step_program_{n}")))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        },
         swiglu: f("swiglu")?,
         add: f("add")?,
         add_bias: f("add_bias")?,

@@ -10,7 +10,10 @@
 //! the same members). The program is the kernel's one parameter (up to
 //! [`PROGRAM_OPS`] ops, 32 KiB), so a captured graph holds its own copy.
 //!
-//! Set `SMELT_CUDA_PROGRAM=0` to send every launch as its own kernel.
+//! Opt-in (`SMELT_CUDA_PROGRAM=1` compiles the programs and turns them on):
+//! on an H100 they were slower than separate launches with PDL (SmolLM2
+//! shape 956 vs 1,440 tok/s, docs/CUDA.md "Session 10"): a grid barrier of
+//! 264 blocks costs more than a kernel boundary.
 
 use std::sync::Arc;
 

@@ -2,7 +2,8 @@
 //! staged products and the attention in one persistent kernel: every
 //! decode step's logits must equal, bit for bit, those of the same launches
 //! sent one kernel each, for every weight type it takes, through the
-//! graph's capture and its replays.
+//! graph's capture and its replays. The programs are opt-in: run with
+//! `SMELT_CUDA_PROGRAM=1` (scripts/gpu-test.sh does), else this skips.
 
 mod common;
 
@@ -54,6 +55,12 @@ fn programs_give_the_logits_of_separate_launches() {
         return;
     };
     drop(probe);
+    if !smelt_cuda::compile::programs_wanted() {
+        common::notice(
+            "SKIPPED programs_give_the_logits_of_separate_launches: step programs are opt-in (SMELT_CUDA_PROGRAM=1)",
+        );
+        return;
+    }
     for (i, wt) in [DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q6K]
         .into_iter()
         .enumerate()
