@@ -20,7 +20,8 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUfunction;
 use cudarc::driver::{CudaFunction, CudaSlice, PinnedHostSlice};
 
-use crate::queue::{Arg, Launch, MvJob};
+use crate::queue::{Arg, Launch, MvJob, Queue};
+use crate::{CudaError, Kernels, PROGRAM_TYPES, Q8Config, RowsKernels, driver, weight_code};
 
 /// Ops one program holds (`PROGRAM_OPS` in program.cu).
 pub(crate) const PROGRAM_OPS: usize = 127;
@@ -144,6 +145,84 @@ impl Programs {
     /// Program launches built so far.
     pub fn launches(&self) -> u64 {
         self.built.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The programs of `k` (compiled: `SMELT_CUDA_PROGRAM=1`) and the staged
+    /// products and attention they run, with zeroed barrier words.
+    pub(crate) fn set_up(
+        k: &Kernels,
+        queue: &Queue,
+        max_shared: i32,
+        q8: &Q8Config,
+    ) -> Result<Programs, CudaError> {
+        use cudarc::driver::sys::CUfunction_attribute as FA;
+        let mut staged = Vec::with_capacity(PROGRAM_TYPES.len());
+        for (dtype, _) in PROGRAM_TYPES {
+            let pick = |r: &RowsKernels| {
+                weight_code(dtype)
+                    .and_then(|c| r.typed.iter().find(|(t, _)| *t == c))
+                    .map(|(_, f)| f.clone())
+                    .ok_or_else(|| CudaError::Compile(format!("no staged kernel for {dtype:?}")))
+            };
+            staged.push([pick(&k.mvs_plain)?, pick(&k.mvs_qkv)?, pick(&k.mvs_swiglu)?]);
+        }
+        for f in &k.programs {
+            // The opt-in limit less the program's static shared memory (the
+            // attention's and the products' arrays, ~18 KiB).
+            let fixed = f
+                .get_attribute(FA::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+                .map_err(driver("read the step programs' shared memory"))?;
+            f.set_attribute(
+                FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                (max_shared - fixed).max(0),
+            )
+            .map_err(driver("allow the step programs their shared memory"))?;
+        }
+        let barriers = queue
+            .stream
+            .alloc_zeros::<u32>(Programs::barrier_words())
+            .map_err(driver("allocate the step programs' barriers"))?;
+        let (base, _guard) = cudarc::driver::DevicePtr::device_ptr(&barriers, &queue.stream);
+        drop(_guard);
+        // The fault word, in host memory the device writes through.
+        // SAFETY: the word is set to 0 below before any kernel can see it.
+        let fault = unsafe {
+            queue.ctx.alloc_pinned_with_flags::<u32>(
+                1,
+                cudarc::driver::sys::CU_MEMHOSTALLOC_DEVICEMAP
+                    | cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE,
+            )
+        }
+        .map_err(driver("allocate the step programs' fault word"))?;
+        let host = fault
+            .as_ptr()
+            .map_err(driver("read the step programs' fault word"))?;
+        let mut fault_addr: cudarc::driver::sys::CUdeviceptr = 0;
+        // SAFETY: `host` is a live pinned allocation made with DEVICEMAP, so
+        // the driver has a device address for it; 0 is a valid u32.
+        unsafe {
+            std::ptr::write_volatile(host.cast_mut(), 0);
+            cudarc::driver::sys::cuMemHostGetDevicePointer_v2(
+                &mut fault_addr,
+                host.cast_mut().cast(),
+                0,
+            )
+        }
+        .result()
+        .map_err(driver("map the step programs' fault word"))?;
+        Ok(Programs::new(
+            k.programs.clone(),
+            staged,
+            &k.attention_f16,
+            q8.sm_count,
+            q8.staged_blocks_per_sm,
+            ProgramMemory {
+                _barriers: barriers,
+                barrier_base: base,
+                fault,
+                fault_addr,
+            },
+        ))
     }
 
     /// Bytes of barrier words (for the device allocation).
