@@ -24,7 +24,7 @@ use crate::queue::{Arg, Launch, MvJob, Queue};
 use crate::{CudaError, Kernels, PROGRAM_TYPES, Q8Config, RowsKernels, driver, weight_code};
 
 /// Ops one program holds (`PROGRAM_OPS` in program.cu).
-pub(crate) const PROGRAM_OPS: usize = 127;
+const PROGRAM_OPS: usize = 127;
 /// Bytes of an op (`OpRec`): kind, grid, then the parameters.
 const OP_BYTES: usize = 256;
 const OP_PARAM_BYTES: usize = 240;
@@ -33,10 +33,10 @@ const OP_PARAM_BYTES: usize = 240;
 const PROGRAM_HEAD: usize = 24;
 const PROGRAM_BYTES: usize = PROGRAM_HEAD + OP_BYTES * PROGRAM_OPS;
 /// Threads per block of the program and of every launch it takes.
-pub(crate) const PROGRAM_THREADS: u32 = 256;
-/// Barrier words per program launch (count, generation, two unused)
-/// and the programs a flush may hold before their barriers are reused.
-const BARRIER_WORDS: usize = 4;
+const PROGRAM_THREADS: u32 = 256;
+/// Barrier words per program launch (count, generation) and the programs
+/// a flush may hold before their barriers are reused.
+const BARRIER_WORDS: usize = 2;
 const BARRIER_SLOTS: usize = 64;
 
 /// What an op runs (`OP_*` in program.cu).
@@ -254,10 +254,9 @@ impl Programs {
     /// `launches` with each run of two or more fusable launches of one
     /// program replaced by a program launch.
     pub fn fuse(&self, launches: &[Launch]) -> Vec<Launch> {
-        let programs: Vec<Option<Option<usize>>> = launches
-            .iter()
-            .map(|l| self.lookup(l).map(|f| f.program))
-            .collect();
+        let found: Vec<Option<&Fusable>> = launches.iter().map(|l| self.lookup(l)).collect();
+        let programs: Vec<Option<Option<usize>>> =
+            found.iter().map(|f| f.map(|f| f.program)).collect();
         let mut out = Vec::with_capacity(launches.len());
         let mut slot = 0usize;
         let mut i = 0;
@@ -265,7 +264,7 @@ impl Programs {
             let (program, end) = run_from(&programs, i);
             let run = &launches[i..end];
             let sent = match program {
-                Some(p) if run.len() >= 2 => self.program_launch(p, run, slot),
+                Some(p) if run.len() >= 2 => self.program_launch(p, run, &found[i..end], slot),
                 _ => None,
             };
             match sent {
@@ -283,7 +282,13 @@ impl Programs {
         out
     }
 
-    fn program_launch(&self, program: usize, run: &[Launch], slot: usize) -> Option<Launch> {
+    fn program_launch(
+        &self,
+        program: usize,
+        run: &[Launch],
+        found: &[Option<&Fusable>],
+        slot: usize,
+    ) -> Option<Launch> {
         let shared = run.iter().map(|l| l.shared).max().unwrap_or(0);
         let per_sm = self.blocks_per_sm(program, shared);
         if per_sm == 0 {
@@ -294,8 +299,8 @@ impl Programs {
         blob[0..8].copy_from_slice(&bar.to_le_bytes());
         blob[8..16].copy_from_slice(&self.memory.fault_addr.to_le_bytes());
         blob[16..20].copy_from_slice(&(run.len() as i32).to_le_bytes());
-        for (n, l) in run.iter().enumerate() {
-            let kind = self.lookup(l)?.kind;
+        for (n, (l, f)) in run.iter().zip(found).enumerate() {
+            let kind = f.as_ref()?.kind;
             let at = PROGRAM_HEAD + n * OP_BYTES;
             let op = &mut blob[at..at + OP_BYTES];
             op[0..4].copy_from_slice(&(kind as i32).to_le_bytes());

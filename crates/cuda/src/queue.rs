@@ -381,11 +381,10 @@ impl Queue {
 
     fn raw_launch(&self, l: &Launch) -> Result<(), cudarc::driver::DriverError> {
         let mut vals = l.args.clone();
-        let mut blob: Option<Vec<u8>> = l.param_blob.as_ref().map(|b| b.to_vec());
-        let mut params: Vec<*mut c_void> = match &mut blob {
-            // The driver copies the parameter at the launch (or into the
-            // graph node); the copy only needs to live through the call.
-            Some(b) => vec![b.as_mut_ptr().cast()],
+        let mut params: Vec<*mut c_void> = match &l.param_blob {
+            // The driver only reads the parameter (copying it at the launch
+            // or into the graph node); `l` keeps it alive through the call.
+            Some(b) => vec![b.as_ptr().cast_mut().cast()],
             None => vals
                 .iter_mut()
                 .map(|a| match a {

@@ -153,7 +153,8 @@ __device__ __forceinline__ u64 global_ns() {
     return t;
 }
 
-// Grid barrier: bar[0] counts arrivals, bar[1] is the generation. The last
+// Grid barrier: bar[0] counts arrivals, bar[1] is the generation (two
+// words a launch: src/program.rs). The last
 // block to arrive resets the count, then moves the generation on; the others
 // spin until it moves. The fences make every write before the barrier
 // visible to every read after it.
@@ -187,12 +188,9 @@ __device__ __forceinline__ void grid_sync(u32* bar, u32* fault, u32 n_blocks) {
 }
 
 // Op i's wait: PDL's for the first op, else the barrier after op i - 1;
-// once per block and op. The bodies call it after their first weight loads
-// (SMELT_PROGRAM_EARLY=1, the default), so a block fetches its next op's
-// first weights before the barrier; with 0 the barrier comes first.
-#ifndef SMELT_PROGRAM_EARLY
-#define SMELT_PROGRAM_EARLY 1
-#endif
+// once per block and op. The bodies call it after their first weight loads,
+// so a block fetches its next op's first weights before the barrier (taking
+// the barrier first was slower still: docs/CUDA.md "Session 10").
 struct ProgramWait {
     int op;
     u32* bar;
@@ -216,7 +214,6 @@ __device__ __forceinline__ void program_body(const Program& prog) {
         const u32 gx = op->gx, gy = op->gy, total = gx * gy * op->gz;
         bool waited = false;
         const ProgramWait wait{i, prog.bar, prog.fault, &waited};
-        if (!SMELT_PROGRAM_EARLY) wait();
         for (u32 v = blockIdx.x; v < total; v += gridDim.x) {
             const Blk b{v % gx, (v / gx) % gy, v / (gx * gy), gx};
             program_op<T>(kind, op->params, b, wait);
