@@ -116,6 +116,8 @@ for t in "$BIN"/test-*; do
 done
 # The opt-in step programs against separate launches.
 [[ -x "$BIN/test-step_program" ]] && run_tests "test-step_program (SMELT_CUDA_PROGRAM=1)" SMELT_CUDA_PROGRAM=1 -- "$BIN/test-step_program"
+# The bulk rows' code products (opt-in) in whole models.
+[[ -x "$BIN/test-bulk_model" ]] && run_tests "test-bulk_model (SMELT_CUDA_GEMM_CODES=1)" SMELT_CUDA_GEMM_CODES=1 -- "$BIN/test-bulk_model"
 # The model once more with every kernel launched directly (no CUDA graphs).
 [[ -x "$BIN/test-model_e2e" ]] && run_tests "test-model_e2e (SMELT_CUDA_GRAPHS=0)" SMELT_CUDA_GRAPHS=0 -- "$BIN/test-model_e2e"
 

@@ -20,6 +20,9 @@
 //! sends every row to the matrix-vector kernels.
 
 use std::ops::Range;
+use std::sync::Mutex;
+
+use cudarc::driver::CudaSlice;
 
 use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 
@@ -40,6 +43,40 @@ const GEMM_THREADS: u32 = 256;
 const GEMM_K: usize = 32;
 /// Most floats of k-tile sums a split product may keep (256 MiB).
 const GEMM_SCRATCH_MAX: usize = 1 << 26;
+
+/// The bulk rows' state: the current step, scratch buffers, settings.
+pub(crate) struct BulkState {
+    /// Which rows of the current step want logits (`Backend::begin_step`).
+    step_rows: Mutex<Option<StepRows>>,
+    /// The k tiles' sums of products split over k.
+    gemm_scratch: Mutex<Option<CudaSlice<f32>>>,
+    /// The input of a code product split into bf16 hi and lo and the sums
+    /// of its 16-value groups (`bulk_split_x`), in u32 words.
+    split_scratch: Mutex<Option<CudaSlice<u32>>>,
+    /// Blocks per SM a bulk product is split over k to reach when its output
+    /// tiles are fewer (`SMELT_CUDA_KSPLIT`, default 2; 0: never split).
+    /// Only speed depends on it: a split product gives the same bits.
+    ksplit_per_sm: u32,
+    /// Whether weights with exact codes take gemm_codes.cu's product
+    /// (`SMELT_CUDA_GEMM_CODES=1`; off by default: slower than gemm.cu's so
+    /// far, docs/CUDA.md "Session 11").
+    codes: bool,
+}
+
+impl BulkState {
+    pub(crate) fn from_env() -> Self {
+        BulkState {
+            step_rows: Mutex::new(None),
+            gemm_scratch: Mutex::new(None),
+            split_scratch: Mutex::new(None),
+            ksplit_per_sm: std::env::var("SMELT_CUDA_KSPLIT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+            codes: std::env::var("SMELT_CUDA_GEMM_CODES").is_ok_and(|v| v == "1"),
+        }
+    }
+}
 
 /// Which rows of the current step want logits.
 pub(crate) struct StepRows {
@@ -80,7 +117,11 @@ impl CudaBackend {
                 *w = true;
             }
         }
-        *self.step_rows.lock().unwrap_or_else(|p| p.into_inner()) = Some(StepRows {
+        *self
+            .bulk_state
+            .step_rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(StepRows {
             n_rows,
             wants_logits,
         });
@@ -89,7 +130,11 @@ impl CudaBackend {
     /// Ends the step: every row takes the matrix-vector path until the next
     /// `begin_step`.
     pub(crate) fn clear_step_rows(&self) {
-        *self.step_rows.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .bulk_state
+            .step_rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The runs of an operation over a buffer of `n` rows: bulk runs only
@@ -106,7 +151,11 @@ impl CudaBackend {
         if !self.bulk {
             return all();
         }
-        let step = self.step_rows.lock().unwrap_or_else(|p| p.into_inner());
+        let step = self
+            .bulk_state
+            .step_rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match step.as_ref() {
             Some(s) if s.n_rows == n && s.wants_logits.iter().any(|w| !w) => {
                 runs_of(n, |r| !s.wants_logits[r])
@@ -151,7 +200,7 @@ impl CudaBackend {
         // 1B pp512 -5 %; pp16 2.2x, pp64 1.3x faster; docs/CUDA.md).
         let n_tiles = w.row_len.div_ceil(GEMM_K);
         let out_blocks = (grid_x * grid_y) as usize;
-        let target = (self.sm_count() * self.ksplit_per_sm) as usize;
+        let target = (self.sm_count() * self.bulk_state.ksplit_per_sm) as usize;
         let scratch_len = n_tiles * m * w.n_rows;
         let splits = if grid_x == 1
             && out_blocks * 2 <= target
@@ -165,7 +214,11 @@ impl CudaBackend {
         let kt_per = n_tiles.div_ceil(splits);
         let grid_z = n_tiles.div_ceil(kt_per) as u32;
         let tiles = if grid_z > 1 {
-            let mut guard = self.gemm_scratch.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self
+                .bulk_state
+                .gemm_scratch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if guard.as_ref().is_none_or(|s| s.len() < scratch_len) {
                 // The old scratch may be used by recorded launches.
                 self.queue.flush();
@@ -189,26 +242,37 @@ impl CudaBackend {
         } else {
             0
         };
-        self.launch(
-            what,
-            &self.k.gemm[code][tile],
-            (grid_x, grid_y, grid_z),
-            GEMM_THREADS,
-            &[
-                Arg::U64(self.addr(&w.bytes)),
-                Arg::U64(w.row_bytes as u64),
-                Arg::U64(xa),
-                Arg::U64(oa),
-                Arg::U64(bias),
-                Arg::I32(m as i32),
-                Arg::I32(w.n_rows as i32),
-                Arg::I32(w.row_len as i32),
-                Arg::I32(ldo as i32),
-                Arg::I32(i32::from(add)),
-                Arg::I32(kt_per as i32),
-                Arg::U64(tiles),
-            ],
-        );
+        // Weights with exact codes (every quantized type, BF16) take the
+        // code product on the input split once (gemm_codes.cu).
+        let codes = self.k.gemm_codes[code]
+            .as_ref()
+            .filter(|_| self.bulk_state.codes && w.row_len.is_multiple_of(GEMM_K));
+        let mut args = vec![Arg::U64(self.addr(&w.bytes)), Arg::U64(w.row_bytes as u64)];
+        let f = match codes {
+            Some(fs) => {
+                let Some(parts) = self.split_input(what, xa, m, w.row_len) else {
+                    return;
+                };
+                args.extend(parts.map(Arg::U64));
+                &fs[tile]
+            }
+            None => {
+                args.push(Arg::U64(xa));
+                &self.k.gemm[code][tile]
+            }
+        };
+        args.extend([
+            Arg::U64(oa),
+            Arg::U64(bias),
+            Arg::I32(m as i32),
+            Arg::I32(w.n_rows as i32),
+            Arg::I32(w.row_len as i32),
+            Arg::I32(ldo as i32),
+            Arg::I32(i32::from(add)),
+            Arg::I32(kt_per as i32),
+            Arg::U64(tiles),
+        ]);
+        self.launch(what, f, (grid_x, grid_y, grid_z), GEMM_THREADS, &args);
         if tiles != 0 {
             self.launch(
                 what,
@@ -227,6 +291,60 @@ impl CudaBackend {
                 ],
             );
         }
+    }
+
+    /// Splits `m` rows of `k` inputs at `xa` (`k` a multiple of 32) for the
+    /// code product: the addresses of the bf16 hi words, the lo words and
+    /// the f32 sums of each 16 values (`bulk_split_x`).
+    fn split_input(&self, what: &'static str, xa: u64, m: usize, k: usize) -> Option<[u64; 3]> {
+        let half = m * k / 2;
+        let words = 2 * half + m * k / 16;
+        let mut guard = self
+            .bulk_state
+            .split_scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|s| s.len() < words) {
+            // The old scratch may be used by recorded launches.
+            self.queue.flush();
+            // SAFETY: u32 has no invalid bit patterns; bulk_split_x writes
+            // every word the product reads.
+            match unsafe { self.queue.stream.alloc::<u32>(words.next_power_of_two()) } {
+                Ok(s) => *guard = Some(s),
+                Err(e) => {
+                    self.fail(format!(
+                        "{what}: cannot allocate {words} words of split input: {e}"
+                    ));
+                    return None;
+                }
+            }
+        }
+        let base = guard.as_ref().map(|s| self.addr(s))?;
+        drop(guard);
+        let (hi, lo, sums) = (base, base + 4 * half as u64, base + 8 * half as u64);
+        self.launch(
+            what,
+            &self.k.bulk_split_x,
+            (blocks(m * k / 8, BLOCK), 1, 1),
+            BLOCK,
+            &[
+                Arg::U64(xa),
+                Arg::I32(m as i32),
+                Arg::I32(k as i32),
+                Arg::U64(hi),
+                Arg::U64(lo),
+                Arg::U64(sums),
+            ],
+        );
+        Some([hi, lo, sums])
+    }
+
+    /// Bulk products of weights with exact codes take gemm_codes.cu's
+    /// kernels, or gemm.cu's like every other type (the default;
+    /// `SMELT_CUDA_GEMM_CODES=1` starts on). Only precision and speed
+    /// differ (docs/CUDA.md).
+    pub fn set_gemm_codes(&mut self, on: bool) {
+        self.bulk_state.codes = on;
     }
 
     /// `out (+)= W · x` for the bulk rows `rows`.

@@ -229,6 +229,10 @@ struct Kernels {
     gemm: Vec<[CudaFunction; 2]>,
     /// Adds the k tiles' sums of a GEMM split over k (gemm.cu).
     gemm_sum_tiles: CudaFunction,
+    /// The product on exact weight codes (gemm_codes.cu), where the type
+    /// has one, and the input split it reads.
+    gemm_codes: Vec<Option<[CudaFunction; 2]>>,
+    bulk_split_x: CudaFunction,
     mvq_plain: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
@@ -324,8 +328,6 @@ pub struct CudaBackend {
     meta: Mutex<meta::MetaCache>,
     /// Per-span partial results of split attention, grown as needed.
     attn_scratch: Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
-    /// The k tiles' sums of bulk products split over k (bulk.rs).
-    gemm_scratch: Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
     /// `argmax_rows`' indices, counters and per-block partial results
     /// (zeroed when allocated), and the rows and blocks per row it is laid
     /// out for.
@@ -342,12 +344,8 @@ pub struct CudaBackend {
     /// Products launched on the staged-x one-row kernels (a diagnostic the
     /// tests read: proof that those kernels ran).
     staged_launches: std::sync::atomic::AtomicU64,
-    /// Which rows of the current step want logits (`Backend::begin_step`).
-    step_rows: Mutex<Option<bulk::StepRows>>,
-    /// Blocks per SM a bulk product is split over k to reach when its output
-    /// tiles are fewer (`SMELT_CUDA_KSPLIT`, default 2; 0: never split).
-    /// Only speed depends on it: a split product gives the same bits.
-    ksplit_per_sm: u32,
+    /// The bulk rows' step, scratch and settings (bulk.rs).
+    bulk_state: bulk::BulkState,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -502,18 +500,13 @@ impl CudaBackend {
             info,
             meta: Mutex::new(meta::MetaCache::default()),
             attn_scratch: Mutex::new(None),
-            gemm_scratch: Mutex::new(None),
             argmax_scratch: Mutex::new(None),
             chain: Mutex::new(chain::ChainState::default()),
             top_k_scratch: Mutex::new(None),
             chained: std::env::var("SMELT_CUDA_CHAIN").map_or(true, |v| v != "0"),
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
             staged_launches: std::sync::atomic::AtomicU64::new(0),
-            step_rows: Mutex::new(None),
-            ksplit_per_sm: std::env::var("SMELT_CUDA_KSPLIT")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
+            bulk_state: bulk::BulkState::from_env(),
         })
     }
 
@@ -711,9 +704,14 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     };
     let mut embed = Vec::with_capacity(WEIGHT_TYPES.len());
     let mut gemm = Vec::with_capacity(WEIGHT_TYPES.len());
+    let mut gemm_codes = Vec::with_capacity(WEIGHT_TYPES.len());
     for (_, n) in WEIGHT_TYPES {
         embed.push(f(&format!("embed_{n}"))?);
         gemm.push([f(&format!("gemm_{n}"))?, f(&format!("gemm_{n}_n64"))?]);
+        gemm_codes.push(match n {
+            "f32" | "f16" => None,
+            _ => Some([f(&format!("gemmc_{n}"))?, f(&format!("gemmc_{n}_n64"))?]),
+        });
     }
     // `<name>_1_<type>` / `<name>_8_<type>` of each per-type kernel.
     let typed = |name: &str,
@@ -757,6 +755,8 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         embed,
         gemm,
         gemm_sum_tiles: f("gemm_sum_tiles")?,
+        gemm_codes,
+        bulk_split_x: f("bulk_split_x")?,
         mvq_plain: q8("mvq_plain")?,
         mvq_qkv: q8("mvq_qkv")?,
         mvq_swiglu: q8("mvq_swiglu")?,

@@ -71,6 +71,18 @@ const MATMUL_CASES: [(DType, usize, usize); 10] = [
     (DType::Q4K, 4096, 9),
 ];
 
+/// Every matmul case with gemm.cu's product and with gemm_codes.cu's.
+const CODE_CASES: [(bool, (DType, usize, usize)); 20] = {
+    let mut all = [(false, MATMUL_CASES[0]); 20];
+    let mut i = 0;
+    while i < 10 {
+        all[i] = (false, MATMUL_CASES[i]);
+        all[i + 10] = (true, MATMUL_CASES[i]);
+        i += 1;
+    }
+    all
+};
+
 /// Starts a step of `n` rows in which only `logits` want logits.
 fn step(cuda: &CudaBackend, logits: &[usize], n: usize) {
     cuda.begin_step(logits, n);
@@ -78,15 +90,16 @@ fn step(cuda: &CudaBackend, logits: &[usize], n: usize) {
 
 #[test]
 fn bulk_matmul_and_matmul_add_match_the_reference() {
-    let Some(cuda) = backend("bulk_matmul_and_matmul_add_match_the_reference") else {
+    let Some(mut cuda) = backend("bulk_matmul_and_matmul_add_match_the_reference") else {
         return;
     };
     let mut rng = TestRng::new(91);
-    for (dtype, n_in, n_out) in MATMUL_CASES {
+    for (codes, (dtype, n_in, n_out)) in CODE_CASES {
+        cuda.set_gemm_codes(codes);
         let w = random_weight(&mut rng, dtype, n_in, n_out);
         let wc = place(&cuda, &w);
         for n in ROWS {
-            let what = format!("{dtype} {n_in}→{n_out}, {n} bulk rows");
+            let what = format!("{dtype} {n_in}→{n_out}, {n} bulk rows, codes {codes}");
             let x = rng.buf(n, n_in);
             let xc = cuda.upload(&x);
             let mut want = HostBuf::zeros(n, n_out);
@@ -482,7 +495,8 @@ fn embed_rows(rng: &mut TestRng, x: &HostBuf, picks: &[usize], at: &[usize], n: 
 /// each bulk row exactly the all-bulk result.
 #[test]
 fn bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec() {
-    let Some(cuda) = backend("bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec")
+    let Some(mut cuda) =
+        backend("bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec")
     else {
         return;
     };
@@ -491,8 +505,9 @@ fn bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec() {
     let picks = [0usize, 63, 64, 129];
     let places = [40usize, 1, 17, 0];
 
-    // Plain products, every benchmarked type.
-    for (dtype, n_in, n_out) in MATMUL_CASES {
+    // Plain products, every benchmarked type, both bulk products.
+    for (codes, (dtype, n_in, n_out)) in CODE_CASES {
+        cuda.set_gemm_codes(codes);
         let wc = place(&cuda, &random_weight(&mut rng, dtype, n_in, n_out));
         let x = rng.buf(n, n_in);
         let acc0 = rng.buf(n, n_out);
@@ -518,7 +533,7 @@ fn bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec() {
                 assert_eq!(
                     alone[i].data,
                     all_bulk[i].row(p),
-                    "{dtype} {n_in}→{n_out} {op}: {name} row {p} alone differs from in 130"
+                    "{dtype} {n_in}→{n_out} {op} (codes {codes}): {name} row {p} alone differs from in 130"
                 );
             }
         }
@@ -672,13 +687,20 @@ fn bulk_rows_do_not_depend_on_the_batch_and_logits_rows_stay_matvec() {
 /// either way, and both match the reference.
 #[test]
 fn bulk_rows_are_the_same_with_wide_and_narrow_tiles() {
-    let Some(cuda) = backend("bulk_rows_are_the_same_with_wide_and_narrow_tiles") else {
+    let Some(mut cuda) = backend("bulk_rows_are_the_same_with_wide_and_narrow_tiles") else {
         return;
     };
     let mut rng = TestRng::new(96);
     // 8 x 33 blocks of 64 x 128: wide on a GPU of up to 264 SMs.
     let (n, n_in, n_out) = (512, 256, 4224);
-    for dtype in [DType::Q4K, DType::BF16] {
+    for (codes, dtype) in [
+        (false, DType::Q4K),
+        (false, DType::BF16),
+        (true, DType::Q4K),
+        (true, DType::Q6K),
+        (true, DType::BF16),
+    ] {
+        cuda.set_gemm_codes(codes);
         let w = random_weight(&mut rng, dtype, n_in, n_out);
         let wc = place(&cuda, &w);
         let x = rng.buf(n, n_in);
@@ -695,7 +717,7 @@ fn bulk_rows_are_the_same_with_wide_and_narrow_tiles() {
         let mut want = HostBuf::zeros(n, n_out);
         ReferenceBackend.matmul(&x, &w, &mut want);
         assert_close(
-            &format!("{dtype} wide tiles"),
+            &format!("{dtype} wide tiles, codes {codes}"),
             &all.data,
             &want.data,
             &dot_scales(&w, &x),
@@ -706,7 +728,7 @@ fn bulk_rows_are_the_same_with_wide_and_narrow_tiles() {
             assert_eq!(
                 one.data,
                 all.row(r),
-                "{dtype}: row {r} alone (narrow tiles, split over k)"
+                "{dtype}: row {r} alone (narrow tiles, split over k), codes {codes}"
             );
         }
     }

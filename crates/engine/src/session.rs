@@ -14,8 +14,24 @@ use crate::kv_pool::{KvPool, SeqBlocks};
 use crate::sampler::{Sampler, SamplingParams};
 
 /// Rows fed through the model at once while reading a prompt: bounds the
-/// activation memory of a long prompt.
-pub const PREFILL_CHUNK: usize = 256;
+/// activation memory of a long prompt. 512 like llama.cpp's default micro-
+/// batch: on a GPU a 512-row chunk has twice the output tiles of a 256-row
+/// one to spread over the SMs (docs/CUDA.md, session 11).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// [`PREFILL_CHUNK`], or `SMELT_PREFILL_CHUNK` (rows, at least 1) when set:
+/// for measuring. Results do not depend on it: every backend computes a
+/// row the same way whatever rows share its step.
+pub fn prefill_chunk() -> usize {
+    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CHUNK.get_or_init(|| {
+        std::env::var("SMELT_PREFILL_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(PREFILL_CHUNK)
+    })
+}
 
 /// The largest context Smelt will allocate for.
 pub const MAX_CTX: usize = 1 << 20;
@@ -140,8 +156,9 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         self.pool.reserve(&mut self.seq, total)?;
         let mut next = Next::Logits(Vec::new());
-        let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+        let chunk_rows = prefill_chunk();
+        let n_chunks = tokens.len().div_ceil(chunk_rows);
+        for (i, chunk) in tokens.chunks(chunk_rows).enumerate() {
             let start = self.tokens.len() as u32;
             let positions: Vec<u32> = (start..start + chunk.len() as u32).collect();
             let tables = vec![&self.seq.blocks[..]; chunk.len()];

@@ -18,12 +18,12 @@ fn open(name: &str) -> Model<CpuBackend> {
 #[test]
 fn a_prompt_of_several_chunks_gives_the_one_batch_logits() {
     let model = open("stories260K.gguf");
-    // Two chunks of the session's 256 rows.
-    let n: usize = 300;
+    // Two chunks of the session's rows.
+    let n: usize = smelt_engine::session::prefill_chunk() + 44;
     let vocab = model.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 97 + 13) % vocab).collect();
 
-    let mut session = Session::with_kv_type(&model, 512, KvType::F32).expect("session");
+    let mut session = Session::with_kv_type(&model, n + 12, KvType::F32).expect("session");
     let chunked = session.feed(&prompt).expect("feed");
     assert_eq!(session.tokens(), &prompt[..]);
 
