@@ -6,11 +6,14 @@ use smelt_backend::{AttnGeometry, AttnRow, KvType};
 
 use crate::CudaBackend;
 use crate::backend::{CudaBuf, CudaKv, MAX_GRID_Y};
+use crate::bulk::RowRun;
 use crate::launch::Arg;
 use crate::meta::Meta;
 
 /// Keys per attention block (`ATT_SPAN` in attention.cu).
 const ATT_SPAN: usize = 1024;
+/// Bulk rows per attention tile (`AT_ROWS` in attention_tile.cu).
+const TILE_ROWS: usize = 64;
 /// Threads per attention block (`ATT_THREADS` in attention.cu: 256, or the
 /// `SMELT_ATT_THREADS` tuning define, which the kernel checks).
 fn att_threads() -> u32 {
@@ -20,6 +23,13 @@ fn att_threads() -> u32 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(256)
     })
+}
+
+/// Whether bulk rows may take the attention tiles (`SMELT_CUDA_ATT_TILE=0`:
+/// never, for measuring against the one-row kernel).
+fn tiles_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SMELT_CUDA_ATT_TILE").map_or(true, |v| v != "0"))
 }
 
 impl CudaBackend {
@@ -116,6 +126,78 @@ impl CudaBackend {
             KvType::F32 => &self.k.attention_f32,
         };
         let width = l.row_width();
+        // Bulk rows (no logits wanted) take the tensor-core tiles where the
+        // cache and head size allow: a property of the model and the row,
+        // never of the batch.
+        let tile_kernel = match (l.dtype, geom.head_dim) {
+            (KvType::F16, 64) => Some(&self.k.attention_tile[0]),
+            (KvType::F16, 128) => Some(&self.k.attention_tile[1]),
+            _ => None,
+        }
+        .filter(|_| tiles_on());
+        let runs = match tile_kernel {
+            Some(_) => self.row_runs(rows.len()),
+            None => vec![RowRun {
+                rows: 0..rows.len(),
+                bulk: false,
+            }],
+        };
+        if let Some(tk) = tile_kernel {
+            // Tiles of up to TILE_ROWS consecutive bulk rows of one sequence
+            // (rows of one sequence share their table copy).
+            let mut tiles: Vec<u32> = Vec::new();
+            for run in runs.iter().filter(|r| r.bulk) {
+                let mut r = run.rows.start;
+                while r < run.rows.end {
+                    let mut e = r + 1;
+                    while e < run.rows.end && e - r < TILE_ROWS && starts[e] == starts[r] {
+                        e += 1;
+                    }
+                    tiles.extend([r as u32, (e - r) as u32]);
+                    r = e;
+                }
+            }
+            if !tiles.is_empty() {
+                let Some(ta) = self.meta(Meta::AttnTiles, &tiles) else {
+                    return;
+                };
+                let shared = 4 * TILE_ROWS * (geom.head_dim + 8) * 2;
+                self.launch_shared(
+                    "attention (bulk rows)",
+                    tk,
+                    (geom.n_heads as u32, (tiles.len() / 2) as u32, 1),
+                    128,
+                    shared as u32,
+                    &[
+                        Arg::U64(qa),
+                        Arg::I32(q.cols as i32),
+                        Arg::U64(self.addr(&kv.k)),
+                        Arg::U64(self.addr(&kv.v)),
+                        Arg::U64((layer * n_slots * width) as u64),
+                        Arg::I32(width as i32),
+                        Arg::U64(pos),
+                        Arg::U64(st),
+                        Arg::U64(tb),
+                        Arg::I32(l.block_size as i32),
+                        Arg::I32(geom.n_heads as i32),
+                        Arg::I32(geom.n_kv_heads as i32),
+                        Arg::F32(geom.scale),
+                        Arg::I32(geom.window.map_or(0, |w| w.min(i32::MAX as u32) as i32)),
+                        Arg::U64(oa),
+                        Arg::I32(out.cols as i32),
+                        Arg::U64(ta),
+                    ],
+                );
+            }
+        }
+        let rest: Vec<std::ops::Range<usize>> = runs
+            .into_iter()
+            .filter(|r| !r.bulk || tile_kernel.is_none())
+            .map(|r| r.rows)
+            .collect();
+        if rest.is_empty() {
+            return;
+        }
         // Keys are split in spans of ATT_SPAN; rows with several write
         // partial results to scratch for attention_merge.
         let max_spans = positions
@@ -145,49 +227,56 @@ impl CudaBackend {
         } else {
             0
         };
-        self.launch(
-            "attention",
-            f,
-            (geom.n_heads as u32, rows.len() as u32, max_spans as u32),
-            att_threads(),
-            &[
-                Arg::U64(qa),
-                Arg::I32(q.cols as i32),
-                Arg::U64(self.addr(&kv.k)),
-                Arg::U64(self.addr(&kv.v)),
-                Arg::U64((layer * n_slots * width) as u64),
-                Arg::I32(width as i32),
-                Arg::U64(pos),
-                Arg::U64(st),
-                Arg::U64(tb),
-                Arg::I32(l.block_size as i32),
-                Arg::I32(geom.n_heads as i32),
-                Arg::I32(geom.n_kv_heads as i32),
-                Arg::I32(geom.head_dim as i32),
-                Arg::F32(geom.scale),
-                Arg::I32(geom.window.map_or(0, |w| w.min(i32::MAX as u32) as i32)),
-                Arg::U64(oa),
-                Arg::I32(out.cols as i32),
-                Arg::U64(scratch),
-                Arg::I32(max_spans as i32),
-            ],
-        );
-        if max_spans > 1 {
+        // Each run of the other rows: its rows' arrays from its first row.
+        for run in rest {
+            let r0 = run.start as u64;
+            let (qr, orow) = (qa + 4 * r0 * q.cols as u64, oa + 4 * r0 * out.cols as u64);
+            let (pr, sr) = (pos + 4 * r0, st + 4 * r0);
+            let n = run.len() as u32;
             self.launch(
-                "attention_merge",
-                &self.k.attention_merge,
-                (geom.n_heads as u32, rows.len() as u32, 1),
-                128,
+                "attention",
+                f,
+                (geom.n_heads as u32, n, max_spans as u32),
+                att_threads(),
                 &[
-                    Arg::U64(pos),
+                    Arg::U64(qr),
+                    Arg::I32(q.cols as i32),
+                    Arg::U64(self.addr(&kv.k)),
+                    Arg::U64(self.addr(&kv.v)),
+                    Arg::U64((layer * n_slots * width) as u64),
+                    Arg::I32(width as i32),
+                    Arg::U64(pr),
+                    Arg::U64(sr),
+                    Arg::U64(tb),
+                    Arg::I32(l.block_size as i32),
                     Arg::I32(geom.n_heads as i32),
+                    Arg::I32(geom.n_kv_heads as i32),
                     Arg::I32(geom.head_dim as i32),
+                    Arg::F32(geom.scale),
+                    Arg::I32(geom.window.map_or(0, |w| w.min(i32::MAX as u32) as i32)),
+                    Arg::U64(orow),
+                    Arg::I32(out.cols as i32),
                     Arg::U64(scratch),
                     Arg::I32(max_spans as i32),
-                    Arg::U64(oa),
-                    Arg::I32(out.cols as i32),
                 ],
             );
+            if max_spans > 1 {
+                self.launch(
+                    "attention_merge",
+                    &self.k.attention_merge,
+                    (geom.n_heads as u32, n, 1),
+                    128,
+                    &[
+                        Arg::U64(pr),
+                        Arg::I32(geom.n_heads as i32),
+                        Arg::I32(geom.head_dim as i32),
+                        Arg::U64(scratch),
+                        Arg::I32(max_spans as i32),
+                        Arg::U64(orow),
+                        Arg::I32(out.cols as i32),
+                    ],
+                );
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::CudaError;
 
 /// The kernel sources, compiled as one program in this order.
-const SOURCES: [(&str, &str); 11] = [
+const SOURCES: [(&str, &str); 12] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cu", include_str!("kernels/quant.cu")),
     ("gemm.cu", include_str!("kernels/gemm.cu")),
@@ -24,6 +24,10 @@ const SOURCES: [(&str, &str); 11] = [
     ("matvec_staged.cu", include_str!("kernels/matvec_staged.cu")),
     ("ops.cu", include_str!("kernels/ops.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
+    (
+        "attention_tile.cu",
+        include_str!("kernels/attention_tile.cu"),
+    ),
 ];
 
 /// The step programs (kernels/program.cu): compiled only when asked for

@@ -258,6 +258,8 @@ struct Kernels {
     attention_f16: CudaFunction,
     attention_f32: CudaFunction,
     attention_merge: CudaFunction,
+    /// Bulk rows' attention on tensor cores, head dimension 64 and 128.
+    attention_tile: [CudaFunction; 2],
     /// The step programs (program.cu), one per type of `PROGRAM_TYPES`;
     /// empty unless `SMELT_CUDA_PROGRAM=1` compiled them.
     programs: Vec<CudaFunction>,
@@ -399,32 +401,22 @@ impl CudaBackend {
         // Dynamic shared memory the q8 kernels may ask for: the opt-in
         // limit less their static shared memory (under 1 KiB).
         let dynamic_limit = (max_shared - Q8_STATIC_SHARED).max(0);
-        for q in [&k.mvq_plain, &k.mvq_qkv, &k.mvq_swiglu] {
-            for f in q.typed.iter().flat_map(|(_, fs)| fs) {
-                use cudarc::driver::sys::CUfunction_attribute as FA;
-                f.set_attribute(
-                    FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    dynamic_limit,
-                )
-                .map_err(driver("allow the q8 kernels their shared memory"))?;
-            }
-        }
-        for r in [
-            &k.mvr_plain,
-            &k.mvr_qkv,
-            &k.mvr_swiglu,
-            &k.mvs_plain,
-            &k.mvs_qkv,
-            &k.mvs_swiglu,
-        ] {
-            for (_, f) in &r.typed {
-                use cudarc::driver::sys::CUfunction_attribute as FA;
-                f.set_attribute(
-                    FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    dynamic_limit,
-                )
-                .map_err(driver("allow the multi-row kernels their shared memory"))?;
-            }
+        // The kernels with large dynamic shared memory: q8, resident-x,
+        // staged-x products and the bulk rows' attention tiles.
+        let q8_fs = [&k.mvq_plain, &k.mvq_qkv, &k.mvq_swiglu]
+            .into_iter()
+            .flat_map(|q| q.typed.iter().flat_map(|(_, fs)| fs));
+        let rows_fs = [&k.mvr_plain, &k.mvr_qkv, &k.mvr_swiglu]
+            .into_iter()
+            .chain([&k.mvs_plain, &k.mvs_qkv, &k.mvs_swiglu])
+            .flat_map(|r| r.typed.iter().map(|(_, f)| f));
+        for f in q8_fs.chain(rows_fs).chain(&k.attention_tile) {
+            use cudarc::driver::sys::CUfunction_attribute as FA;
+            f.set_attribute(
+                FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dynamic_limit,
+            )
+            .map_err(driver("allow the kernels their shared memory"))?;
         }
         let q8 = Q8Config {
             mode: match std::env::var("SMELT_CUDA_Q8").as_deref() {
@@ -782,6 +774,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         attention_f16: f("attention_f16")?,
         attention_f32: f("attention_f32")?,
         attention_merge: f("attention_merge")?,
+        attention_tile: [f("attention_tile_f16_64")?, f("attention_tile_f16_128")?],
         programs: if compile::programs_wanted() {
             PROGRAM_TYPES
                 .iter()

@@ -24,10 +24,12 @@ pub(crate) enum Meta {
     AttnPositions,
     AttnStarts,
     AttnTables,
+    /// Bulk attention tiles: (first row, rows) pairs.
+    AttnTiles,
     Gather,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 /// The host copy of what the device buffer holds, and the buffer.
 struct Entry {
