@@ -57,10 +57,20 @@ pub(crate) struct BulkState {
     /// tiles are fewer (`SMELT_CUDA_KSPLIT`, default 2; 0: never split).
     /// Only speed depends on it: a split product gives the same bits.
     ksplit_per_sm: u32,
-    /// Whether weights with exact codes take gemm_codes.cu's product
-    /// (`SMELT_CUDA_GEMM_CODES=1`; off by default: slower than gemm.cu's so
-    /// far, docs/CUDA.md "Session 11").
-    codes: bool,
+    /// Which weights take gemm_codes.cu's product (`SMELT_CUDA_GEMM_CODES`).
+    codes: CodesMode,
+}
+
+/// Which bulk products take the code kernels (gemm_codes.cu).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CodesMode {
+    /// gemm.cu's product for every type (`SMELT_CUDA_GEMM_CODES=0`).
+    Off,
+    /// Q4_K weights only: the type it was measured faster on (H100, 8B
+    /// shape: 624 against 723 µs a gate/up product; Q4_1, Q6_K slower).
+    Auto,
+    /// Every type that has one (`SMELT_CUDA_GEMM_CODES=1`).
+    All,
 }
 
 impl BulkState {
@@ -73,7 +83,11 @@ impl BulkState {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2),
-            codes: std::env::var("SMELT_CUDA_GEMM_CODES").is_ok_and(|v| v == "1"),
+            codes: match std::env::var("SMELT_CUDA_GEMM_CODES").as_deref() {
+                Ok("0") => CodesMode::Off,
+                Ok("1") => CodesMode::All,
+                _ => CodesMode::Auto,
+            },
         }
     }
 }
@@ -244,9 +258,15 @@ impl CudaBackend {
         };
         // Weights with exact codes (every quantized type, BF16) take the
         // code product on the input split once (gemm_codes.cu).
+        // The choice depends on the weight alone (batch invariance).
+        let codes_wanted = match self.bulk_state.codes {
+            CodesMode::Off => false,
+            CodesMode::Auto => w.dtype == smelt_tensor::DType::Q4K,
+            CodesMode::All => true,
+        };
         let codes = self.k.gemm_codes[code]
             .as_ref()
-            .filter(|_| self.bulk_state.codes && w.row_len.is_multiple_of(GEMM_K));
+            .filter(|_| codes_wanted && w.row_len.is_multiple_of(GEMM_K));
         let mut args = vec![Arg::U64(self.addr(&w.bytes)), Arg::U64(w.row_bytes as u64)];
         let f = match codes {
             Some(fs) => {
@@ -339,12 +359,13 @@ impl CudaBackend {
         Some([hi, lo, sums])
     }
 
-    /// Bulk products of weights with exact codes take gemm_codes.cu's
-    /// kernels, or gemm.cu's like every other type (the default;
-    /// `SMELT_CUDA_GEMM_CODES=1` starts on). Only precision and speed
-    /// differ (docs/CUDA.md).
+    /// Bulk products of every weight type with exact codes take
+    /// gemm_codes.cu's kernels (on), or none (off: gemm.cu's for every
+    /// type). By default (`SMELT_CUDA_GEMM_CODES` unset) Q4_K weights take
+    /// them and the others gemm.cu's; `=1` / `=0` start on / off. Only
+    /// precision and speed differ (docs/CUDA.md, "Session 11").
     pub fn set_gemm_codes(&mut self, on: bool) {
-        self.bulk_state.codes = on;
+        self.bulk_state.codes = if on { CodesMode::All } else { CodesMode::Off };
     }
 
     /// `out (+)= W · x` for the bulk rows `rows`.

@@ -176,6 +176,114 @@ __device__ __forceinline__ void cp_async8(u32 dst, const void* src) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
+// A chunk's raw bytes, loaded one k tile ahead and converted (codes8's
+// values, bit for bit) only when the tile is stored, so the loads' latency
+// hides behind the current tile's products. Q4_K, Q6_K, Q4_1, Q8_0 and
+// BF16 load raw words; the other types convert at load time (codes8).
+struct RawChunk {
+    u32 w[6];
+};
+
+template <int T>
+__device__ __forceinline__ void raw_load(const u8* row, int c, RawChunk& r) {
+    const int e0 = c * 8;
+    if (T == W_BF16) {
+        const uint4 v = *(const uint4*)(row + (u64)e0 * 2);
+        r.w[0] = v.x; r.w[1] = v.y; r.w[2] = v.z; r.w[3] = v.w;
+        return;
+    }
+    const int QK = Fmt<T>::QK;
+    const u8* blk = row + (size_t)(e0 / QK) * Fmt<T>::BYTES;
+    const int e = e0 % QK;
+    if (T == W_Q4_K) {
+        // d, dmin, 12 scale bytes; the 8 bytes of the chunk's nibbles.
+        const uint4 h = *(const uint4*)blk;
+        const uint2 q = *(const uint2*)(blk + 16 + 32 * (e / 64) + (e % 32));
+        r.w[0] = h.x; r.w[1] = h.y; r.w[2] = h.z; r.w[3] = h.w; r.w[4] = q.x; r.w[5] = q.y;
+    } else if (T == W_Q6_K) {
+        const int h = e / 128, w = e % 128;
+        u32 l[2], hb[2];
+        load8<2>(blk + 64 * h + (w % 64), l);
+        load8<2>(blk + 128 + 32 * h + (w % 32), hb);
+        r.w[0] = l[0]; r.w[1] = l[1]; r.w[2] = hb[0]; r.w[3] = hb[1];
+        r.w[4] = (u32)blk[192 + e / 16];
+        r.w[5] = (u32)ld_u16(blk + 208);
+    } else if (T == W_Q4_1) {
+        r.w[0] = *(const u32*)blk;
+        load8<4>(blk + 4 + (e & 15), r.w + 1);
+    } else if (T == W_Q8_0) {
+        r.w[0] = (u32)ld_u16(blk);
+        load8<2>(blk + 2 + e, r.w + 1);
+    } else {
+        float d, m;
+        codes8<T>(row, c, r.w, d, m);
+        r.w[4] = __float_as_uint(d);
+        r.w[5] = __float_as_uint(m);
+    }
+}
+
+template <int T>
+__device__ __forceinline__ void raw_convert(const RawChunk& r, int c, u32 out[4], float& d, float& m) {
+    const int e = (c * 8) % Fmt<T>::QK;
+    m = 0.0f;
+    float f[8];
+    if (T == W_BF16) {
+        out[0] = r.w[0]; out[1] = r.w[1]; out[2] = r.w[2]; out[3] = r.w[3];
+        d = 1.0f;
+        return;
+    } else if (T == W_Q4_K) {
+        int sc, mn;
+        const int g = e / 32;
+        const u32 s0 = r.w[1], s1 = r.w[2], s2 = r.w[3];
+        // scale_min_k4 on the 12 bytes s0..s2 (bytes 4..15 of the block),
+        // selected from registers.
+        auto byte = [&](int i) {
+            const u32 wd = i < 4 ? s0 : (i < 8 ? s1 : s2);
+            return (int)((wd >> (8 * (i & 3))) & 0xFF);
+        };
+        if (g < 4) {
+            sc = byte(g) & 63;
+            mn = byte(g + 4) & 63;
+        } else {
+            sc = (byte(g + 4) & 0x0F) | ((byte(g - 4) >> 6) << 4);
+            mn = (byte(g + 4) >> 4) | ((byte(g) >> 6) << 4);
+        }
+        d = half_to_float((u16)(r.w[0] & 0xFFFF)) * u2f(sc);
+        m = -(half_to_float((u16)(r.w[0] >> 16)) * u2f(mn));
+        const u32 wq[2] = {r.w[4], r.w[5]};
+        const int shift = (g & 1) * 4;
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = u2f((byte_at(wq, i) >> shift) & 0x0F);
+    } else if (T == W_Q6_K) {
+        d = half_to_float((u16)r.w[5]) * (u2f(r.w[4] ^ 0x80) - 128.0f);
+        const int w = e % 128;
+        const u32 wl[2] = {r.w[0], r.w[1]}, wh[2] = {r.w[2], r.w[3]};
+        const int lshift = w >= 64 ? 4 : 0;
+        const int hshift = 2 * (w / 32);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            f[i] = u2f(((byte_at(wl, i) >> lshift) & 0x0F) | (((byte_at(wh, i) >> hshift) & 3) << 4)) - 32.0f;
+    } else if (T == W_Q4_1) {
+        d = half_to_float((u16)(r.w[0] & 0xFFFF));
+        m = half_to_float((u16)(r.w[0] >> 16));
+        const u32 wq[2] = {r.w[1], r.w[2]};
+        const int shift = e >= 16 ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = u2f((byte_at(wq, i) >> shift) & 0x0F);
+    } else if (T == W_Q8_0) {
+        d = half_to_float((u16)r.w[0]);
+        const u32 wq[2] = {r.w[1], r.w[2]};
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = u2f(byte_at(wq, i) ^ 0x80) - 128.0f;
+    } else {
+        out[0] = r.w[0]; out[1] = r.w[1]; out[2] = r.w[2]; out[3] = r.w[3];
+        d = __uint_as_float(r.w[4]);
+        m = __uint_as_float(r.w[5]);
+        return;
+    }
+    pack_codes(f, out);
+}
+
 // Groups of 16 values (one scale per mma k step) or of 32 (one per tile).
 template <int T> struct CodeGroups {
     static const bool G16 = T == W_Q2_K || T == W_Q3_K || T == W_Q6_K;
@@ -233,8 +341,7 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
     // Rows past M read row M - 1 (their outputs are not stored).
     const int xr = tid / 4, xc = tid % 4;
     const u64 xrow = (u64)min(m0 + xr, M - 1);
-    u32 wv[BN / 64][4];
-    float2 dm[BN / 64];
+    RawChunk raw[BN / 64];
     auto copy_x = [&](int k0, int buf) {
         const u64 xo = xrow * (u64)(K / 2) + (u64)(k0 / 2 + xc * 4);
         cp_async16(smem_addr(&s_xh[buf][xr * GB_LDW + xc * 4]), xh + xo);
@@ -242,15 +349,12 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
         if (SCALED && xc == 0) cp_async8(smem_addr(&s_sx[buf][xr * 2]), sx + xrow * (u64)(K / 16) + k0 / 16);
         cp_async_commit();
     };
+    // Rows past N read row N - 1 (their outputs are not stored).
     auto fetch = [&](int k0) {
 #pragma unroll
         for (int i = 0; i < BN / 64; i++) {
-            const int n = n0 + xr + 64 * i;
-            codes8<T>(w + (u64)min(n, N - 1) * row_bytes, k0 / 8 + xc, wv[i], dm[i].x, dm[i].y);
-            if (n >= N) {
-                wv[i][0] = wv[i][1] = wv[i][2] = wv[i][3] = 0;
-                dm[i] = make_float2(0.0f, 0.0f);
-            }
+            const int n = min(n0 + xr + 64 * i, N - 1);
+            raw_load<T>(w + (u64)n * row_bytes, k0 / 8 + xc, raw[i]);
         }
     };
     const u32 a_off = (u32)(((wm + lane % 16) * GB_LDW + (lane / 16) * 4) * 4);
@@ -268,8 +372,11 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
 #pragma unroll
         for (int i = 0; i < BN / 64; i++) {
             const int r = xr + 64 * i;
-            *(uint4*)(s_w + r * GB_LDW + xc * 4) = make_uint4(wv[i][0], wv[i][1], wv[i][2], wv[i][3]);
-            if (SCALED && (xc & 1) == 0) s_dm[r * 2 + xc / 2] = dm[i];
+            u32 wv[4];
+            float2 dm;
+            raw_convert<T>(raw[i], k0 / 8 + xc, wv, dm.x, dm.y);
+            *(uint4*)(s_w + r * GB_LDW + xc * 4) = make_uint4(wv[0], wv[1], wv[2], wv[3]);
+            if (SCALED && (xc & 1) == 0) s_dm[r * 2 + xc / 2] = dm;
         }
         cp_async_wait_all();
         __syncthreads();
