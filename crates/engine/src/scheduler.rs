@@ -28,7 +28,7 @@ use crate::kv_pool::{KvPool, SeqBlocks};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::Sampler;
 pub use crate::scheduler_types::*;
-use crate::session::{FinishReason, GenerateRequest, MAX_CTX, PREFILL_CHUNK};
+use crate::session::{FinishReason, GenerateRequest, MAX_CTX};
 
 /// The shape of a scheduler.
 #[derive(Clone, Debug)]
@@ -46,6 +46,11 @@ pub struct SchedulerConfig {
     pub prefix_cache: bool,
 }
 
+/// Rows of a server step unless configured: decode rows share a step with
+/// prompt chunks, so a step's size is also the decode rows' latency (the
+/// CUDA server asks for more, `smelt serve --step-rows`).
+pub const DEFAULT_STEP_ROWS: usize = 256;
+
 impl SchedulerConfig {
     /// A pool sized for `parallel` sequences of `ctx` positions each.
     pub fn for_parallel(ctx: usize, parallel: usize, block_size: usize) -> Self {
@@ -54,7 +59,7 @@ impl SchedulerConfig {
             kv_type: KvType::F16,
             max_seq_len: ctx,
             max_running: parallel,
-            max_step_rows: PREFILL_CHUNK,
+            max_step_rows: DEFAULT_STEP_ROWS,
             prefix_cache: true,
         }
     }
