@@ -83,50 +83,6 @@ __device__ __forceinline__ void mma_bf16(float d[4], const u32 a[4], const u32 b
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// Where fragment element e of the warp's tile (i, j) lies: row g (+8 for e
-// >= 2), column 2t + (e & 1) of the 16 x 8 tile.
-struct TileAt {
-    int m0, n0, g, t;  // the warp's first output row and column; lane / 4, lane % 4
-    __device__ __forceinline__ int m(int i, int e) const { return m0 + i * 16 + g + (e >= 2 ? 8 : 0); }
-    __device__ __forceinline__ int n(int j, int e) const { return n0 + j * 8 + 2 * t + (e & 1); }
-};
-
-// A k tile's sums kept for gemm_sum_tiles (split over k): tiles[(kt * M +
-// m) * N + n].
-template <int NT>
-__device__ __forceinline__ void store_tile_sums(const float v[2][NT][4], TileAt at, float* tiles,
-                                                u64 kt, int M, int N) {
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = at.m(i, e), n = at.n(j, e);
-                if (m < M && n < N) tiles[(kt * M + m) * N + n] = v[i][j][e];
-            }
-}
-
-// The outputs: out[m][n] (+)= acc (+ bias[n]).
-template <int NT>
-__device__ __forceinline__ void store_outputs(const float acc[2][NT][4], TileAt at, float* out,
-                                              int ldo, const float* bias, int add, int M, int N) {
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = at.m(i, e), n = at.n(j, e);
-                if (m < M && n < N) {
-                    float v = acc[i][j][e];
-                    if (bias) v += bias[n];
-                    float* o = out + (u64)m * ldo + n;
-                    *o = add ? *o + v : v;
-                }
-            }
-}
-
 // x: M rows of K f32 at stride K; out: rows of stride ldo; bias: N f32 or
 // null; add: out += result instead of out = result.
 // WHOLE: K is a multiple of GB_K (see `fetch`). The shared tiles (hi and lo
@@ -269,7 +225,17 @@ __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const floa
                 }
         }
         if (tiles) {
-            store_tile_sums<NT>(p, TileAt{m0 + wm, n0 + wn, g, t}, tiles, (u64)(k0 / GB_K), M, N);
+            const u64 kt = (u64)(k0 / GB_K);
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                        const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
+                        if (m < M && n < N) tiles[(kt * M + m) * N + n] = p[i][j][e];
+                    }
         } else {
 #pragma unroll
             for (int i = 0; i < 2; i++)
@@ -281,7 +247,24 @@ __device__ __forceinline__ void gemm_body(const u8* w, u64 row_bytes, const floa
         __syncthreads();
     }
     if (tiles) return;
-    store_outputs<NT>(acc, TileAt{m0 + wm, n0 + wn, g, t}, out, ldo, bias, add, M, N);
+
+    // Fragment element e of tile (i, j): row g (+8 for e >= 2), column
+    // 2t + (e & 1).
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
+                if (m < M && n < N) {
+                    float v = acc[i][j][e];
+                    if (bias) v += bias[n];
+                    float* o = out + (u64)m * ldo + n;
+                    *o = add ? *o + v : v;
+                }
+            }
 }
 
 template <int T, int BN>

@@ -324,7 +324,6 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
     const int g = lane / 4, t = lane % 4;
     const int wm = (warp / 4) * 32, wn = (warp % 4) * (BN / 4);
     const int m0 = blockIdx.x * GB_M, n0 = blockIdx.y * BN;
-    const TileAt at{m0 + wm, n0 + wn, g, t};
 
     pdl_wait_then_trigger();
 
@@ -449,7 +448,8 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
                                 ts[i][j][e] = kk > 0 ? ts[i][j][e] + v : v;
                             } else if (tiles) {
                                 // One group a tile: v is the tile's sum.
-                                const int m = at.m(i, e), n = at.n(j, e);
+                                const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                                const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
                                 if (m < M && n < N) tiles[((u64)(k0 / GB_K) * M + m) * N + n] = v;
                             } else {
                                 acc[i][j][e] += v;
@@ -459,7 +459,17 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
             }
         }
         if (G16 && tiles) {
-            store_tile_sums<NT>(ts, at, tiles, (u64)(k0 / GB_K), M, N);
+            const u64 kt = (u64)(k0 / GB_K);
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                        const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
+                        if (m < M && n < N) tiles[(kt * M + m) * N + n] = ts[i][j][e];
+                    }
         } else if (G16) {
 #pragma unroll
             for (int i = 0; i < 2; i++)
@@ -473,7 +483,22 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
     // (The last iteration copied its own tile again: let it land.)
     cp_async_wait_all();
     if (tiles) return;
-    store_outputs<NT>(acc, at, out, ldo, bias, add, M, N);
+
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+                const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
+                if (m < M && n < N) {
+                    float v = acc[i][j][e];
+                    if (bias) v += bias[n];
+                    float* o = out + (u64)m * ldo + n;
+                    *o = add ? *o + v : v;
+                }
+            }
 }
 
 // gemmc_<type> (128-wide tiles) and gemmc_<type>_n64 (64-wide).
