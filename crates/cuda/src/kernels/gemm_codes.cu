@@ -335,9 +335,10 @@ __device__ __forceinline__ void gemmc_body(const u8* w, u64 row_bytes, const u32
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
-    // This thread's share of a k tile: chunk xc (8 values) of x row xr and
-    // of weight rows xr + 64 i; even chunks also carry their 16-value
-    // group's x sum and (d, m).
+    // This thread's share of a k tile: chunk xc (8 values) of x row xr (hi
+    // and lo copied asynchronously; chunk 0 also copies the row's two
+    // 16-value sums) and of weight rows xr + 64 i (raw words, converted
+    // when stored; even chunks store their 16-value group's (d, m)).
     // Rows past M read row M - 1 (their outputs are not stored).
     const int xr = tid / 4, xc = tid % 4;
     const u64 xrow = (u64)min(m0 + xr, M - 1);
