@@ -205,25 +205,13 @@ impl CudaBackend {
             .map(|&p| (p as usize + 1).div_ceil(ATT_SPAN))
             .max()
             .unwrap_or(1);
-        let mut scratch_guard = self.attn_scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = if max_spans > 1 {
             let need = rows.len() * geom.n_heads * max_spans * (geom.head_dim + 2);
-            if scratch_guard.as_ref().is_none_or(|s| s.len() < need) {
-                // The old scratch may be used by recorded launches.
-                self.queue.flush();
-                // SAFETY: f32 has no invalid bit patterns; attention writes
-                // every value attention_merge reads.
-                match unsafe { self.queue.stream.alloc::<f32>(need.next_power_of_two()) } {
-                    Ok(s) => *scratch_guard = Some(s),
-                    Err(e) => {
-                        self.fail(format!(
-                            "attention: cannot allocate {need} floats of scratch: {e}"
-                        ));
-                        return;
-                    }
-                }
-            }
-            scratch_guard.as_ref().map_or(0, |s| self.addr(s))
+            // attention writes every value attention_merge reads.
+            let Some(a) = self.scratch("attention", &self.attn_scratch, need) else {
+                return;
+            };
+            a
         } else {
             0
         };

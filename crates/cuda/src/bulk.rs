@@ -228,31 +228,11 @@ impl CudaBackend {
         let kt_per = n_tiles.div_ceil(splits);
         let grid_z = n_tiles.div_ceil(kt_per) as u32;
         let tiles = if grid_z > 1 {
-            let mut guard = self
-                .bulk_state
-                .gemm_scratch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if guard.as_ref().is_none_or(|s| s.len() < scratch_len) {
-                // The old scratch may be used by recorded launches.
-                self.queue.flush();
-                // SAFETY: f32 has no invalid bit patterns; the split GEMM
-                // writes every tile sum gemm_sum_tiles reads.
-                match unsafe {
-                    self.queue
-                        .stream
-                        .alloc::<f32>(scratch_len.next_power_of_two())
-                } {
-                    Ok(s) => *guard = Some(s),
-                    Err(e) => {
-                        self.fail(format!(
-                            "{what}: cannot allocate {scratch_len} floats of scratch: {e}"
-                        ));
-                        return;
-                    }
-                }
-            }
-            guard.as_ref().map_or(0, |s| self.addr(s))
+            // The split GEMM writes every tile sum gemm_sum_tiles reads.
+            let Some(a) = self.scratch(what, &self.bulk_state.gemm_scratch, scratch_len) else {
+                return;
+            };
+            a
         } else {
             0
         };
@@ -319,28 +299,8 @@ impl CudaBackend {
     fn split_input(&self, what: &'static str, xa: u64, m: usize, k: usize) -> Option<[u64; 3]> {
         let half = m * k / 2;
         let words = 2 * half + m * k / 16;
-        let mut guard = self
-            .bulk_state
-            .split_scratch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(|s| s.len() < words) {
-            // The old scratch may be used by recorded launches.
-            self.queue.flush();
-            // SAFETY: u32 has no invalid bit patterns; bulk_split_x writes
-            // every word the product reads.
-            match unsafe { self.queue.stream.alloc::<u32>(words.next_power_of_two()) } {
-                Ok(s) => *guard = Some(s),
-                Err(e) => {
-                    self.fail(format!(
-                        "{what}: cannot allocate {words} words of split input: {e}"
-                    ));
-                    return None;
-                }
-            }
-        }
-        let base = guard.as_ref().map(|s| self.addr(s))?;
-        drop(guard);
+        // bulk_split_x writes every word the product reads.
+        let base = self.scratch(what, &self.bulk_state.split_scratch, words)?;
         let (hi, lo, sums) = (base, base + 4 * half as u64, base + 8 * half as u64);
         self.launch(
             what,

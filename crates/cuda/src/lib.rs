@@ -23,6 +23,7 @@ mod launch;
 mod meta;
 mod program;
 mod queue;
+mod scratch;
 
 use std::sync::{Arc, Mutex};
 
