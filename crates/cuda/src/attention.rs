@@ -6,7 +6,6 @@ use smelt_backend::{AttnGeometry, AttnRow, KvType};
 
 use crate::CudaBackend;
 use crate::backend::{CudaBuf, CudaKv, MAX_GRID_Y};
-use crate::bulk::RowRun;
 use crate::launch::Arg;
 use crate::meta::Meta;
 
@@ -134,13 +133,12 @@ impl CudaBackend {
             (KvType::F16, 128) => Some(&self.k.attention_tile[1]),
             _ => None,
         }
-        .filter(|_| tiles_on());
+        .filter(|_| tiles_on() && self.has_bulk_rows(rows.len()));
+        // The step's runs only when it has bulk rows; a decode step (every
+        // row wants logits) allocates nothing here.
         let runs = match tile_kernel {
             Some(_) => self.row_runs(rows.len()),
-            None => vec![RowRun {
-                rows: 0..rows.len(),
-                bulk: false,
-            }],
+            None => Vec::new(),
         };
         if let Some(tk) = tile_kernel {
             // Tiles of up to TILE_ROWS consecutive bulk rows of one sequence
@@ -190,12 +188,16 @@ impl CudaBackend {
                 );
             }
         }
-        let rest: Vec<std::ops::Range<usize>> = runs
-            .into_iter()
-            .filter(|r| !r.bulk || tile_kernel.is_none())
-            .map(|r| r.rows)
-            .collect();
-        if rest.is_empty() {
+        // The rows left for the one-row kernel: the runs of logits rows, or
+        // every row when no tile was used.
+        let whole = std::iter::once(0..rows.len()).filter(|_| tile_kernel.is_none());
+        let mut rest = runs
+            .iter()
+            .filter(|r| !r.bulk)
+            .map(|r| r.rows.clone())
+            .chain(whole)
+            .peekable();
+        if rest.peek().is_none() {
             return;
         }
         // Keys are split in spans of ATT_SPAN; rows with several write

@@ -162,7 +162,7 @@ impl CudaBackend {
                 bulk: false,
             }]
         };
-        if !self.bulk {
+        if !self.has_bulk_rows(n) {
             return all();
         }
         let step = self
@@ -171,11 +171,22 @@ impl CudaBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match step.as_ref() {
-            Some(s) if s.n_rows == n && s.wants_logits.iter().any(|w| !w) => {
-                runs_of(n, |r| !s.wants_logits[r])
-            }
+            Some(s) if s.n_rows == n => runs_of(n, |r| !s.wants_logits[r]),
             _ => all(),
         }
+    }
+
+    /// Whether an operation over `n` rows has bulk rows: bulk on, inside a
+    /// step of `n` rows, some of which want no logits.
+    pub(crate) fn has_bulk_rows(&self, n: usize) -> bool {
+        self.bulk
+            && self
+                .bulk_state
+                .step_rows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| s.n_rows == n && s.wants_logits.iter().any(|w| !w))
     }
 
     /// Launches the GEMM: `out[m] (+)= W · x[m] (+ bias)` for `m` rows of
