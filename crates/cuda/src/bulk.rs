@@ -27,6 +27,7 @@ use cudarc::driver::CudaSlice;
 use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 
 use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
+use crate::bulk_q8::GEMMQ_K;
 use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
 use crate::{CudaBackend, weight_code};
@@ -51,14 +52,17 @@ pub(crate) struct BulkState {
     /// The k tiles' sums of products split over k.
     gemm_scratch: Mutex<Option<CudaSlice<f32>>>,
     /// The input of a code product split into bf16 hi and lo and the sums
-    /// of its 16-value groups (`bulk_split_x`), in u32 words.
-    split_scratch: Mutex<Option<CudaSlice<u32>>>,
+    /// of its 16-value groups (`bulk_split_x`), or of an int8 product
+    /// quantized (`bulk_quant_x`), in u32 words.
+    pub(crate) split_scratch: Mutex<Option<CudaSlice<u32>>>,
     /// Blocks per SM a bulk product is split over k to reach when its output
     /// tiles are fewer (`SMELT_CUDA_KSPLIT`, default 2; 0: never split).
     /// Only speed depends on it: a split product gives the same bits.
     ksplit_per_sm: u32,
     /// Which weights take gemm_codes.cu's product (`SMELT_CUDA_GEMM_CODES`).
     codes: CodesMode,
+    /// Which weights take gemm_q8.cu's product (`SMELT_CUDA_GEMM_Q8`).
+    pub(crate) q8: crate::bulk_q8::GemmQ8Mode,
 }
 
 /// Which bulk products take the code kernels (gemm_codes.cu).
@@ -88,6 +92,7 @@ impl BulkState {
                 Ok("1") => CodesMode::All,
                 _ => CodesMode::Auto,
             },
+            q8: crate::bulk_q8::GemmQ8Mode::from_env(),
         }
     }
 }
@@ -216,6 +221,10 @@ impl CudaBackend {
         }) {
             return;
         }
+        // Weights the int8 product is for (bulk_q8.rs) take it; the
+        // choice depends on the weight alone (batch invariance).
+        let q8 = self.gemm_q8_for(w, code, tile);
+        let k_tile = if q8.is_some() { GEMMQ_K } else { GEMM_K };
         // Few output tiles (a short prompt): split the k tiles over blocks
         // along z, each tile's sum kept, then added in k order by
         // gemm_sum_tiles — the same adds in the same order as one block
@@ -223,7 +232,7 @@ impl CudaBackend {
         // for one block row (m <= 64): the kept sums grow with m, and for
         // longer prompts their traffic cost more than the split gained (H200:
         // 1B pp512 -5 %; pp16 2.2x, pp64 1.3x faster; docs/CUDA.md).
-        let n_tiles = w.row_len.div_ceil(GEMM_K);
+        let n_tiles = w.row_len.div_ceil(k_tile);
         let out_blocks = (grid_x * grid_y) as usize;
         let target = (self.sm_count() * self.bulk_state.ksplit_per_sm) as usize;
         let scratch_len = n_tiles * m * w.n_rows;
@@ -259,15 +268,25 @@ impl CudaBackend {
             .as_ref()
             .filter(|_| codes_wanted && w.row_len.is_multiple_of(GEMM_K));
         let mut args = vec![Arg::U64(self.addr(&w.bytes)), Arg::U64(w.row_bytes as u64)];
-        let f = match codes {
-            Some(fs) => {
+        let mut shared = 0;
+        let f = match (q8, codes) {
+            (Some(q), _) => {
+                let Some(parts) = self.quant_input(what, xa, m, w.row_len) else {
+                    return;
+                };
+                args.push(Arg::U64(w.bytes.len() as u64));
+                args.extend(parts.map(Arg::U64));
+                shared = q.shared;
+                q.f
+            }
+            (None, Some(fs)) => {
                 let Some(parts) = self.split_input(what, xa, m, w.row_len) else {
                     return;
                 };
                 args.extend(parts.map(Arg::U64));
                 &fs[tile]
             }
-            None => {
+            (None, None) => {
                 args.push(Arg::U64(xa));
                 &self.k.gemm[code][tile]
             }
@@ -283,7 +302,14 @@ impl CudaBackend {
             Arg::I32(kt_per as i32),
             Arg::U64(tiles),
         ]);
-        self.launch(what, f, (grid_x, grid_y, grid_z), GEMM_THREADS, &args);
+        self.launch_shared(
+            what,
+            f,
+            (grid_x, grid_y, grid_z),
+            GEMM_THREADS,
+            shared,
+            &args,
+        );
         if tiles != 0 {
             self.launch(
                 what,

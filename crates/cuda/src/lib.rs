@@ -16,6 +16,7 @@
 mod attention;
 mod backend;
 mod bulk;
+mod bulk_q8;
 mod chain;
 pub mod compile;
 mod fused;
@@ -234,6 +235,10 @@ struct Kernels {
     /// has one, and the input split it reads.
     gemm_codes: Vec<Option<[CudaFunction; 2]>>,
     bulk_split_x: CudaFunction,
+    /// The product with int8 activations (gemm_q8.cu), where the type has
+    /// one, and the input quantization it reads.
+    gemm_q8: Vec<Option<[CudaFunction; 2]>>,
+    bulk_quant_x: CudaFunction,
     mvq_plain: Q8Kernels,
     mvq_qkv: Q8Kernels,
     mvq_swiglu: Q8Kernels,
@@ -403,7 +408,8 @@ impl CudaBackend {
         // limit less their static shared memory (under 1 KiB).
         let dynamic_limit = (max_shared - Q8_STATIC_SHARED).max(0);
         // The kernels with large dynamic shared memory: q8, resident-x,
-        // staged-x products and the bulk rows' attention tiles.
+        // staged-x products, the bulk rows' attention tiles and int8
+        // products.
         let q8_fs = [&k.mvq_plain, &k.mvq_qkv, &k.mvq_swiglu]
             .into_iter()
             .flat_map(|q| q.typed.iter().flat_map(|(_, fs)| fs));
@@ -411,7 +417,12 @@ impl CudaBackend {
             .into_iter()
             .chain([&k.mvs_plain, &k.mvs_qkv, &k.mvs_swiglu])
             .flat_map(|r| r.typed.iter().map(|(_, f)| f));
-        for f in q8_fs.chain(rows_fs).chain(&k.attention_tile) {
+        let gemm_q8_fs = k.gemm_q8.iter().flatten().flatten();
+        for f in q8_fs
+            .chain(rows_fs)
+            .chain(&k.attention_tile)
+            .chain(gemm_q8_fs)
+        {
             use cudarc::driver::sys::CUfunction_attribute as FA;
             f.set_attribute(
                 FA::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -627,6 +638,12 @@ impl CudaBackend {
         self.q8.mode = if on { Q8Mode::On } else { Q8Mode::Off };
     }
 
+    /// Sets when the 8-bit-activation products are used (including
+    /// [`Q8Mode::Auto`], the default).
+    pub fn set_q8_mode(&mut self, mode: Q8Mode) {
+        self.q8.mode = mode;
+    }
+
     /// Chains greedy steps on the device (`Backend::chains_greedy`), or
     /// not: `Model::decode_greedy` then steps one `forward_greedy` at a time.
     pub fn set_chained(&mut self, on: bool) {
@@ -698,12 +715,17 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
     let mut embed = Vec::with_capacity(WEIGHT_TYPES.len());
     let mut gemm = Vec::with_capacity(WEIGHT_TYPES.len());
     let mut gemm_codes = Vec::with_capacity(WEIGHT_TYPES.len());
-    for (_, n) in WEIGHT_TYPES {
+    let mut gemm_q8 = Vec::with_capacity(WEIGHT_TYPES.len());
+    for (dtype, n) in WEIGHT_TYPES {
         embed.push(f(&format!("embed_{n}"))?);
         gemm.push([f(&format!("gemm_{n}"))?, f(&format!("gemm_{n}_n64"))?]);
         gemm_codes.push(match n {
             "f32" | "f16" => None,
             _ => Some([f(&format!("gemmc_{n}"))?, f(&format!("gemmc_{n}_n64"))?]),
+        });
+        gemm_q8.push(match bulk_q8::kernel_suffix(dtype) {
+            Some(s) => Some([f(&format!("gemmq_{s}"))?, f(&format!("gemmq_{s}_n64"))?]),
+            None => None,
         });
     }
     // `<name>_1_<type>` / `<name>_8_<type>` of each per-type kernel.
@@ -750,6 +772,8 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         gemm_sum_tiles: f("gemm_sum_tiles")?,
         gemm_codes,
         bulk_split_x: f("bulk_split_x")?,
+        gemm_q8,
+        bulk_quant_x: f("bulk_quant_x")?,
         mvq_plain: q8("mvq_plain")?,
         mvq_qkv: q8("mvq_qkv")?,
         mvq_swiglu: q8("mvq_swiglu")?,

@@ -1,0 +1,191 @@
+//! Bulk products with 8-bit activations (kernels/gemm_q8.cu).
+//!
+//! The decode path already multiplies the large matrices of 1B+ models with
+//! x quantized to int8 per 32 values (`Q8Mode::Auto`, matvec_q8.cu). Bulk
+//! rows of such weights do the same on the integer tensor cores: x is
+//! quantized once per product (`bulk_quant_x`), and `gemmq_<type>` takes
+//! each 32-value group's exact integer dot product with one `mma.sync`,
+//! scaled in f32. Which weights take it depends on the weight alone (its
+//! type and size), never on the batch, so batch invariance holds as for the
+//! other bulk products.
+
+use cudarc::driver::CudaFunction;
+use smelt_tensor::DType;
+
+use crate::backend::CudaWeight;
+use crate::launch::{Arg, BLOCK};
+use crate::{CudaBackend, Q8Mode};
+
+/// Values of one k tile of the int8 product (`GQ_KT` in gemm_q8.cu).
+pub(crate) const GEMMQ_K: usize = 256;
+
+/// The smallest weight (rows × inputs) whose bulk products take int8
+/// activations under [`Q8Mode::Auto`]: 4 Mi values, the layer matrices of
+/// 1B-class models (a 2048 × 2048 projection and up) and the FFNs of
+/// Qwen2.5-0.5B; SmolLM2-135M's largest (1536 × 576) stays exact, as its
+/// decode does.
+const GEMMQ_MIN_VALUES: usize = 1 << 22;
+
+/// Which bulk products take the int8 kernels.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum GemmQ8Mode {
+    /// Never (`SMELT_CUDA_GEMM_Q8=0`).
+    Off,
+    /// As the decode path's [`Q8Mode`]: off when it is off, every weight of
+    /// a type with a kernel when it is on, and under `Q8Mode::Auto` the
+    /// weights of at least `GEMMQ_MIN_VALUES` values. The default.
+    Auto,
+    /// Every weight of a type with a kernel (`SMELT_CUDA_GEMM_Q8=1`).
+    On,
+}
+
+impl GemmQ8Mode {
+    pub(crate) fn from_env() -> Self {
+        match std::env::var("SMELT_CUDA_GEMM_Q8").as_deref() {
+            Ok("0") => GemmQ8Mode::Off,
+            Ok("1") => GemmQ8Mode::On,
+            _ => GemmQ8Mode::Auto,
+        }
+    }
+}
+
+/// Per type with an int8 kernel: 16-byte chunks of raw weight bytes staged
+/// per row and k tile, and scale groups per tile (`GqFmt` in gemm_q8.cu).
+fn staging(dtype: DType) -> Option<(usize, usize)> {
+    match dtype {
+        DType::Q4_1 | DType::Q4K => Some((11, 8)),
+        DType::Q8_0 => Some((19, 8)),
+        DType::Q6K => Some((15, 16)),
+        _ => None,
+    }
+}
+
+/// Dynamic shared memory of a `gemmq_*` block `bn` outputs wide
+/// (`GqSmem<T, BN>::BYTES` in gemm_q8.cu).
+fn shared_bytes(chunks: usize, groups: usize, bn: usize) -> usize {
+    let x = 2 * 64 * 272;
+    let w = 2 * bn * chunks * 16;
+    let scales = 2 * (2 * 8 * 64 * 4);
+    x + w + scales + groups * bn * 4 + 8 * bn * 4 + 2 * bn * 4
+}
+
+/// The names of the int8 kernels' types, in `WEIGHT_TYPES` order.
+pub(crate) fn kernel_suffix(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::Q4_1 => Some("q4_1"),
+        DType::Q8_0 => Some("q8_0"),
+        DType::Q4K => Some("q4_k"),
+        DType::Q6K => Some("q6_k"),
+        _ => None,
+    }
+}
+
+/// How a bulk product runs on the int8 kernels: the kernel, its dynamic
+/// shared memory.
+pub(crate) struct GemmQ8<'a> {
+    pub f: &'a CudaFunction,
+    pub shared: u32,
+}
+
+impl CudaBackend {
+    /// The int8 kernel for `w` with `tile` (0: 128 outputs wide, 1: 64),
+    /// when the mode and the weight (type, size, shape) call for it and its
+    /// shared memory fits.
+    pub(crate) fn gemm_q8_for(
+        &self,
+        w: &CudaWeight,
+        code: usize,
+        tile: usize,
+    ) -> Option<GemmQ8<'_>> {
+        let wanted = match self.bulk_state.q8 {
+            GemmQ8Mode::Off => false,
+            GemmQ8Mode::On => true,
+            GemmQ8Mode::Auto => match self.q8.mode {
+                Q8Mode::Off => false,
+                Q8Mode::On => true,
+                Q8Mode::Auto => w.n_rows * w.row_len >= GEMMQ_MIN_VALUES,
+            },
+        };
+        if !wanted || !w.row_len.is_multiple_of(32) {
+            return None;
+        }
+        let (chunks, groups) = staging(w.dtype)?;
+        let shared = shared_bytes(chunks, groups, [128, 64][tile]);
+        if shared > self.q8.max_shared {
+            return None;
+        }
+        let fs = self.k.gemm_q8.get(code)?.as_ref()?;
+        Some(GemmQ8 {
+            f: &fs[tile],
+            shared: shared as u32,
+        })
+    }
+
+    /// Quantizes `m` rows of `k` inputs at `xa` (`k` a multiple of 32) for
+    /// the int8 product: the addresses of the int8 codes, the scale of each
+    /// 32 values and the scale times the codes' sum (`bulk_quant_x`).
+    pub(crate) fn quant_input(
+        &self,
+        what: &'static str,
+        xa: u64,
+        m: usize,
+        k: usize,
+    ) -> Option<[u64; 3]> {
+        let groups = m * k / 32;
+        // In u32 words: the codes (4 a word), then two floats a group.
+        let words = m * k / 4 + 2 * groups;
+        // bulk_quant_x writes every word the product reads.
+        let base = self.scratch(what, &self.bulk_state.split_scratch, words)?;
+        let (codes, scales, sums) = (
+            base,
+            base + (m * k) as u64,
+            base + (m * k + 4 * groups) as u64,
+        );
+        self.launch(
+            what,
+            &self.k.bulk_quant_x,
+            (crate::backend::blocks(m * k, BLOCK), 1, 1),
+            BLOCK,
+            &[
+                Arg::U64(xa),
+                Arg::I32(m as i32),
+                Arg::I32(k as i32),
+                Arg::U64(codes),
+                Arg::U64(scales),
+                Arg::U64(sums),
+            ],
+        );
+        Some([codes, scales, sums])
+    }
+
+    /// Bulk products of the weight types with int8 kernels take them
+    /// (on), never (off), or as the decode path's [`Q8Mode`] says for the
+    /// weight (`None`: the default, `SMELT_CUDA_GEMM_Q8` unset). Only
+    /// precision and speed differ (docs/CUDA.md, "Session 12").
+    pub fn set_gemm_q8(&mut self, on: Option<bool>) {
+        self.bulk_state.q8 = match on {
+            Some(true) => GemmQ8Mode::On,
+            Some(false) => GemmQ8Mode::Off,
+            None => GemmQ8Mode::Auto,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_matches_the_kernels_layout() {
+        // GqSmem<W_Q4_K, 128>: 2*64*272 + 2*128*176 + 2*2*8*64*4 + 8*128*4
+        // + 8*128*4 + 2*128*4.
+        assert_eq!(
+            shared_bytes(11, 8, 128),
+            34816 + 45056 + 8192 + 4096 + 4096 + 1024
+        );
+        // Two Q4_K / Q4_1 blocks fit an H100 SM (228 KiB, 1 KiB reserved
+        // a block): the kernels ask for two.
+        assert!(2 * (shared_bytes(11, 8, 128) + 1024) <= 228 * 1024);
+        assert!(shared_bytes(19, 8, 128) <= 227 * 1024);
+    }
+}
