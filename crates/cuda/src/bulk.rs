@@ -27,7 +27,7 @@ use cudarc::driver::CudaSlice;
 use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 
 use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
-use crate::bulk_q8::GEMMQ_K;
+use crate::bulk_q8::{GEMMQ_K, GemmInput};
 use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
 use crate::{CudaBackend, weight_code};
@@ -52,9 +52,10 @@ pub(crate) struct BulkState {
     /// The k tiles' sums of products split over k.
     gemm_scratch: Mutex<Option<CudaSlice<f32>>>,
     /// The input of a code product split into bf16 hi and lo and the sums
-    /// of its 16-value groups (`bulk_split_x`), or of an int8 product
-    /// quantized (`bulk_quant_x`), in u32 words.
-    pub(crate) split_scratch: Mutex<Option<CudaSlice<u32>>>,
+    /// of its 16-value groups (`bulk_split_x`), in u32 words.
+    split_scratch: Mutex<Option<CudaSlice<u32>>>,
+    /// The input of int8 products quantized (`bulk_quant_x`), in u32 words.
+    pub(crate) quant_scratch: Mutex<Option<CudaSlice<u32>>>,
     /// Blocks per SM a bulk product is split over k to reach when its output
     /// tiles are fewer (`SMELT_CUDA_KSPLIT`, default 2; 0: never split).
     /// Only speed depends on it: a split product gives the same bits.
@@ -83,6 +84,7 @@ impl BulkState {
             step_rows: Mutex::new(None),
             gemm_scratch: Mutex::new(None),
             split_scratch: Mutex::new(None),
+            quant_scratch: Mutex::new(None),
             ksplit_per_sm: std::env::var("SMELT_CUDA_KSPLIT")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -195,13 +197,13 @@ impl CudaBackend {
     }
 
     /// Launches the GEMM: `out[m] (+)= W · x[m] (+ bias)` for `m` rows of
-    /// `k` inputs at `xa`, outputs at `oa` with rows `ldo` apart.
+    /// `k` inputs at `x`, outputs at `oa` with rows `ldo` apart.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         what: &'static str,
         w: &CudaWeight,
-        xa: u64,
+        x: &GemmInput,
         oa: u64,
         ldo: usize,
         bias: u64,
@@ -271,7 +273,7 @@ impl CudaBackend {
         let mut shared = 0;
         let f = match (q8, codes) {
             (Some(q), _) => {
-                let Some(parts) = self.quant_input(what, xa, m, w.row_len) else {
+                let Some(parts) = self.quant_input(what, x, m, w.row_len) else {
                     return;
                 };
                 args.push(Arg::U64(w.bytes.len() as u64));
@@ -280,14 +282,14 @@ impl CudaBackend {
                 q.f
             }
             (None, Some(fs)) => {
-                let Some(parts) = self.split_input(what, xa, m, w.row_len) else {
+                let Some(parts) = self.split_input(what, x.addr, m, w.row_len) else {
                     return;
                 };
                 args.extend(parts.map(Arg::U64));
                 &fs[tile]
             }
             (None, None) => {
-                args.push(Arg::U64(xa));
+                args.push(Arg::U64(x.addr));
                 &self.k.gemm[code][tile]
             }
         };
@@ -392,7 +394,7 @@ impl CudaBackend {
         self.gemm(
             what,
             w,
-            row_at(xa, x, rows.start),
+            &GemmInput::new(row_at(xa, x, rows.start)),
             row_at(oa, out, rows.start),
             out.cols,
             0,
@@ -509,9 +511,11 @@ impl CudaBackend {
         let (r0, m) = (rows.start, rows.len());
         let hr = row_at(ha, h, r0);
         let (qr, kr, vr) = (row_at(qa, q, r0), row_at(ka, k, r0), row_at(va, v, r0));
-        self.gemm(WHAT, w.q, hr, qr, q.cols, bq, m, false);
-        self.gemm(WHAT, w.k, hr, kr, width, bk, m, false);
-        self.gemm(WHAT, w.v, hr, vr, width, bv, m, false);
+        // One input for the three: quantized once if int8 products read it.
+        let hi = GemmInput::new(hr);
+        self.gemm(WHAT, w.q, &hi, qr, q.cols, bq, m, false);
+        self.gemm(WHAT, w.k, &hi, kr, width, bk, m, false);
+        self.gemm(WHAT, w.v, &hi, vr, width, bv, m, false);
         let Some(pos) = self.meta(Meta::Positions, at.positions) else {
             return;
         };
@@ -617,8 +621,9 @@ impl CudaBackend {
         let (r0, m) = (rows.start, rows.len());
         let hr = row_at(ha, h, r0);
         let (gr, ur) = (row_at(ga, gate, r0), row_at(ua, up, r0));
-        self.gemm(WHAT, w_gate, hr, gr, ff, 0, m, false);
-        self.gemm(WHAT, w_up, hr, ur, ff, 0, m, false);
+        let hi = GemmInput::new(hr);
+        self.gemm(WHAT, w_gate, &hi, gr, ff, 0, m, false);
+        self.gemm(WHAT, w_up, &hi, ur, ff, 0, m, false);
         let count = m * ff;
         self.launch(
             WHAT,

@@ -9,6 +9,8 @@
 //! type and size), never on the batch, so batch invariance holds as for the
 //! other bulk products.
 
+use std::cell::Cell;
+
 use cudarc::driver::CudaFunction;
 use smelt_tensor::DType;
 
@@ -80,6 +82,23 @@ pub(crate) fn kernel_suffix(dtype: DType) -> Option<&'static str> {
     }
 }
 
+/// The input rows of bulk products (their device address) and, once an
+/// int8 product has quantized them, the quantized form, which the other
+/// products of the same input (Q/K/V, gate/up) then read.
+pub(crate) struct GemmInput {
+    pub addr: u64,
+    quantized: Cell<Option<[u64; 3]>>,
+}
+
+impl GemmInput {
+    pub fn new(addr: u64) -> Self {
+        GemmInput {
+            addr,
+            quantized: Cell::new(None),
+        }
+    }
+}
+
 /// How a bulk product runs on the int8 kernels: the kernel, its dynamic
 /// shared memory.
 pub(crate) struct GemmQ8<'a> {
@@ -121,21 +140,25 @@ impl CudaBackend {
         })
     }
 
-    /// Quantizes `m` rows of `k` inputs at `xa` (`k` a multiple of 32) for
-    /// the int8 product: the addresses of the int8 codes, the scale of each
-    /// 32 values and the scale times the codes' sum (`bulk_quant_x`).
+    /// Quantizes `m` rows of `k` inputs at `x` (`k` a multiple of 32) for
+    /// the int8 product, unless an earlier product of the same input did:
+    /// the addresses of the int8 codes, the scale of each 32 values and the
+    /// scale times the codes' sum (`bulk_quant_x`).
     pub(crate) fn quant_input(
         &self,
         what: &'static str,
-        xa: u64,
+        x: &GemmInput,
         m: usize,
         k: usize,
     ) -> Option<[u64; 3]> {
+        if let Some(q) = x.quantized.get() {
+            return Some(q);
+        }
         let groups = m * k / 32;
         // In u32 words: the codes (4 a word), then two floats a group.
         let words = m * k / 4 + 2 * groups;
         // bulk_quant_x writes every word the product reads.
-        let base = self.scratch(what, &self.bulk_state.split_scratch, words)?;
+        let base = self.scratch(what, &self.bulk_state.quant_scratch, words)?;
         let (codes, scales, sums) = (
             base,
             base + (m * k) as u64,
@@ -147,7 +170,7 @@ impl CudaBackend {
             (crate::backend::blocks(m * k, BLOCK), 1, 1),
             BLOCK,
             &[
-                Arg::U64(xa),
+                Arg::U64(x.addr),
                 Arg::I32(m as i32),
                 Arg::I32(k as i32),
                 Arg::U64(codes),
@@ -155,6 +178,7 @@ impl CudaBackend {
                 Arg::U64(sums),
             ],
         );
+        x.quantized.set(Some([codes, scales, sums]));
         Some([codes, scales, sums])
     }
 
