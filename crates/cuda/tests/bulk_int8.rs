@@ -8,10 +8,13 @@
 
 mod common;
 
-use common::{assert_close, backend};
+use common::model::{load, prefill_then_decode, synthetic};
+use common::{assert_close, backend, rel_err};
 use smelt_backend::testing::{TestRng, random_weight};
-use smelt_backend::{Backend, HostBuf, HostTensor};
+use smelt_backend::{Backend, HostBuf, HostTensor, ReferenceBackend};
 use smelt_cuda::{CudaBackend, CudaWeight, Q8Mode};
+use smelt_model::KvType;
+use smelt_model::synthetic::SyntheticSpec;
 use smelt_tensor::DType;
 
 fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
@@ -233,5 +236,60 @@ fn int8_bulk_products_follow_the_decode_q8_mode_by_weight_size() {
                 "{n_out}x{n_in} should stay exact by default"
             );
         }
+    }
+}
+
+/// A synthetic model's prompt on int8 bulk products: in one chunk or in
+/// chunks of 33, the same logits bit for bit (batch invariance), and within
+/// int8 rounding of the reference (the decode steps stay exact: q8 off).
+#[test]
+fn int8_prefill_is_chunk_invariant_and_near_the_reference() {
+    let Some(_probe) = backend("int8_prefill_is_chunk_invariant_and_near_the_reference") else {
+        return;
+    };
+    drop(_probe);
+    for (i, (wt, et)) in [(DType::Q4K, DType::Q6K), (DType::Q8_0, DType::Q4_1)]
+        .into_iter()
+        .enumerate()
+    {
+        let spec = SyntheticSpec {
+            arch: "llama".into(),
+            n_layers: 2,
+            d_model: 256,
+            d_ff: 512,
+            n_heads: 4,
+            n_kv_heads: 2,
+            vocab_size: 96,
+            weight_type: wt,
+            embd_type: et,
+            tied_output: false,
+            seed: 300 + i as u64,
+            ..SyntheticSpec::default()
+        };
+        let file = synthetic(&spec);
+        let tokens: Vec<u32> = (0..100u32).map(|t| (t * 29 + 3) % 96).collect();
+        let prompt = 90;
+        let want = prefill_then_decode(
+            &load(&file, ReferenceBackend),
+            &tokens,
+            prompt,
+            90,
+            KvType::F32,
+        );
+        let run = |chunk: usize| {
+            let mut be = CudaBackend::new().expect("cuda");
+            be.set_q8(false);
+            be.set_gemm_q8(Some(true));
+            prefill_then_decode(&load(&file, be), &tokens, prompt, chunk, KvType::F32)
+        };
+        let whole = run(90);
+        let chunked = run(33);
+        assert_eq!(
+            whole, chunked,
+            "{wt}/{et}: int8 prefill differs between chunkings"
+        );
+        let err = rel_err(&whole, &want);
+        println!("synthetic llama {wt}/{et}, int8 bulk products: relative logit error {err:.2e}");
+        assert!(err < 3e-2, "{wt}/{et}: relative logit error {err:.3e}");
     }
 }

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod model;
+
 use smelt_cuda::{CudaBackend, CudaError};
 
 /// The CUDA backend with f32 activations everywhere (the exact path the
