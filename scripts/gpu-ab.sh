@@ -15,10 +15,16 @@
 #       variants alternating, and prints each variant's mean tok/s, its
 #       ratio to the first variant, and whether its generated tokens equal
 #       the first variant's (a variant meant to change no value must).
+#   SMELT_AB_PP=512 SMELT_AB_TESTS="test-bulk_int8" SMELT_AB_MODELS="1b-q4_k_m 8b-q4_k_m" scripts/gpu-ab.sh
+#       after `scripts/gpu-ab.sh pack "env:SMELT_CUDA_GEMM_Q8=0"
+#       "env:SMELT_CUDA_GEMM_Q8=auto"`: prompt speed of the int8 bulk
+#       products against the exact ones (docs/CUDA.md "Session 12").
 #   scripts/gpu-ab.sh summary LOG
 #       The table again from a saved log (the lines `run` printed).
 #
-# Environment (run): SMELT_AB_MODELS (default "smollm2 1b-q4_k_m 8b-q4_k_m":
+# Environment (run): SMELT_AB_PP (e.g. 512: measure `smelt bench`'s ppN
+# prompt speed instead of cuda_decode; the token check then does not apply),
+# SMELT_AB_MODELS (default "smollm2 1b-q4_k_m 8b-q4_k_m":
 # `smelt synth` presets, written once to /tmp/smelt-ab, or GGUF paths),
 # SMELT_AB_REPS (3), SMELT_AB_TOKENS (256), SMELT_AB_TESTS (default
 # "test-q8_ops test-ops_vs_reference"; "" skips them; test-fused_ops compiles
@@ -121,10 +127,19 @@ for m in ${SMELT_AB_MODELS:-smollm2 1b-q4_k_m 8b-q4_k_m}; do
     fi
     for _ in $(seq "${SMELT_AB_REPS:-3}"); do
         for i in "${!VARIANTS[@]}"; do
-            line=$(variant_env "${VARIANTS[$i]}" "$B/cuda_decode" "$file" "${SMELT_AB_TOKENS:-256}" 2>&1 | tail -1)
-            tps=$(sed -n 's/.*: \([0-9.]*\) tok\/s.*/\1/p' <<< "$line")
-            fp=$(sed -n 's/.*tokens \([0-9a-f]*\)[;)].*/\1/p' <<< "$line")
-            host=$(sed -n 's/.*host \([0-9.]*\) us\/step.*/\1/p' <<< "$line")
+            if [[ -n "${SMELT_AB_PP:-}" ]]; then
+                # Prompt speed: `smelt bench`'s ppN t/s (no tokens to compare).
+                [[ "$file" == smollm2 ]] && { file=/tmp/smelt-ab/smollm2.gguf; [[ -f "$file" ]] || "$B/smelt" synth smollm2 "$file" > /dev/null; }
+                line=$(variant_env "${VARIANTS[$i]}" "$B/smelt" bench "$file" --device cuda -p "$SMELT_AB_PP" -n 0 -r 2 2>&1 | grep -E '\| cuda' | tail -1)
+                tps=$(awk -F'|' '{split($8, a, " "); print a[1]}' <<< "$line")
+                fp=-
+                host=-
+            else
+                line=$(variant_env "${VARIANTS[$i]}" "$B/cuda_decode" "$file" "${SMELT_AB_TOKENS:-256}" 2>&1 | tail -1)
+                tps=$(sed -n 's/.*: \([0-9.]*\) tok\/s.*/\1/p' <<< "$line")
+                fp=$(sed -n 's/.*tokens \([0-9a-f]*\)[;)].*/\1/p' <<< "$line")
+                host=$(sed -n 's/.*host \([0-9.]*\) us\/step.*/\1/p' <<< "$line")
+            fi
             if [[ -z "$tps" ]]; then
                 echo "gpu-ab: [${VARIANTS[$i]}] $m: $line" | tee -a "$LOG"
             else

@@ -7,7 +7,7 @@
 //! each 32-value group's exact integer dot product with one `mma.sync`,
 //! scaled in f32. Which weights take it depends on the weight alone (its
 //! type and size), never on the batch, so batch invariance holds as for the
-//! other bulk products.
+//! other bulk products. Off by default until measured on a GPU.
 
 use std::cell::Cell;
 
@@ -31,11 +31,14 @@ const GEMMQ_MIN_VALUES: usize = 1 << 22;
 /// Which bulk products take the int8 kernels.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum GemmQ8Mode {
-    /// Never (`SMELT_CUDA_GEMM_Q8=0`).
+    /// Never: the default (`SMELT_CUDA_GEMM_Q8` unset or `0`) until the
+    /// kernels have run on a GPU (written in session 12, when none was lent;
+    /// docs/CUDA.md "Session 12").
     Off,
     /// As the decode path's [`Q8Mode`]: off when it is off, every weight of
     /// a type with a kernel when it is on, and under `Q8Mode::Auto` the
-    /// weights of at least `GEMMQ_MIN_VALUES` values. The default.
+    /// weights of at least `GEMMQ_MIN_VALUES` values
+    /// (`SMELT_CUDA_GEMM_Q8=auto`): the intended default.
     Auto,
     /// Every weight of a type with a kernel (`SMELT_CUDA_GEMM_Q8=1`).
     On,
@@ -44,9 +47,9 @@ pub(crate) enum GemmQ8Mode {
 impl GemmQ8Mode {
     pub(crate) fn from_env() -> Self {
         match std::env::var("SMELT_CUDA_GEMM_Q8").as_deref() {
-            Ok("0") => GemmQ8Mode::Off,
             Ok("1") => GemmQ8Mode::On,
-            _ => GemmQ8Mode::Auto,
+            Ok("auto") => GemmQ8Mode::Auto,
+            _ => GemmQ8Mode::Off,
         }
     }
 }
@@ -183,8 +186,8 @@ impl CudaBackend {
     }
 
     /// Bulk products of the weight types with int8 kernels take them
-    /// (on), never (off), or as the decode path's [`Q8Mode`] says for the
-    /// weight (`None`: the default, `SMELT_CUDA_GEMM_Q8` unset). Only
+    /// (on), never (off: the default), or as the decode path's [`Q8Mode`]
+    /// says for the weight (`None`, `SMELT_CUDA_GEMM_Q8=auto`). Only
     /// precision and speed differ (docs/CUDA.md, "Session 12").
     pub fn set_gemm_q8(&mut self, on: Option<bool>) {
         self.bulk_state.q8 = match on {
