@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{assert_close, backend};
+use common::{assert_close, backend, finish};
 use serde::Deserialize;
 use smelt_backend::testing::TestRng;
 use smelt_backend::{
@@ -19,12 +19,6 @@ use smelt_backend::{
 use smelt_cuda::CudaBackend;
 use smelt_gguf::GgufFile;
 use smelt_model::Model;
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
-    }
-}
 
 #[test]
 fn gelu_gate_softcap_and_head_norm_match_the_reference() {

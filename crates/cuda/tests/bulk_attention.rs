@@ -3,16 +3,10 @@
 
 mod common;
 
-use common::{assert_close, backend};
+use common::{assert_close, backend, finish};
 use smelt_backend::testing::TestRng;
 use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, ReferenceBackend};
 use smelt_cuda::CudaBackend;
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
-    }
-}
 
 /// Starts a step of `n` rows in which only `logits` want logits.
 fn step(cuda: &CudaBackend, logits: &[usize], n: usize) {

@@ -9,26 +9,13 @@
 mod common;
 
 use common::model::{load, prefill_then_decode, synthetic};
-use common::{assert_close, backend, rel_err};
+use common::{assert_close, backend, finish, place, rel_err};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{Backend, HostBuf, HostTensor, ReferenceBackend};
-use smelt_cuda::{CudaBackend, CudaWeight, Q8Mode};
+use smelt_cuda::{CudaBackend, Q8Mode};
 use smelt_model::KvType;
 use smelt_model::synthetic::SyntheticSpec;
 use smelt_tensor::DType;
-
-fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
-    match cuda.place("w", t) {
-        Ok(w) => w,
-        Err(e) => panic!("place {:?}: {e}", t.dtype()),
-    }
-}
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
-    }
-}
 
 /// x rounded as bulk_quant_x rounds it: per 32 values, q = rne(v * (127 /
 /// amax)) (f32), value q * (amax / 127).

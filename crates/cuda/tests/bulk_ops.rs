@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_close, backend};
+use common::{assert_close, backend, finish, place, vector};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{
     AttnGeometry, Backend, HostBuf, HostTensor, KvLayout, KvType, KvWrite, QkvWeights,
@@ -15,24 +15,6 @@ use smelt_backend::{
 };
 use smelt_cuda::{CudaBackend, CudaBuf, CudaKv, CudaWeight};
 use smelt_tensor::DType;
-
-fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
-    match cuda.place("w", t) {
-        Ok(w) => w,
-        Err(e) => panic!("place {:?}: {e}", t.dtype()),
-    }
-}
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
-    }
-}
-
-fn vector(rng: &mut TestRng, len: usize, lo: f32, hi: f32) -> HostTensor {
-    let v: Vec<f32> = (0..len).map(|_| rng.uniform(lo, hi)).collect();
-    HostTensor::from_f32("vector", &v, vec![len]).expect("vector")
-}
 
 /// For each (row, output): `sum_i |w[o][i] * h[r][i]|`, the size of the
 /// terms the dot product adds.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_close, backend};
+use common::{assert_close, backend, finish, place, vector};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{
     AttnGeometry, Backend, HostBuf, HostTensor, KvLayout, KvType, KvWrite, QkvWeights,
@@ -13,24 +13,6 @@ use smelt_backend::{
 };
 use smelt_cuda::{CudaBackend, CudaWeight, StagedMode};
 use smelt_tensor::DType;
-
-fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
-    match cuda.place("w", t) {
-        Ok(w) => w,
-        Err(e) => panic!("place {:?}: {e}", t.dtype()),
-    }
-}
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
-    }
-}
-
-fn vector(rng: &mut TestRng, len: usize, lo: f32, hi: f32) -> HostTensor {
-    let v: Vec<f32> = (0..len).map(|_| rng.uniform(lo, hi)).collect();
-    HostTensor::from_f32("vector", &v, vec![len]).expect("vector")
-}
 
 /// Each element's allowance: the largest magnitude in the output (fused
 /// kernels round in another order than the plain ops, e.g. the norm scale

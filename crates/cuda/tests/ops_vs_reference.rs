@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::{assert_close, backend};
+use common::{assert_close, backend, finish, place};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, HostBuf, HostTensor, KvLayout, KvType, ReferenceBackend,
     RopeParams, RopeStyle, dequantize_all,
 };
-use smelt_cuda::CudaBackend;
 use smelt_tensor::DType;
 
 const WEIGHT_TYPES: [DType; 13] = [
@@ -35,19 +34,6 @@ fn row_lens(dtype: DType) -> Vec<usize> {
         1 => vec![5, 13, 64, 250],
         32 => vec![32, 96, 576],
         _ => vec![256, 768],
-    }
-}
-
-fn place(cuda: &CudaBackend, t: &HostTensor) -> smelt_cuda::CudaWeight {
-    match cuda.place("w", t) {
-        Ok(w) => w,
-        Err(e) => panic!("place {:?}: {e}", t.dtype()),
-    }
-}
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
     }
 }
 

@@ -6,35 +6,16 @@
 
 mod common;
 
-use common::{assert_close, backend_q8, q8_allowance};
+use common::{assert_close, backend_q8, finish, place, q8_allowance, vector};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{
     AttnGeometry, Backend, HostBuf, HostTensor, KvLayout, KvType, KvWrite, QkvWeights,
     ReferenceBackend, RopeParams, RopeStyle,
 };
-use smelt_cuda::{CudaBackend, CudaWeight};
 use smelt_tensor::DType;
 
 /// The f32 rounding allowance, relative to `sum |w x|`.
 const TOL: f32 = 1e-5;
-
-fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
-    match cuda.place("w", t) {
-        Ok(w) => w,
-        Err(e) => panic!("place {:?}: {e}", t.dtype()),
-    }
-}
-
-fn finish(cuda: &CudaBackend, what: &str) {
-    if let Err(e) = cuda.finish() {
-        panic!("{what}: {e}");
-    }
-}
-
-fn vector(rng: &mut TestRng, len: usize, lo: f32, hi: f32) -> HostTensor {
-    let v: Vec<f32> = (0..len).map(|_| rng.uniform(lo, hi)).collect();
-    HostTensor::from_f32("vector", &v, vec![len]).expect("vector")
-}
 
 /// Per output: `sum |w x|` plus the int8 allowance over TOL, so that
 /// `assert_close(.., TOL)` allows `TOL * sum |w x| + allowance`.

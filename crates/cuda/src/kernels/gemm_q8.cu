@@ -209,6 +209,17 @@ __device__ __forceinline__ void gq_scales(const u8* sw, const int* shift, int ng
     }
 }
 
+// A warp's 2 x NT tiles of accumulators to zero.
+template <int NT>
+__device__ __forceinline__ void gq_zero(float a[2][NT][4]) {
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) a[i][j][e] = 0.0f;
+}
+
 template <int T, int BN>
 __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len, const i8* xq,
                                            const float* xd, const float* xs, float* out,
@@ -281,12 +292,7 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
     };
 
     float acc[2][NT][4];
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    gq_zero<NT>(acc);
 
     // ldmatrix row addresses of this lane's A fragments (gemm_codes.cu's
     // layout: the 32 bytes of an int8 k32 step are a bf16 k16 step's).
@@ -314,12 +320,7 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
             wrow[nt] = sw + r * WLD + s_shift[buf * BN + r];
         }
         float ts[2][NT][4];
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) ts[i][nt][e] = 0.0f;
+        gq_zero<NT>(ts);
 
 #pragma unroll
         for (int j = 0; j < 8; j++) {

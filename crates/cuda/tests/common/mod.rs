@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 pub mod model;
 
-use smelt_cuda::{CudaBackend, CudaError};
+use smelt_backend::testing::TestRng;
+use smelt_backend::{Backend, HostTensor};
+use smelt_cuda::{CudaBackend, CudaError, CudaWeight};
 
 /// The CUDA backend with f32 activations everywhere (the exact path the
 /// reference comparisons hold to 1e-5), or None after printing why the test
@@ -39,6 +41,27 @@ pub fn backend_q8(test: &str) -> Option<CudaBackend> {
     let mut b = backend(test)?;
     b.set_q8(true);
     Some(b)
+}
+
+/// A weight on the device (a test failure if it cannot be placed).
+pub fn place(cuda: &CudaBackend, t: &HostTensor) -> CudaWeight {
+    match cuda.place("w", t) {
+        Ok(w) => w,
+        Err(e) => panic!("place {:?}: {e}", t.dtype()),
+    }
+}
+
+/// Waits for the queued work; a deferred backend error fails the test.
+pub fn finish(cuda: &CudaBackend, what: &str) {
+    if let Err(e) = cuda.finish() {
+        panic!("{what}: {e}");
+    }
+}
+
+/// A vector of `len` values uniform in `lo..hi`.
+pub fn vector(rng: &mut TestRng, len: usize, lo: f32, hi: f32) -> HostTensor {
+    let v: Vec<f32> = (0..len).map(|_| rng.uniform(lo, hi)).collect();
+    HostTensor::from_f32("vector", &v, vec![len]).expect("vector")
 }
 
 /// Prints a line past the test harness's output capture, so a skip is seen
