@@ -132,10 +132,14 @@ impl CudaBackend {
             return None;
         }
         let (chunks, groups) = staging(w.dtype)?;
-        let shared = shared_bytes(chunks, groups, [128, 64][tile]);
-        if shared > self.q8.max_shared {
+        // The wide tile's shared memory decides for both widths, so the
+        // choice never depends on the tile (that is, on the batch): on a
+        // GPU with less shared memory a type takes the exact product for
+        // every batch, not int8 only in narrow tiles.
+        if shared_bytes(chunks, groups, 128) > self.q8.max_shared {
             return None;
         }
+        let shared = shared_bytes(chunks, groups, [128, 64][tile]);
         let fs = self.k.gemm_q8.get(code)?.as_ref()?;
         Some(GemmQ8 {
             f: &fs[tile],

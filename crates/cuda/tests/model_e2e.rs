@@ -124,7 +124,7 @@ fn synthetic_models_match_the_reference() {
         let q8 = load(&file, q8_backend);
         let got = teacher_forced(&q8, &tokens, 21, kv);
         let err = rel_err(&got, &want);
-        let agree = argmax_agreement(&got, &want, 96);
+        let agree = common::argmax_agreement(&got, &want, 96);
         println!(
             "synthetic {arch} {wt}/{et} kv {kv:?}, q8: relative logit error {err:.2e}, same argmax at {:.0}% of positions",
             agree * 100.0
@@ -233,17 +233,6 @@ fn real_model_greedy_matches_cpu(test: &str, name: &str, prompt: &str) {
     } else {
         println!("{name}: q8 greedy tokens equal the CPU's (32 of 32)");
     }
-}
-
-/// The share of rows (of `vocab` logits) whose argmax is the same in both.
-fn argmax_agreement(got: &[f32], want: &[f32], vocab: usize) -> f64 {
-    let rows = want.len() / vocab;
-    let same = got
-        .chunks_exact(vocab)
-        .zip(want.chunks_exact(vocab))
-        .filter(|(g, w)| smelt_backend::argmax(g) == smelt_backend::argmax(w))
-        .count();
-    same as f64 / rows.max(1) as f64
 }
 
 /// The logits of the last of `tokens`, fed as one prompt.

@@ -64,6 +64,17 @@ pub fn vector(rng: &mut TestRng, len: usize, lo: f32, hi: f32) -> HostTensor {
     HostTensor::from_f32("vector", &v, vec![len]).expect("vector")
 }
 
+/// The share of rows (of `vocab` logits) whose argmax is the same in both.
+pub fn argmax_agreement(got: &[f32], want: &[f32], vocab: usize) -> f64 {
+    let rows = want.len() / vocab;
+    let same = got
+        .chunks_exact(vocab)
+        .zip(want.chunks_exact(vocab))
+        .filter(|(g, w)| smelt_backend::argmax(g) == smelt_backend::argmax(w))
+        .count();
+    same as f64 / rows.max(1) as f64
+}
+
 /// Prints a line past the test harness's output capture, so a skip is seen
 /// in a plain `cargo test` run.
 pub fn notice(line: &str) {
