@@ -6,7 +6,7 @@
 // two or three bf16 products per product. The decode path already runs the
 // large matrices of 1B+ models with x quantized to int8 per 32 values
 // (matvec_q8.cu, `Q8Mode::Auto`); here the bulk rows of the same weights do
-// too: x is quantized once per product (bulk_quant_x: amax / 127, nearest
+// too: x is quantized once per input (bulk_quant_x: amax / 127, nearest
 // even, as stage_q8 does), the weights' codes are exact int8 (Q4_1 / Q4_K
 // nibbles, Q8_0 bytes, Q6_K's 6-bit values less 32), and one
 // `mma.sync m16n8k32.s8` (two m16n8k16 for Q6_K's 16-value groups) gives a
@@ -21,8 +21,9 @@
 // (a quarter-rate unit).
 //
 // Precision: the dot product of the dequantized weights with x rounded to
-// int8 per 32 values (the q8 decode kernels' rounding; tests/bulk_ops.rs
-// allow its bound), up to f32 rounding of the group terms.
+// int8 per 32 values (the q8 decode kernels' rounding), up to f32 rounding
+// of the group terms (tests/bulk_int8.rs holds it to a host model of
+// exactly that).
 //
 // Batch invariance: an output's sum runs over k tiles of 256 values in
 // order; a tile's sum is a fresh f32 sum of its groups' terms in order,
