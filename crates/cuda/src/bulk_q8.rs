@@ -207,6 +207,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn staging_matches_the_kernels_constants() {
+        // `GqFmt<T>` in gemm_q8.cu must give the CH and G this file sizes
+        // shared memory by (a mismatch would overrun a block's memory).
+        let src = include_str!("kernels/gemm_q8.cu");
+        for (dtype, w) in [
+            (DType::Q4_1, "W_Q4_1"),
+            (DType::Q8_0, "W_Q8_0"),
+            (DType::Q4K, "W_Q4_K"),
+            (DType::Q6K, "W_Q6_K"),
+        ] {
+            let line = src
+                .lines()
+                .find(|l| l.starts_with(&format!("template <> struct GqFmt<{w}>")))
+                .unwrap_or_else(|| panic!("no GqFmt<{w}> in gemm_q8.cu"));
+            let (ch, g) = staging(dtype).expect("a staged type");
+            assert!(line.contains(&format!("CH = {ch};")), "{w}: {line}");
+            assert!(line.contains(&format!("G = {g};")), "{w}: {line}");
+            assert!(kernel_suffix(dtype).is_some(), "{w}: no kernel name");
+        }
+        assert!(staging(DType::BF16).is_none() && kernel_suffix(DType::BF16).is_none());
+    }
+
+    #[test]
     fn shared_memory_matches_the_kernels_layout() {
         // GqSmem<W_Q4_K, 128>: 2*64*272 + 2*128*176 + 2*2*8*64*4 + 8*128*4
         // + 8*128*4 + 2*128*4.
