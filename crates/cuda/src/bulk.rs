@@ -19,6 +19,7 @@
 //! matrix-vector path. `SMELT_CUDA_BULK=0` (or [`CudaBackend::set_bulk`])
 //! sends every row to the matrix-vector kernels.
 
+use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -27,7 +28,7 @@ use cudarc::driver::CudaSlice;
 use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 
 use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
-use crate::bulk_q8::{GEMMQ_K, GemmInput};
+use crate::bulk_q8::GEMMQ_K;
 use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
 use crate::{CudaBackend, weight_code};
@@ -95,6 +96,27 @@ impl BulkState {
                 _ => CodesMode::Auto,
             },
             q8: crate::bulk_q8::GemmQ8Mode::from_env(),
+        }
+    }
+}
+
+/// The input rows of bulk products (their device address) and the forms
+/// products derive from them: split into bf16 hi / lo for the code products,
+/// quantized to int8 for the int8 products. The first product that needs a
+/// form makes it; the other products of the same input (Q/K/V, gate/up)
+/// read it.
+pub(crate) struct GemmInput {
+    pub addr: u64,
+    pub split: Cell<Option<[u64; 3]>>,
+    pub quantized: Cell<Option<[u64; 3]>>,
+}
+
+impl GemmInput {
+    pub fn new(addr: u64) -> Self {
+        GemmInput {
+            addr,
+            split: Cell::new(None),
+            quantized: Cell::new(None),
         }
     }
 }
@@ -282,7 +304,7 @@ impl CudaBackend {
                 q.f
             }
             (None, Some(fs)) => {
-                let Some(parts) = self.split_input(what, x.addr, m, w.row_len) else {
+                let Some(parts) = self.split_input(what, x, m, w.row_len) else {
                     return;
                 };
                 args.extend(parts.map(Arg::U64));
@@ -332,10 +354,20 @@ impl CudaBackend {
         }
     }
 
-    /// Splits `m` rows of `k` inputs at `xa` (`k` a multiple of 32) for the
-    /// code product: the addresses of the bf16 hi words, the lo words and
-    /// the f32 sums of each 16 values (`bulk_split_x`).
-    fn split_input(&self, what: &'static str, xa: u64, m: usize, k: usize) -> Option<[u64; 3]> {
+    /// Splits `m` rows of `k` inputs at `x` (`k` a multiple of 32) for the
+    /// code product, unless an earlier product of the same input did: the
+    /// addresses of the bf16 hi words, the lo words and the f32 sums of each
+    /// 16 values (`bulk_split_x`).
+    fn split_input(
+        &self,
+        what: &'static str,
+        x: &GemmInput,
+        m: usize,
+        k: usize,
+    ) -> Option<[u64; 3]> {
+        if let Some(s) = x.split.get() {
+            return Some(s);
+        }
         let half = m * k / 2;
         let words = 2 * half + m * k / 16;
         // bulk_split_x writes every word the product reads.
@@ -347,7 +379,7 @@ impl CudaBackend {
             (blocks(m * k / 8, BLOCK), 1, 1),
             BLOCK,
             &[
-                Arg::U64(xa),
+                Arg::U64(x.addr),
                 Arg::I32(m as i32),
                 Arg::I32(k as i32),
                 Arg::U64(hi),
@@ -355,6 +387,7 @@ impl CudaBackend {
                 Arg::U64(sums),
             ],
         );
+        x.split.set(Some([hi, lo, sums]));
         Some([hi, lo, sums])
     }
 
@@ -511,7 +544,7 @@ impl CudaBackend {
         let (r0, m) = (rows.start, rows.len());
         let hr = row_at(ha, h, r0);
         let (qr, kr, vr) = (row_at(qa, q, r0), row_at(ka, k, r0), row_at(va, v, r0));
-        // One input for the three: quantized once if int8 products read it.
+        // One input for the three: split or quantized once for them.
         let hi = GemmInput::new(hr);
         self.gemm(WHAT, w.q, &hi, qr, q.cols, bq, m, false);
         self.gemm(WHAT, w.k, &hi, kr, width, bk, m, false);

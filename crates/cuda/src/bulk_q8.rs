@@ -9,12 +9,11 @@
 //! type and size), never on the batch, so batch invariance holds as for the
 //! other bulk products. Off by default until measured on a GPU.
 
-use std::cell::Cell;
-
 use cudarc::driver::CudaFunction;
 use smelt_tensor::DType;
 
 use crate::backend::CudaWeight;
+use crate::bulk::GemmInput;
 use crate::launch::{Arg, BLOCK};
 use crate::{CudaBackend, Q8Mode};
 
@@ -82,23 +81,6 @@ pub(crate) fn kernel_suffix(dtype: DType) -> Option<&'static str> {
         DType::Q4K => Some("q4_k"),
         DType::Q6K => Some("q6_k"),
         _ => None,
-    }
-}
-
-/// The input rows of bulk products (their device address) and, once an
-/// int8 product has quantized them, the quantized form, which the other
-/// products of the same input (Q/K/V, gate/up) then read.
-pub(crate) struct GemmInput {
-    pub addr: u64,
-    quantized: Cell<Option<[u64; 3]>>,
-}
-
-impl GemmInput {
-    pub fn new(addr: u64) -> Self {
-        GemmInput {
-            addr,
-            quantized: Cell::new(None),
-        }
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{assert_close, backend, finish};
+use common::{assert_close, backend, finish, store_random_kv};
 use serde::Deserialize;
 use smelt_backend::testing::TestRng;
 use smelt_backend::{
@@ -114,15 +114,16 @@ fn sliding_window_attention_matches_the_reference() {
         // Blocks in reverse order: the table is not the identity.
         let table: Vec<u32> = (0..layout.n_blocks as u32).rev().collect();
         let width = n_kv_heads * head_dim;
-        let positions: Vec<u32> = (0..n_pos as u32).collect();
-        let slots: Vec<u32> = positions
-            .iter()
-            .map(|&p| table[p as usize / 16] * 16 + p % 16)
-            .collect();
-        let k = rng.buf(n_pos, width);
-        let v = rng.buf(n_pos, width);
-        ReferenceBackend.kv_store(&mut kv_ref, 0, &k, &v, &slots);
-        cuda.kv_store(&mut kv_gpu, 0, &cuda.upload(&k), &cuda.upload(&v), &slots);
+        store_random_kv(
+            &mut rng,
+            &cuda,
+            &mut kv_ref,
+            &mut kv_gpu,
+            0,
+            &table,
+            0..n_pos,
+            width,
+        );
         // Rows: early, inside one span, across spans with whole spans hidden.
         let at = [0u32, 5, 700, 1030, 2047, 2599];
         for window in [1usize, 7, 100, 512, 1500, 4096] {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, backend, finish};
+use common::{assert_close, backend, finish, store_random_kv};
 use smelt_backend::testing::TestRng;
 use smelt_backend::{AttnGeometry, AttnRow, Backend, HostBuf, KvLayout, KvType, ReferenceBackend};
 use smelt_cuda::CudaBackend;
@@ -41,18 +41,15 @@ fn bulk_attention_matches_the_reference_and_the_batch() {
         let lens = [70usize, 30];
         let layer = 1;
         for (table, &len) in tables.iter().zip(&lens) {
-            let slots: Vec<u32> = (0..len)
-                .map(|p| table[p / 16] * 16 + (p % 16) as u32)
-                .collect();
-            let k = rng.buf(len, width);
-            let v = rng.buf(len, width);
-            ReferenceBackend.kv_store(&mut kv_ref, layer, &k, &v, &slots);
-            cuda.kv_store(
+            store_random_kv(
+                &mut rng,
+                &cuda,
+                &mut kv_ref,
                 &mut kv_gpu,
                 layer,
-                &cuda.upload(&k),
-                &cuda.upload(&v),
-                &slots,
+                table,
+                0..len,
+                width,
             );
         }
         let geom = AttnGeometry {

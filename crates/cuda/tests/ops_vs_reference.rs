@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, backend, finish, place};
+use common::{assert_close, backend, finish, place, store_random_kv};
 use smelt_backend::testing::{TestRng, random_weight};
 use smelt_backend::{
     AttnGeometry, AttnRow, Backend, HostBuf, HostTensor, KvLayout, KvType, ReferenceBackend,
@@ -276,19 +276,15 @@ fn kv_store_and_attention() {
             for (table, &len) in tables.iter().zip(&lens) {
                 // Stored in two steps (a prefill then single rows), as the model does.
                 for range in [0..len - 3, len - 3..len - 2, len - 2..len] {
-                    let slots: Vec<u32> = range
-                        .clone()
-                        .map(|p| table[p / 16] * 16 + (p % 16) as u32)
-                        .collect();
-                    let k = rng.buf(slots.len(), width);
-                    let v = rng.buf(slots.len(), width);
-                    ReferenceBackend.kv_store(&mut kv_ref, layer, &k, &v, &slots);
-                    cuda.kv_store(
+                    store_random_kv(
+                        &mut rng,
+                        &cuda,
+                        &mut kv_ref,
                         &mut kv_gpu,
                         layer,
-                        &cuda.upload(&k),
-                        &cuda.upload(&v),
-                        &slots,
+                        table,
+                        range,
+                        width,
                     );
                 }
             }
@@ -389,13 +385,16 @@ fn attention_over_long_contexts_splits_and_merges() {
         // 150 of the 160 blocks, in a scattered order: 2400 positions.
         let table: Vec<u32> = (0..150u32).map(|i| (i * 17 + 3) % 160).collect();
         let len = 2300;
-        let slots: Vec<u32> = (0..len)
-            .map(|p| table[p / 16] * 16 + (p % 16) as u32)
-            .collect();
-        let k = rng.buf(len, width);
-        let v = rng.buf(len, width);
-        ReferenceBackend.kv_store(&mut kv_ref, 0, &k, &v, &slots);
-        cuda.kv_store(&mut kv_gpu, 0, &cuda.upload(&k), &cuda.upload(&v), &slots);
+        store_random_kv(
+            &mut rng,
+            &cuda,
+            &mut kv_ref,
+            &mut kv_gpu,
+            0,
+            &table,
+            0..len,
+            width,
+        );
         let geom = AttnGeometry {
             n_heads,
             n_kv_heads,

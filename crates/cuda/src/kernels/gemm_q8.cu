@@ -294,6 +294,10 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
 
     float acc[2][NT][4];
     gq_zero<NT>(acc);
+    // The output row and column of element e of this lane's tile (i, nt):
+    // the mma accumulator layout.
+    auto out_row = [&](int i, int e) { return m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0); };
+    auto out_col = [&](int nt, int e) { return n0 + wn + nt * 8 + 2 * t + (e & 1); };
 
     // ldmatrix row addresses of this lane's A fragments (gemm_codes.cu's
     // layout: the 32 bytes of an int8 k32 step are a bf16 k16 step's).
@@ -386,8 +390,7 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     if (tiles) {
-                        const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
-                        const int n = n0 + wn + nt * 8 + 2 * t + (e & 1);
+                        const int m = out_row(i, e), n = out_col(nt, e);
                         if (m < M && n < N) tiles[((u64)kt * M + m) * N + n] = ts[i][nt][e];
                     } else {
                         acc[i][nt][e] = __fadd_rn(acc[i][nt][e], ts[i][nt][e]);
@@ -402,8 +405,7 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
-                const int n = n0 + wn + nt * 8 + 2 * t + (e & 1);
+                const int m = out_row(i, e), n = out_col(nt, e);
                 if (m < M && n < N) {
                     float v = acc[i][nt][e];
                     if (bias) v += bias[n];

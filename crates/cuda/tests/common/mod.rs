@@ -7,8 +7,8 @@ use std::path::PathBuf;
 pub mod model;
 
 use smelt_backend::testing::TestRng;
-use smelt_backend::{Backend, HostTensor};
-use smelt_cuda::{CudaBackend, CudaError, CudaWeight};
+use smelt_backend::{Backend, HostKv, HostTensor, ReferenceBackend};
+use smelt_cuda::{CudaBackend, CudaError, CudaKv, CudaWeight};
 
 /// The CUDA backend with f32 activations everywhere (the exact path the
 /// reference comparisons hold to 1e-5), or None after printing why the test
@@ -73,6 +73,29 @@ pub fn argmax_agreement(got: &[f32], want: &[f32], vocab: usize) -> f64 {
         .filter(|(g, w)| smelt_backend::argmax(g) == smelt_backend::argmax(w))
         .count();
     same as f64 / rows.max(1) as f64
+}
+
+/// Random K and V rows for positions `positions` of the sequence whose
+/// block table is `table` (16 slots a block), stored alike into the
+/// reference's and the GPU's cache at `layer`.
+#[allow(clippy::too_many_arguments)]
+pub fn store_random_kv(
+    rng: &mut TestRng,
+    cuda: &CudaBackend,
+    kv_ref: &mut HostKv,
+    kv_gpu: &mut CudaKv,
+    layer: usize,
+    table: &[u32],
+    positions: std::ops::Range<usize>,
+    width: usize,
+) {
+    let slots: Vec<u32> = positions
+        .map(|p| table[p / 16] * 16 + (p % 16) as u32)
+        .collect();
+    let k = rng.buf(slots.len(), width);
+    let v = rng.buf(slots.len(), width);
+    ReferenceBackend.kv_store(kv_ref, layer, &k, &v, &slots);
+    cuda.kv_store(kv_gpu, layer, &cuda.upload(&k), &cuda.upload(&v), &slots);
 }
 
 /// Prints a line past the test harness's output capture, so a skip is seen
