@@ -28,7 +28,6 @@ use cudarc::driver::CudaSlice;
 use smelt_backend::{AttnGeometry, KvType, KvWrite, QkvWeights, RopeParams, RopeStyle};
 
 use crate::backend::{CudaBuf, CudaKv, CudaWeight, MAX_GRID_Y, blocks, row_at};
-use crate::bulk_q8::GEMMQ_K;
 use crate::launch::{Arg, BLOCK};
 use crate::meta::Meta;
 use crate::{CudaBackend, weight_code};
@@ -248,7 +247,7 @@ impl CudaBackend {
         // Weights the int8 product is for (bulk_q8.rs) take it; the
         // choice depends on the weight alone (batch invariance).
         let q8 = self.gemm_q8_for(w, code, tile);
-        let k_tile = if q8.is_some() { GEMMQ_K } else { GEMM_K };
+        let k_tile = q8.as_ref().map_or(GEMM_K, |q| q.k_tile);
         // Few output tiles (a short prompt): split the k tiles over blocks
         // along z, each tile's sum kept, then added in k order by
         // gemm_sum_tiles — the same adds in the same order as one block
@@ -295,7 +294,12 @@ impl CudaBackend {
         let mut shared = 0;
         let f = match (q8, codes) {
             (Some(q), _) => {
-                let Some(parts) = self.quant_input(what, x, m, w.row_len) else {
+                let parts = if q.bf16_x {
+                    self.split_input(what, x, m, w.row_len)
+                } else {
+                    self.quant_input(what, x, m, w.row_len)
+                };
+                let Some(parts) = parts else {
                     return;
                 };
                 args.push(Arg::U64(w.bytes.len() as u64));

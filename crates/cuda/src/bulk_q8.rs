@@ -1,12 +1,15 @@
-//! Bulk products with 8-bit activations (kernels/gemm_q8.cu).
+//! Bulk products with reduced-precision activations (kernels/gemm_q8.cu,
+//! kernels/gemm_bf16.cu).
 //!
 //! The decode path already multiplies the large matrices of 1B+ models with
 //! x quantized to int8 per 32 values (`Q8Mode::Auto`, matvec_q8.cu). Bulk
 //! rows of such weights do the same on the integer tensor cores: x is
 //! quantized once per product (`bulk_quant_x`), and `gemmq_<type>` takes
 //! each 32-value group's exact integer dot product with one `mma.sync`,
-//! scaled in f32. Which weights take it depends on the weight alone (its
-//! type and size), never on the batch, so batch invariance holds as for the
+//! scaled in f32. BF16 weights take x rounded to bf16 instead
+//! (`gemmq_bf16`: one bf16 product where the exact kernels take two or
+//! three). Which weights take them depends on the weight alone (its type
+//! and size), never on the batch, so batch invariance holds as for the
 //! other bulk products. Off by default until measured on a GPU.
 
 use cudarc::driver::CudaFunction;
@@ -18,7 +21,9 @@ use crate::launch::{Arg, BLOCK};
 use crate::{CudaBackend, Q8Mode};
 
 /// Values of one k tile of the int8 product (`GQ_KT` in gemm_q8.cu).
-pub(crate) const GEMMQ_K: usize = 256;
+const GEMMQ_K: usize = 256;
+/// Values of one k tile of the bf16 product (`GBF_KT` in gemm_bf16.cu).
+const GEMMB_K: usize = 64;
 
 /// The smallest weight (rows × inputs) whose bulk products take int8
 /// activations under [`Q8Mode::Auto`]: 4 Mi values, the layer matrices of
@@ -73,9 +78,26 @@ fn shared_bytes(chunks: usize, groups: usize, bn: usize) -> usize {
     x + w + scales + groups * bn * 4 + 8 * bn * 4 + 2 * bn * 4
 }
 
-/// The names of the int8 kernels' types, in `WEIGHT_TYPES` order.
+/// Dynamic shared memory of a `gemmq_bf16` block `bn` outputs wide
+/// (`GbfSmem<BN>::BYTES` in gemm_bf16.cu: 3 stages of 64 x rows and `bn`
+/// weight rows, 144 bytes each).
+fn shared_bytes_bf16(bn: usize) -> usize {
+    3 * (64 + bn) * 144
+}
+
+/// A reduced-precision kernel's dynamic shared memory `bn` outputs wide.
+fn shared_for(dtype: DType, bn: usize) -> Option<usize> {
+    if dtype == DType::BF16 {
+        return Some(shared_bytes_bf16(bn));
+    }
+    let (chunks, groups) = staging(dtype)?;
+    Some(shared_bytes(chunks, groups, bn))
+}
+
+/// The names of the reduced-precision kernels' types.
 pub(crate) fn kernel_suffix(dtype: DType) -> Option<&'static str> {
     match dtype {
+        DType::BF16 => Some("bf16"),
         DType::Q4_1 => Some("q4_1"),
         DType::Q8_0 => Some("q8_0"),
         DType::Q4K => Some("q4_k"),
@@ -84,11 +106,15 @@ pub(crate) fn kernel_suffix(dtype: DType) -> Option<&'static str> {
     }
 }
 
-/// How a bulk product runs on the int8 kernels: the kernel, its dynamic
-/// shared memory.
+/// How a bulk product runs on the reduced-precision kernels: the kernel,
+/// its dynamic shared memory, its k tile (the unit of a split over k) and
+/// whether it reads x rounded to bf16 (`bulk_split_x`'s hi words) rather
+/// than quantized to int8 (`bulk_quant_x`).
 pub(crate) struct GemmQ8<'a> {
     pub f: &'a CudaFunction,
     pub shared: u32,
+    pub k_tile: usize,
+    pub bf16_x: bool,
 }
 
 impl CudaBackend {
@@ -113,19 +139,21 @@ impl CudaBackend {
         if !wanted || !w.row_len.is_multiple_of(32) {
             return None;
         }
-        let (chunks, groups) = staging(w.dtype)?;
         // The wide tile's shared memory decides for both widths, so the
         // choice never depends on the tile (that is, on the batch): on a
         // GPU with less shared memory a type takes the exact product for
         // every batch, not int8 only in narrow tiles.
-        if shared_bytes(chunks, groups, 128) > self.q8.max_shared {
+        if shared_for(w.dtype, 128)? > self.q8.max_shared {
             return None;
         }
-        let shared = shared_bytes(chunks, groups, [128, 64][tile]);
+        let shared = shared_for(w.dtype, [128, 64][tile])?;
         let fs = self.k.gemm_q8.get(code)?.as_ref()?;
+        let bf16_x = w.dtype == DType::BF16;
         Some(GemmQ8 {
             f: &fs[tile],
             shared: shared as u32,
+            k_tile: if bf16_x { GEMMB_K } else { GEMMQ_K },
+            bf16_x,
         })
     }
 
@@ -171,7 +199,8 @@ impl CudaBackend {
         Some([codes, scales, sums])
     }
 
-    /// Bulk products of the weight types with int8 kernels take them
+    /// Bulk products of the weight types with reduced-precision kernels
+    /// (int8 x for Q4_1, Q8_0, Q4_K, Q6_K; bf16 x for BF16) take them
     /// (on), never (off: the default), or as the decode path's [`Q8Mode`]
     /// says for the weight (`None`, `SMELT_CUDA_GEMM_Q8=auto`). Only
     /// precision and speed differ (docs/CUDA.md, "Session 12").
@@ -208,7 +237,7 @@ mod tests {
             assert!(line.contains(&format!("G = {g};")), "{w}: {line}");
             assert!(kernel_suffix(dtype).is_some(), "{w}: no kernel name");
         }
-        assert!(staging(DType::BF16).is_none() && kernel_suffix(DType::BF16).is_none());
+        assert!(staging(DType::BF16).is_none() && kernel_suffix(DType::F16).is_none());
     }
 
     #[test]
@@ -223,5 +252,19 @@ mod tests {
         // a block): the kernels ask for two.
         assert!(2 * (shared_bytes(11, 8, 128) + 1024) <= 228 * 1024);
         assert!(shared_bytes(19, 8, 128) <= 227 * 1024);
+        // GbfSmem<BN>, and the k tile, from gemm_bf16.cu's constants.
+        let src = include_str!("kernels/gemm_bf16.cu");
+        let define = |name: &str| -> usize {
+            src.lines()
+                .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no #define {name} in gemm_bf16.cu"))
+        };
+        let (stages, ld) = (define("GBF_STAGES"), define("GBF_LD"));
+        assert_eq!(define("GBF_KT"), GEMMB_K);
+        for bn in [64, 128] {
+            assert_eq!(shared_bytes_bf16(bn), stages * (64 + bn) * ld);
+        }
+        assert!(2 * (shared_bytes_bf16(128) + 1024) <= 228 * 1024);
     }
 }

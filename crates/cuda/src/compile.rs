@@ -12,12 +12,13 @@ use sha2::{Digest, Sha256};
 use crate::CudaError;
 
 /// The kernel sources, compiled as one program in this order.
-const SOURCES: [(&str, &str); 13] = [
+const SOURCES: [(&str, &str); 14] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cu", include_str!("kernels/quant.cu")),
     ("gemm.cu", include_str!("kernels/gemm.cu")),
     ("gemm_codes.cu", include_str!("kernels/gemm_codes.cu")),
     ("gemm_q8.cu", include_str!("kernels/gemm_q8.cu")),
+    ("gemm_bf16.cu", include_str!("kernels/gemm_bf16.cu")),
     ("units.cu", include_str!("kernels/units.cu")),
     ("matvec.cu", include_str!("kernels/matvec.cu")),
     ("matvec_rows.cu", include_str!("kernels/matvec_rows.cu")),

@@ -1,10 +1,12 @@
-//! Bulk products with 8-bit activations (kernels/gemm_q8.cu, src/bulk_q8.rs)
-//! against a host model of the same arithmetic: x quantized to int8 per 32
-//! values (amax / 127, nearest even, in f32 as the kernel does), dotted with
-//! the dequantized weights in f64. Per weight type with a kernel, for odd
-//! row counts, partial k tiles and products split over k; a bulk row's bits
-//! do not depend on the other rows, its place, the tile or the split; and
-//! the default mode picks the int8 product by the weight's size.
+//! Bulk products with reduced-precision activations (kernels/gemm_q8.cu,
+//! kernels/gemm_bf16.cu, src/bulk_q8.rs) against a host model of the same
+//! arithmetic: x quantized to int8 per 32 values (amax / 127, nearest even,
+//! in f32 as the kernel does), or for BF16 weights rounded to bf16, dotted
+//! with the dequantized weights in f64. Per weight type with a kernel, for
+//! odd row counts, partial k tiles and products split over k; a bulk row's
+//! bits do not depend on the other rows, its place, the tile or the split;
+//! and the default mode picks the reduced-precision product by the weight's
+//! size.
 
 mod common;
 
@@ -28,6 +30,19 @@ fn quantized(x: &HostBuf) -> HostBuf {
         for v in g.iter_mut() {
             *v = (*v * id).round_ties_even() * dx;
         }
+    }
+    out
+}
+
+/// x as the product for `dtype` reads it: rounded to bf16 (nearest even)
+/// for BF16 weights, else quantized to int8 ([`quantized`]).
+fn rounded(dtype: DType, x: &HostBuf) -> HostBuf {
+    if dtype != DType::BF16 {
+        return quantized(x);
+    }
+    let mut out = x.clone();
+    for v in out.data.iter_mut() {
+        *v = half::bf16::from_f32(*v).to_f32();
     }
     out
 }
@@ -60,8 +75,9 @@ fn bulk_step(cuda: &CudaBackend, n: usize) {
 
 /// (type, inputs, outputs): every type with an int8 kernel; a partial last
 /// k tile (320 = 256 + 64); long rows a short prompt splits over k (4096),
-/// also with a partial last tile (4128, 1056).
-const CASES: [(DType, usize, usize); 11] = [
+/// also with a partial last tile (4128, 1056). BF16 (64-value k tiles): a
+/// partial last tile (96, 4128) and splits over k (4096, 4128).
+const CASES: [(DType, usize, usize); 15] = [
     (DType::Q4_1, 576, 200),
     (DType::Q8_0, 96, 33),
     (DType::Q8_0, 320, 70),
@@ -74,6 +90,10 @@ const CASES: [(DType, usize, usize); 11] = [
     // Split over k with a partial last tile (17 and 5 tiles).
     (DType::Q4_1, 4128, 9),
     (DType::Q8_0, 1056, 9),
+    (DType::BF16, 96, 33),
+    (DType::BF16, 512, 130),
+    (DType::BF16, 4096, 9),
+    (DType::BF16, 4128, 20),
 ];
 
 #[test]
@@ -89,7 +109,7 @@ fn int8_bulk_products_match_the_host_model() {
             let what = format!("{dtype} {n_in}→{n_out}, {n} bulk rows");
             let x = rng.buf(n, n_in);
             let xc = cuda.upload(&x);
-            let (want, scale) = product(&w, &quantized(&x));
+            let (want, scale) = product(&w, &rounded(dtype, &x));
             let run = |cuda: &CudaBackend| {
                 let mut oc = cuda.alloc(n, n_out);
                 bulk_step(cuda, n);
@@ -147,7 +167,13 @@ fn int8_bulk_rows_do_not_depend_on_the_batch_the_tile_or_the_split() {
     // 512 x 4224 (256 inputs): 8 x 33 wide blocks.
     let mut cases: Vec<(DType, usize, usize, usize)> =
         CASES.iter().map(|&(d, i, o)| (d, i, o, 130)).collect();
-    for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q6K] {
+    for dtype in [
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4K,
+        DType::Q6K,
+        DType::BF16,
+    ] {
         cases.push((dtype, 256, 4224, 512));
     }
     for (dtype, n_in, n_out, n) in cases {
@@ -194,6 +220,7 @@ fn int8_bulk_products_follow_the_decode_q8_mode_by_weight_size() {
     // (SmolLM2's largest layer matrix) does not.
     for (dtype, n_in, n_out, int8) in [
         (DType::Q4K, 2048, 2048, true),
+        (DType::BF16, 2048, 2048, true),
         (DType::Q4_1, 576, 1536, false),
     ] {
         let wc = place(&cuda, &random_weight(&mut rng, dtype, n_in, n_out));
@@ -241,9 +268,13 @@ fn int8_prefill_is_chunk_invariant_and_near_the_reference() {
         return;
     };
     drop(_probe);
-    for (i, (wt, et)) in [(DType::Q4K, DType::Q6K), (DType::Q8_0, DType::Q4_1)]
-        .into_iter()
-        .enumerate()
+    for (i, (wt, et)) in [
+        (DType::Q4K, DType::Q6K),
+        (DType::Q8_0, DType::Q4_1),
+        (DType::BF16, DType::BF16),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let spec = SyntheticSpec {
             arch: "llama".into(),
