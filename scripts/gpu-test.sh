@@ -147,9 +147,10 @@ if [[ -x "$BIN/smelt" ]]; then
         if [[ $rc -ne 0 ]]; then fail=$((fail + 1)); bench+=("FAIL smelt bench $m (exit $rc)"); continue; fi
         bench+=("$m: $(grep -E '\| cuda' <<< "$o" | awk -F'|' '{gsub(/ /,"",$7); gsub(/^ +| +$/,"",$8); printf "%s %s tok/s; ", $7, $8}')$(grep -oE 'tg128 reaches [0-9.]+ % of the roofline' <<< "$o")")
     done
-    # The int8 bulk products (opt-in, docs/CUDA.md "Session 12") on the
-    # prompts of the shapes they are for.
-    for m in 1b-q4_k_m 8b-q4_k_m; do
+    # The reduced-precision bulk products (int8 x, bf16 x for BF16; opt-in,
+    # docs/CUDA.md "Session 12", "Session 13") on the prompts of the shapes
+    # they are for.
+    for m in 1b-q4_k_m 8b-q4_k_m 8b-bf16; do
         f="$synth/$m.gguf"
         [[ -f "$f" ]] || continue
         o=$(SMELT_CUDA_GEMM_Q8=auto timeout 300 "$BIN/smelt" bench "$f" --device cuda -p 512 -n 0 -r 2 2>&1); rc=$?
