@@ -480,6 +480,14 @@ pub trait Backend: Send + Sync {
         let _ = (logits_rows, n_rows);
     }
 
+    /// A hint that the weights in `groups` are read next, group after group
+    /// (the weights of one group together, row by row): a device backend
+    /// may start moving them into a cache while earlier work runs. It never
+    /// changes a result; host backends ignore it (the default).
+    fn prefetch(&self, groups: &[&[&Self::Weight]]) {
+        let _ = groups;
+    }
+
     /// Waits for the queued work of a step and reports the first error an
     /// operation met. The operations above return nothing: a device backend
     /// runs them asynchronously and keeps its first failure (a launch error,

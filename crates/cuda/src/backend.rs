@@ -741,6 +741,10 @@ impl Backend for CudaBackend {
         self.top_k_on_device(x, k)
     }
 
+    fn prefetch(&self, groups: &[&[&CudaWeight]]) {
+        self.prefetch_weights(groups);
+    }
+
     fn begin_step(&self, logits_rows: &[usize], n_rows: usize) {
         self.set_step_rows(logits_rows, n_rows);
     }

@@ -204,6 +204,19 @@ impl CudaBackend {
         }
     }
 
+    /// Whether the current step has bulk rows (bulk on, some rows want no
+    /// logits), whatever the buffer.
+    pub(crate) fn step_has_bulk_rows(&self) -> bool {
+        self.bulk
+            && self
+                .bulk_state
+                .step_rows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| s.wants_logits.iter().any(|w| !w))
+    }
+
     /// Whether an operation over `n` rows has bulk rows: bulk on, inside a
     /// step of `n` rows, some of which want no logits.
     pub(crate) fn has_bulk_rows(&self, n: usize) -> bool {

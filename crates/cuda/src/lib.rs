@@ -22,6 +22,7 @@ pub mod compile;
 mod fused;
 mod launch;
 mod meta;
+mod prefetch;
 mod program;
 mod queue;
 mod scratch;
@@ -264,6 +265,7 @@ struct Kernels {
     attention_f16: CudaFunction,
     attention_f32: CudaFunction,
     attention_merge: CudaFunction,
+    prefetch_l2: CudaFunction,
     /// Bulk rows' attention on tensor cores, head dimension 64 and 128.
     attention_tile: [CudaFunction; 2],
     /// The step programs (program.cu), one per type of `PROGRAM_TYPES`;
@@ -354,6 +356,9 @@ pub struct CudaBackend {
     staged_launches: std::sync::atomic::AtomicU64,
     /// The bulk rows' step, scratch and settings (bulk.rs).
     bulk_state: bulk::BulkState,
+    /// Bytes of weights a decode step's layer asks L2 for ahead of use
+    /// (prefetch.rs; `SMELT_CUDA_PREFETCH_MIB`, 0: off, the default).
+    prefetch_bytes: u64,
 }
 
 fn driver(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
@@ -511,6 +516,7 @@ impl CudaBackend {
             bulk: std::env::var("SMELT_CUDA_BULK").map_or(true, |v| v != "0"),
             staged_launches: std::sync::atomic::AtomicU64::new(0),
             bulk_state: bulk::BulkState::from_env(),
+            prefetch_bytes: prefetch::budget_from_env(),
         })
     }
 
@@ -799,6 +805,7 @@ fn load_kernels(module: &Arc<CudaModule>) -> Result<Kernels, CudaError> {
         attention_f16: f("attention_f16")?,
         attention_f32: f("attention_f32")?,
         attention_merge: f("attention_merge")?,
+        prefetch_l2: f("prefetch_l2")?,
         attention_tile: [f("attention_tile_f16_64")?, f("attention_tile_f16_128")?],
         programs: if compile::programs_wanted() {
             PROGRAM_TYPES

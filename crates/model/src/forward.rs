@@ -351,6 +351,10 @@ impl<B: Backend> Model<B> {
                     be.norm_qkv_rope_store(&a.x, &qkv, c.rms_eps, geom, rope, kv, &at, bufs);
                 }
             }
+            // The layer's remaining weights, in the order they are read:
+            // a device may fetch them while attention (short, latency-bound
+            // at decode) leaves its memory bandwidth idle.
+            be.prefetch(&[&[&l.wo], &[&l.w_gate, &l.w_up], &[&l.w_down]]);
             be.attention(&a.q, kv, layer, &rows, geom, &mut a.att);
             match &l.post_attn_norm {
                 Some(post) => {

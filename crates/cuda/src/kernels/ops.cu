@@ -340,3 +340,30 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
         o[1] = __float_as_uint(xr[c_id[i]]);
     }
 }
+
+// Asks L2 for byte ranges of weights a later kernel reads (src/prefetch.rs):
+// up to four ranges, in pieces of PF_PIECE bytes spread over the grid's
+// threads. The requests go before the wait (weights are never written by a
+// kernel), so their loads from memory overlap the previous kernel's tail
+// and the next one (decode attention, which leaves the bandwidth idle).
+// Ranges start 16-byte aligned; a tail under 16 bytes is skipped.
+#define PF_PIECE 16384
+extern "C" __global__ void prefetch_l2(const u8* a0, u64 n0, const u8* a1, u64 n1,
+                                       const u8* a2, u64 n2, const u8* a3, u64 n3) {
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u8* a[4] = {a0, a1, a2, a3};
+    const u64 n[4] = {n0, n1, n2, n3};
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const u64 pieces = (n[r] + PF_PIECE - 1) / PF_PIECE;
+        for (u64 p = t; p < pieces; p += stride) {
+            const u64 off = p * PF_PIECE;
+            const u32 len = (u32)(min((u64)PF_PIECE, n[r] - off) & ~(u64)15);
+#if __CUDA_ARCH__ >= 900
+            if (len > 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a[r] + off), "r"(len) : "memory");
+#endif
+        }
+    }
+    pdl_wait_then_trigger();
+}
