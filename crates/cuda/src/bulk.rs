@@ -207,19 +207,18 @@ impl CudaBackend {
     /// Whether the current step has bulk rows (bulk on, some rows want no
     /// logits), whatever the buffer.
     pub(crate) fn step_has_bulk_rows(&self) -> bool {
-        self.bulk
-            && self
-                .bulk_state
-                .step_rows
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_some_and(|s| s.wants_logits.iter().any(|w| !w))
+        self.bulk_rows_where(|_| true)
     }
 
     /// Whether an operation over `n` rows has bulk rows: bulk on, inside a
     /// step of `n` rows, some of which want no logits.
     pub(crate) fn has_bulk_rows(&self, n: usize) -> bool {
+        self.bulk_rows_where(|s| s.n_rows == n)
+    }
+
+    /// Bulk on, and the current step is one `which` accepts with rows that
+    /// want no logits.
+    fn bulk_rows_where(&self, which: impl Fn(&StepRows) -> bool) -> bool {
         self.bulk
             && self
                 .bulk_state
@@ -227,7 +226,7 @@ impl CudaBackend {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
-                .is_some_and(|s| s.n_rows == n && s.wants_logits.iter().any(|w| !w))
+                .is_some_and(|s| which(s) && s.wants_logits.iter().any(|w| !w))
     }
 
     /// Launches the GEMM: `out[m] (+)= W · x[m] (+ bias)` for `m` rows of

@@ -6,7 +6,9 @@
 //! names the layer's remaining weights before its attention; here a small
 //! kernel (`prefetch_l2`, ops.cu) asks L2 for the first bytes of them, in
 //! the order they are read, up to a budget that fits L2 beside the rest of
-//! the step's data, so the products after attention find them there. It is
+//! the step's data, so the products after attention find them there (the
+//! requests go out once the QKV product has finished, during attention;
+//! `SMELT_CUDA_DEFINES=SMELT_PF_EARLY=1` sends them before, an A/B). It is
 //! a hint: results never change. Off by default until measured on a GPU
 //! (`SMELT_CUDA_PREFETCH_MIB=N` turns it on with an N MiB budget).
 
@@ -60,10 +62,15 @@ impl CudaBackend {
             .collect();
         let lens: Vec<&[u64]> = lens.iter().map(Vec::as_slice).collect();
         let takes = plan(&lens, self.prefetch_bytes);
+        // The first RANGES weights with bytes to fetch (the model names at
+        // most four); the kernel needs 16-byte aligned starts, which a
+        // weight's own allocation has.
         let mut args = Vec::with_capacity(2 * RANGES);
         for (w, take) in groups.iter().flat_map(|g| g.iter()).zip(takes) {
             if take > 0 && args.len() < 2 * RANGES {
-                args.push(Arg::U64(self.addr(&w.bytes)));
+                let addr = self.addr(&w.bytes);
+                debug_assert!(addr.is_multiple_of(16), "prefetch: unaligned weight");
+                args.push(Arg::U64(addr));
                 args.push(Arg::U64(take));
             }
         }

@@ -94,8 +94,7 @@ __device__ __forceinline__ void gemmb_body(const u8* w, u64 row_bytes, const u32
 
     float acc[2][NT][4];
     gq_zero<NT>(acc);
-    auto out_row = [&](int i, int e) { return m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0); };
-    auto out_col = [&](int nt, int e) { return n0 + wn + nt * 8 + 2 * t + (e & 1); };
+    const GqOut o{m0 + wm, n0 + wn, g, t, M, N};
 
     // ldmatrix row addresses of this lane's fragments (gemm.cu's layout,
     // in bytes): A tiles take rows lane % 16 and k words (lane / 16) * 4;
@@ -144,39 +143,12 @@ __device__ __forceinline__ void gemmb_body(const u8* w, u64 row_bytes, const u32
                     else mma_bf16(ts[i][nt], a[i], b[nt]);
                 }
         }
-        // The tile's sum: kept (split over k) or added to the running sum.
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    if (tiles) {
-                        const int m = out_row(i, e), n = out_col(nt, e);
-                        if (m < M && n < N) tiles[((u64)kt * M + m) * N + n] = ts[i][nt][e];
-                    } else {
-                        acc[i][nt][e] = __fadd_rn(acc[i][nt][e], ts[i][nt][e]);
-                    }
-                }
+        gq_tile_sum<NT>(o, acc, ts, tiles, kt);
     }
     // (Empty groups may remain; nothing is in flight past the last tile.)
     cp_async_wait_all();
     if (tiles) return;
-
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = out_row(i, e), n = out_col(nt, e);
-                if (m < M && n < N) {
-                    float v = acc[i][nt][e];
-                    if (bias) v += bias[n];
-                    float* o = out + (u64)m * ldo + n;
-                    *o = add ? *o + v : v;
-                }
-            }
+    gq_store<NT>(o, acc, out, bias, ldo, add);
 }
 
 // gemmq_bf16 (128-wide tiles) and gemmq_bf16_n64 (64-wide), with the int8

@@ -221,6 +221,56 @@ __device__ __forceinline__ void gq_zero(float a[2][NT][4]) {
             for (int e = 0; e < 4; e++) a[i][j][e] = 0.0f;
 }
 
+// Where a warp's 2 x NT mma tiles of outputs lie (the accumulator layout):
+// element e of tile (i, nt) is output row r0 + 16 i + g (+ 8 for e >= 2),
+// column c0 + 8 nt + 2 t + (e & 1). Shared with gemm_bf16.cu.
+struct GqOut {
+    int r0, c0, g, t, M, N;
+    __device__ __forceinline__ int row(int i, int e) const { return r0 + i * 16 + g + (e >= 2 ? 8 : 0); }
+    __device__ __forceinline__ int col(int nt, int e) const { return c0 + nt * 8 + 2 * t + (e & 1); }
+};
+
+// A k tile's fresh sums ts: kept as tile kt of `tiles` (split over k; added
+// in k order by gemm_sum_tiles) or added to the running sums acc, the same
+// f32 adds either way.
+template <int NT>
+__device__ __forceinline__ void gq_tile_sum(const GqOut& o, float acc[2][NT][4],
+                                            const float ts[2][NT][4], float* tiles, int kt) {
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (tiles) {
+                    const int m = o.row(i, e), n = o.col(nt, e);
+                    if (m < o.M && n < o.N) tiles[((u64)kt * o.M + m) * o.N + n] = ts[i][nt][e];
+                } else {
+                    acc[i][nt][e] = __fadd_rn(acc[i][nt][e], ts[i][nt][e]);
+                }
+            }
+}
+
+// The warp's sums (+ bias) into out, or added to it.
+template <int NT>
+__device__ __forceinline__ void gq_store(const GqOut& o, const float acc[2][NT][4], float* out,
+                                         const float* bias, int ldo, int add) {
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = o.row(i, e), n = o.col(nt, e);
+                if (m < o.M && n < o.N) {
+                    float v = acc[i][nt][e];
+                    if (bias) v += bias[n];
+                    float* p = out + (u64)m * ldo + n;
+                    *p = add ? *p + v : v;
+                }
+            }
+}
+
 template <int T, int BN>
 __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len, const i8* xq,
                                            const float* xd, const float* xs, float* out,
@@ -294,10 +344,7 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
 
     float acc[2][NT][4];
     gq_zero<NT>(acc);
-    // The output row and column of element e of this lane's tile (i, nt):
-    // the mma accumulator layout.
-    auto out_row = [&](int i, int e) { return m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0); };
-    auto out_col = [&](int nt, int e) { return n0 + wn + nt * 8 + 2 * t + (e & 1); };
+    const GqOut o{m0 + wm, n0 + wn, g, t, M, N};
 
     // ldmatrix row addresses of this lane's A fragments (gemm_codes.cu's
     // layout: the 32 bytes of an int8 k32 step are a bf16 k16 step's).
@@ -382,37 +429,10 @@ __device__ __forceinline__ void gemmq_body(const u8* w, u64 row_bytes, u64 w_len
                 }
             }
         }
-        // The tile's sum: kept (split over k) or added to the running sum.
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    if (tiles) {
-                        const int m = out_row(i, e), n = out_col(nt, e);
-                        if (m < M && n < N) tiles[((u64)kt * M + m) * N + n] = ts[i][nt][e];
-                    } else {
-                        acc[i][nt][e] = __fadd_rn(acc[i][nt][e], ts[i][nt][e]);
-                    }
-                }
+        gq_tile_sum<NT>(o, acc, ts, tiles, kt);
     }
     if (tiles) return;
-
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = out_row(i, e), n = out_col(nt, e);
-                if (m < M && n < N) {
-                    float v = acc[i][nt][e];
-                    if (bias) v += bias[n];
-                    float* o = out + (u64)m * ldo + n;
-                    *o = add ? *o + v : v;
-                }
-            }
+    gq_store<NT>(o, acc, out, bias, ldo, add);
 }
 
 // Blocks per SM the compiler plans registers for: two where two blocks'

@@ -343,17 +343,16 @@ extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
 
 // Asks L2 for byte ranges of weights a later kernel reads (src/prefetch.rs):
 // up to four ranges, in pieces of PF_PIECE bytes spread over the grid's
-// threads. The requests go before the wait (weights are never written by a
-// kernel), so their loads from memory overlap the previous kernel's tail
-// and the next one (decode attention, which leaves the bandwidth idle).
-// Ranges start 16-byte aligned; a tail under 16 bytes is skipped.
+// threads. By default the requests go out after the wait (the previous
+// kernel, the QKV product, has finished), so their loads fill the time the
+// next kernel (decode attention) leaves the memory bus idle instead of
+// competing with the QKV product; SMELT_PF_EARLY=1 issues them before the
+// wait instead (weights are never written by a kernel, so both are correct;
+// an A/B). Ranges start 16-byte aligned; a tail under 16 bytes is skipped.
 #define PF_PIECE 16384
-extern "C" __global__ void prefetch_l2(const u8* a0, u64 n0, const u8* a1, u64 n1,
-                                       const u8* a2, u64 n2, const u8* a3, u64 n3) {
+__device__ __forceinline__ void prefetch_ranges(const u8* const a[4], const u64 n[4]) {
     const u64 stride = (u64)gridDim.x * blockDim.x;
     const u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    const u8* a[4] = {a0, a1, a2, a3};
-    const u64 n[4] = {n0, n1, n2, n3};
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const u64 pieces = (n[r] + PF_PIECE - 1) / PF_PIECE;
@@ -365,5 +364,17 @@ extern "C" __global__ void prefetch_l2(const u8* a0, u64 n0, const u8* a1, u64 n
 #endif
         }
     }
+}
+
+extern "C" __global__ void prefetch_l2(const u8* a0, u64 n0, const u8* a1, u64 n1,
+                                       const u8* a2, u64 n2, const u8* a3, u64 n3) {
+    const u8* const a[4] = {a0, a1, a2, a3};
+    const u64 n[4] = {n0, n1, n2, n3};
+#if defined(SMELT_PF_EARLY) && SMELT_PF_EARLY
+    prefetch_ranges(a, n);
     pdl_wait_then_trigger();
+#else
+    pdl_wait_then_trigger();
+    prefetch_ranges(a, n);
+#endif
 }
