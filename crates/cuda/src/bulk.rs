@@ -100,7 +100,8 @@ impl BulkState {
 }
 
 /// The input rows of bulk products (their device address) and the forms
-/// products derive from them: split into bf16 hi / lo for the code products,
+/// products derive from them: split into bf16 hi / lo for the code products
+/// (the bf16 products read the hi words),
 /// quantized to int8 for the int8 products. The first product that needs a
 /// form makes it; the other products of the same input (Q/K/V, gate/up)
 /// read it.
@@ -118,6 +119,18 @@ impl GemmInput {
             quantized: Cell::new(None),
         }
     }
+}
+
+/// A form of a bulk product's input and how it is made: three parts at
+/// word offsets `parts` of `words` u32 words of `scratch`, written by
+/// `kernel` with `threads` threads, remembered in `cache`.
+pub(crate) struct InputForm<'a> {
+    pub cache: &'a Cell<Option<[u64; 3]>>,
+    pub scratch: &'a Mutex<Option<CudaSlice<u32>>>,
+    pub parts: [usize; 3],
+    pub words: usize,
+    pub kernel: &'a cudarc::driver::CudaFunction,
+    pub threads: usize,
 }
 
 /// Which rows of the current step want logits.
@@ -371,9 +384,10 @@ impl CudaBackend {
     }
 
     /// Splits `m` rows of `k` inputs at `x` (`k` a multiple of 32) for the
-    /// code product, unless an earlier product of the same input did: the
-    /// addresses of the bf16 hi words, the lo words and the f32 sums of each
-    /// 16 values (`bulk_split_x`).
+    /// code product (and the bf16 one, which reads the hi words), unless an
+    /// earlier product of the same input did: the addresses of the bf16 hi
+    /// words, the lo words and the f32 sums of each 16 values
+    /// (`bulk_split_x`, one thread per 8 values).
     fn split_input(
         &self,
         what: &'static str,
@@ -381,30 +395,51 @@ impl CudaBackend {
         m: usize,
         k: usize,
     ) -> Option<[u64; 3]> {
-        if let Some(s) = x.split.get() {
-            return Some(s);
-        }
         let half = m * k / 2;
-        let words = 2 * half + m * k / 16;
-        // bulk_split_x writes every word the product reads.
-        let base = self.scratch(what, &self.bulk_state.split_scratch, words)?;
-        let (hi, lo, sums) = (base, base + 4 * half as u64, base + 8 * half as u64);
+        let form = InputForm {
+            cache: &x.split,
+            scratch: &self.bulk_state.split_scratch,
+            parts: [0, half, 2 * half],
+            words: 2 * half + m * k / 16,
+            kernel: &self.k.bulk_split_x,
+            threads: m * k / 8,
+        };
+        self.input_form(what, x.addr, m, k, form)
+    }
+
+    /// The form `form` of the input at `x_addr` (`m` rows of `k`): made by
+    /// its kernel (arguments x, m, k and the three parts' addresses) unless
+    /// an earlier product of the same input made it.
+    pub(crate) fn input_form(
+        &self,
+        what: &'static str,
+        x_addr: u64,
+        m: usize,
+        k: usize,
+        form: InputForm<'_>,
+    ) -> Option<[u64; 3]> {
+        if let Some(parts) = form.cache.get() {
+            return Some(parts);
+        }
+        // The kernel writes every word the products read.
+        let base = self.scratch(what, form.scratch, form.words)?;
+        let parts = form.parts.map(|words| base + 4 * words as u64);
         self.launch(
             what,
-            &self.k.bulk_split_x,
-            (blocks(m * k / 8, BLOCK), 1, 1),
+            form.kernel,
+            (blocks(form.threads, BLOCK), 1, 1),
             BLOCK,
             &[
-                Arg::U64(x.addr),
+                Arg::U64(x_addr),
                 Arg::I32(m as i32),
                 Arg::I32(k as i32),
-                Arg::U64(hi),
-                Arg::U64(lo),
-                Arg::U64(sums),
+                Arg::U64(parts[0]),
+                Arg::U64(parts[1]),
+                Arg::U64(parts[2]),
             ],
         );
-        x.split.set(Some([hi, lo, sums]));
-        Some([hi, lo, sums])
+        form.cache.set(Some(parts));
+        Some(parts)
     }
 
     /// Bulk products of every weight type with exact codes take

@@ -16,8 +16,7 @@ use cudarc::driver::CudaFunction;
 use smelt_tensor::DType;
 
 use crate::backend::CudaWeight;
-use crate::bulk::GemmInput;
-use crate::launch::{Arg, BLOCK};
+use crate::bulk::{GemmInput, InputForm};
 use crate::{CudaBackend, Q8Mode};
 
 /// Values of one k tile of the int8 product (`GQ_KT` in gemm_q8.cu).
@@ -168,35 +167,18 @@ impl CudaBackend {
         m: usize,
         k: usize,
     ) -> Option<[u64; 3]> {
-        if let Some(q) = x.quantized.get() {
-            return Some(q);
-        }
         let groups = m * k / 32;
         // In u32 words: the codes (4 a word), then two floats a group.
-        let words = m * k / 4 + 2 * groups;
-        // bulk_quant_x writes every word the product reads.
-        let base = self.scratch(what, &self.bulk_state.quant_scratch, words)?;
-        let (codes, scales, sums) = (
-            base,
-            base + (m * k) as u64,
-            base + (m * k + 4 * groups) as u64,
-        );
-        self.launch(
-            what,
-            &self.k.bulk_quant_x,
-            (crate::backend::blocks(m * k, BLOCK), 1, 1),
-            BLOCK,
-            &[
-                Arg::U64(x.addr),
-                Arg::I32(m as i32),
-                Arg::I32(k as i32),
-                Arg::U64(codes),
-                Arg::U64(scales),
-                Arg::U64(sums),
-            ],
-        );
-        x.quantized.set(Some([codes, scales, sums]));
-        Some([codes, scales, sums])
+        let form = InputForm {
+            cache: &x.quantized,
+            scratch: &self.bulk_state.quant_scratch,
+            parts: [0, m * k / 4, m * k / 4 + groups],
+            words: m * k / 4 + 2 * groups,
+            kernel: &self.k.bulk_quant_x,
+            // One warp a 32-value group: a thread a value.
+            threads: m * k,
+        };
+        self.input_form(what, x.addr, m, k, form)
     }
 
     /// Bulk products of the weight types with reduced-precision kernels

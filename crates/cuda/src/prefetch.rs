@@ -27,60 +27,49 @@ pub(crate) fn budget_from_env() -> u64 {
         .map_or(0, |mib| mib.min(1 << 20) << 20)
 }
 
-/// The byte counts to prefetch of each weight (in `groups` order, a group's
-/// weights together): groups in turn take what the budget has left, split
-/// evenly over their weights (read row by row together, so their first
-/// bytes are wanted first), each weight at most its length.
-fn plan(lens: &[&[u64]], budget: u64) -> Vec<u64> {
+/// Calls `take(weight, bytes)` with the bytes to prefetch of each weight
+/// (in `groups` order, a group's weights together): groups in turn take
+/// what the budget has left, split evenly over their weights (read row by
+/// row together, so their first bytes are wanted first), each weight at
+/// most its length `len`. No allocation: it runs a few times a decode step.
+fn plan<W>(groups: &[&[W]], len: impl Fn(&W) -> u64, budget: u64, mut take: impl FnMut(&W, u64)) {
     let mut left = budget;
-    let mut out = Vec::new();
-    for group in lens {
-        if group.is_empty() {
-            continue;
-        }
+    for group in groups.iter().filter(|g| !g.is_empty()) {
         let share = left / group.len() as u64;
-        for &len in group.iter() {
-            let take = len.min(share);
-            out.push(take);
-            left -= take;
+        for w in group.iter() {
+            let bytes = len(w).min(share);
+            take(w, bytes);
+            left -= bytes;
         }
     }
-    out
 }
 
 impl CudaBackend {
-    /// `Backend::prefetch`: one `prefetch_l2` launch for the first ranges
-    /// of the plan, only in steps without bulk rows (a prompt's products
-    /// read each weight many times over; their loads are not the problem).
+    /// `Backend::prefetch`: one `prefetch_l2` launch for the first
+    /// `RANGES` weights the plan gives bytes (the model names at most
+    /// four), only in steps without bulk rows (a prompt's products read
+    /// each weight many times over; their loads are not the problem).
     pub(crate) fn prefetch_weights(&self, groups: &[&[&CudaWeight]]) {
         if self.prefetch_bytes == 0 || self.step_has_bulk_rows() {
             return;
         }
-        let lens: Vec<Vec<u64>> = groups
-            .iter()
-            .map(|g| g.iter().map(|w| w.bytes.len() as u64).collect())
-            .collect();
-        let lens: Vec<&[u64]> = lens.iter().map(Vec::as_slice).collect();
-        let takes = plan(&lens, self.prefetch_bytes);
-        // The first RANGES weights with bytes to fetch (the model names at
-        // most four); the kernel needs 16-byte aligned starts, which a
-        // weight's own allocation has.
-        let mut args = Vec::with_capacity(2 * RANGES);
-        for (w, take) in groups.iter().flat_map(|g| g.iter()).zip(takes) {
-            if take > 0 && args.len() < 2 * RANGES {
+        let mut args = [Arg::U64(0); 2 * RANGES];
+        let mut n = 0;
+        let len = |w: &&CudaWeight| w.bytes.len() as u64;
+        plan(groups, len, self.prefetch_bytes, |w, bytes| {
+            if bytes > 0 && n < RANGES {
+                // The kernel needs 16-byte aligned starts, which a
+                // weight's own allocation has.
                 let addr = self.addr(&w.bytes);
                 debug_assert!(addr.is_multiple_of(16), "prefetch: unaligned weight");
-                args.push(Arg::U64(addr));
-                args.push(Arg::U64(take));
+                args[2 * n] = Arg::U64(addr);
+                args[2 * n + 1] = Arg::U64(bytes);
+                n += 1;
             }
+        });
+        if n > 0 {
+            self.launch("prefetch", &self.k.prefetch_l2, (8, 1, 1), 128, &args);
         }
-        if args.is_empty() {
-            return;
-        }
-        while args.len() < 2 * RANGES {
-            args.push(Arg::U64(0));
-        }
-        self.launch("prefetch", &self.k.prefetch_l2, (8, 1, 1), 128, &args);
     }
 }
 
@@ -88,15 +77,27 @@ impl CudaBackend {
 mod tests {
     use super::*;
 
+    fn planned(groups: &[&[u64]], budget: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        plan(groups, |&l| l, budget, |_, bytes| out.push(bytes));
+        out
+    }
+
     #[test]
     fn the_plan_fills_the_budget_in_order_and_shares_it_within_a_group() {
         // wo 10, gate / up 100 each, down 100; budget 70: wo whole, then
         // 30 each of gate and up, nothing of down.
-        assert_eq!(plan(&[&[10], &[100, 100], &[100]], 70), vec![10, 30, 30, 0]);
+        assert_eq!(
+            planned(&[&[10], &[100, 100], &[100]], 70),
+            vec![10, 30, 30, 0]
+        );
         // A large budget takes every weight whole and leaves the rest.
-        assert_eq!(plan(&[&[10], &[20, 30], &[40]], 1000), vec![10, 20, 30, 40]);
+        assert_eq!(
+            planned(&[&[10], &[20, 30], &[40]], 1000),
+            vec![10, 20, 30, 40]
+        );
         // A group's short weight leaves its share to the next group.
-        assert_eq!(plan(&[&[5, 100], &[100]], 60), vec![5, 30, 25]);
-        assert_eq!(plan(&[&[10]], 0), vec![0]);
+        assert_eq!(planned(&[&[5, 100], &[100]], 60), vec![5, 30, 25]);
+        assert_eq!(planned(&[&[10]], 0), vec![0]);
     }
 }

@@ -210,15 +210,22 @@ __device__ __forceinline__ void gq_scales(const u8* sw, const int* shift, int ng
     }
 }
 
-// A warp's 2 x NT tiles of accumulators to zero.
-template <int NT>
-__device__ __forceinline__ void gq_zero(float a[2][NT][4]) {
+// f(i, nt, e) for every element of a warp's 2 x NT mma tiles (fully
+// unrolled, so arrays indexed by them stay in registers).
+template <int NT, class F>
+__device__ __forceinline__ void gq_each(F f) {
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int j = 0; j < NT; j++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) a[i][j][e] = 0.0f;
+            for (int e = 0; e < 4; e++) f(i, nt, e);
+}
+
+// A warp's 2 x NT tiles of accumulators to zero.
+template <int NT>
+__device__ __forceinline__ void gq_zero(float a[2][NT][4]) {
+    gq_each<NT>([&](int i, int nt, int e) { a[i][nt][e] = 0.0f; });
 }
 
 // Where a warp's 2 x NT mma tiles of outputs lie (the accumulator layout):
@@ -236,39 +243,29 @@ struct GqOut {
 template <int NT>
 __device__ __forceinline__ void gq_tile_sum(const GqOut& o, float acc[2][NT][4],
                                             const float ts[2][NT][4], float* tiles, int kt) {
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (tiles) {
-                    const int m = o.row(i, e), n = o.col(nt, e);
-                    if (m < o.M && n < o.N) tiles[((u64)kt * o.M + m) * o.N + n] = ts[i][nt][e];
-                } else {
-                    acc[i][nt][e] = __fadd_rn(acc[i][nt][e], ts[i][nt][e]);
-                }
-            }
+    gq_each<NT>([&](int i, int nt, int e) {
+        if (tiles) {
+            const int m = o.row(i, e), n = o.col(nt, e);
+            if (m < o.M && n < o.N) tiles[((u64)kt * o.M + m) * o.N + n] = ts[i][nt][e];
+        } else {
+            acc[i][nt][e] = __fadd_rn(acc[i][nt][e], ts[i][nt][e]);
+        }
+    });
 }
 
 // The warp's sums (+ bias) into out, or added to it.
 template <int NT>
 __device__ __forceinline__ void gq_store(const GqOut& o, const float acc[2][NT][4], float* out,
                                          const float* bias, int ldo, int add) {
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int m = o.row(i, e), n = o.col(nt, e);
-                if (m < o.M && n < o.N) {
-                    float v = acc[i][nt][e];
-                    if (bias) v += bias[n];
-                    float* p = out + (u64)m * ldo + n;
-                    *p = add ? *p + v : v;
-                }
-            }
+    gq_each<NT>([&](int i, int nt, int e) {
+        const int m = o.row(i, e), n = o.col(nt, e);
+        if (m < o.M && n < o.N) {
+            float v = acc[i][nt][e];
+            if (bias) v += bias[n];
+            float* p = out + (u64)m * ldo + n;
+            *p = add ? *p + v : v;
+        }
+    });
 }
 
 template <int T, int BN>
